@@ -1,0 +1,1 @@
+"""eliza-db: the PostgreSQL that ElizaOS agents keep their memories in, per environment."""

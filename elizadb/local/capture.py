@@ -1,0 +1,145 @@
+"""Run the Pulumi program in-process under Pulumi's mock runtime and capture what it declares:
+every resource with its inputs (as the provider would receive them), its options and its
+dependencies, and the stack outputs with their secrecy."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc
+
+from elizadb.local import providers
+from elizadb.local.state import StateFile
+from infra.settings import StackSettings
+
+
+@dataclass
+class Declared:
+    """One resource as the program declared it."""
+
+    typ: str
+    name: str
+    urn: str
+    inputs: dict[str, Any]  # secrets unwrapped
+    secret_inputs: frozenset[str]  # top-level input names given as secrets
+    protect: bool
+    retain_on_delete: bool
+    dependencies: frozenset[str]  # URNs
+    parent: str
+    custom: bool
+
+
+@dataclass
+class Declaration:
+    resources: list[Declared]
+    outputs: dict[str, Any]
+    secret_outputs: frozenset[str]
+    by_urn: dict[str, Declared] = field(default_factory=dict)
+
+    def of_type(self, typ: str) -> list[Declared]:
+        return [r for r in self.resources if r.typ == typ]
+
+
+class _LocalMocks(pulumi.runtime.Mocks):
+    def __init__(self, state: StateFile | None) -> None:
+        self.state = state
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
+        inputs = _unwrap(args.inputs)
+        if args.typ in providers.TYPES:
+            if self.state is None:
+                raise RuntimeError("secrets are needed but no state file was given")
+            return f"{args.name}-id", providers.provide(args.typ, args.name, inputs, self.state)
+        if not args.custom:
+            return "", {}
+        return inputs.get("name") or args.name, inputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list | None]:
+        raise RuntimeError(f"the eliza-db program makes no invokes, but called {args.token}")
+
+
+class _CaptureMonitor(pulumi_mocks.MockMonitor):
+    """MockMonitor that also records options the Mocks interface does not see."""
+
+    def __init__(self, mocks: _LocalMocks) -> None:
+        super().__init__(mocks)
+        self.captured: list[Declared] = []
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC name)
+        response = super().RegisterResource(request)
+        if request.type == "pulumi:pulumi:Stack":
+            return response
+        raw = rpc.deserialize_properties(request.object)
+        deps = set(request.dependencies)
+        for prop_deps in request.propertyDependencies.values():
+            deps.update(prop_deps.urns)
+        self.captured.append(
+            Declared(
+                typ=request.type,
+                name=request.name,
+                urn=response.urn,
+                inputs=_unwrap(raw),
+                secret_inputs=frozenset(k for k, v in raw.items() if _has_secret(v)),
+                protect=bool(request.protect),
+                retain_on_delete=bool(request.retainOnDelete),
+                dependencies=frozenset(deps),
+                parent=request.parent,
+                custom=bool(request.custom),
+            )
+        )
+        return response
+
+
+def _has_secret(value: Any) -> bool:
+    if rpc.is_rpc_secret(value):
+        return True
+    if isinstance(value, dict):
+        return any(_has_secret(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_secret(v) for v in value)
+    return False
+
+
+def _unwrap(value: Any) -> Any:
+    if rpc.is_rpc_secret(value):
+        return _unwrap(rpc.unwrap_rpc_secret(value))
+    if isinstance(value, dict):
+        return {k: _unwrap(v) for k, v in value.items() if not k.startswith("__")}
+    if isinstance(value, list):
+        return [_unwrap(v) for v in value]
+    return value
+
+
+def declare(settings: StackSettings, state: StateFile | None) -> Declaration:
+    """Run the program for `settings` and return everything it declared."""
+    from infra.program import ElizaDbStack  # after set_mocks, as Pulumi requires
+
+    mocks = _LocalMocks(state)
+    monitor = _CaptureMonitor(mocks)
+    pulumi.runtime.set_mocks(
+        mocks, project="elizadb", stack=settings.stack, preview=False, monitor=monitor
+    )
+    resolved: dict[str, tuple[Any, bool]] = {}
+
+    async def resolve(outputs: dict[str, Any]) -> None:
+        for key, value in outputs.items():
+            out = pulumi.Output.from_input(value)
+            resolved[key] = (await out.future(), await out.is_secret())
+
+    @pulumi.runtime.test
+    def run() -> pulumi.Output[None]:
+        stack = ElizaDbStack(settings)
+        return pulumi.Output.from_input(asyncio.ensure_future(resolve(stack.outputs)))
+
+    run()
+    declaration = Declaration(
+        resources=monitor.captured,
+        outputs={k: v for k, (v, _) in resolved.items()},
+        secret_outputs=frozenset(k for k, (_, secret) in resolved.items() if secret),
+    )
+    declaration.by_urn = {r.urn: r for r in declaration.resources}
+    return declaration

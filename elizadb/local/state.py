@@ -1,0 +1,77 @@
+"""The per-stack state file of the local deploy: generated secrets, keys and certificates, kept
+so that they are made once per stack. Readable by its owner only, in a folder only its owner can
+enter; refused when it is not."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from elizadb.errors import StateError
+
+
+def default_state_dir() -> Path:
+    override = os.environ.get("ELIZADB_STATE_DIR")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parents[2] / ".elizadb"
+
+
+class StateFile:
+    def __init__(self, stack: str, directory: Path | None = None) -> None:
+        self.directory = directory or default_state_dir()
+        self.path = self.directory / f"{stack}.state.json"
+        self.data: dict[str, Any] = self._load()
+        self.dirty = False
+
+    def _load(self) -> dict[str, Any]:
+        if not self.path.exists():
+            return {"version": 1, "resources": {}}
+        mode = stat.S_IMODE(self.path.stat().st_mode)
+        if mode & 0o077:
+            raise StateError(
+                f"{self.path} has mode {mode:o}: it holds the stack's secrets and must be readable "
+                f"by its owner only; run `chmod 600 {self.path}`"
+            )
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise StateError(f"cannot read {self.path}: {exc}") from None
+        if not isinstance(data, dict) or "resources" not in data:
+            raise StateError(f"{self.path} is not an eliza-db state file")
+        return data
+
+    def get(self, name: str, fingerprint: str) -> dict[str, Any] | None:
+        entry = self.data["resources"].get(name)
+        if entry and entry.get("fingerprint") == fingerprint:
+            return dict(entry["outputs"])
+        return None
+
+    def put(self, name: str, fingerprint: str, outputs: dict[str, Any]) -> None:
+        self.data["resources"][name] = {"fingerprint": fingerprint, "outputs": outputs}
+        self.dirty = True
+
+    def forget(self, name: str) -> bool:
+        removed = self.data["resources"].pop(name, None) is not None
+        self.dirty = self.dirty or removed
+        return removed
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.directory, 0o700)
+        # Write-then-rename, created 0600 from the start: never a moment where others can read.
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".state-")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(self.data, handle, indent=1, sort_keys=True)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.dirty = False

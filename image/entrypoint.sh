@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# elizadb-entrypoint MODE — what every eliza-db container runs.
+#
+#   primary    initdb on first start, then PostgreSQL
+#   replica    pg_basebackup from the primary on first start (over TLS, into a physical slot),
+#              then PostgreSQL as a hot standby
+#   pgbouncer  PgBouncer in front of the primary
+#   job        bootstrap roles, database and slots on the primary, then apply sql/ migrations
+#
+# Files arrive as uploads under /etc/elizadb (rendered by infra/render, identical for `pulumi up`
+# and the local deploy). Uploads get default owner and mode, and PostgreSQL and libpq refuse keys
+# and password files that others can read, so this script copies them into place with mode 0600
+# before dropping to the postgres user.
+set -euo pipefail
+
+MODE=${1:?usage: elizadb-entrypoint primary|replica|pgbouncer|job}
+ETC=/etc/elizadb
+PRIVATE=/var/lib/postgresql/private
+CONF="$ETC/postgresql.conf"
+
+log() { printf '%s elizadb-entrypoint[%s]: %s\n' "$(date -u +%FT%TZ)" "$MODE" "$*" >&2; }
+as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
+
+install_private_files() {
+  install -d -o postgres -g postgres -m 0700 "$PRIVATE"
+  local f
+  for f in "$ETC"/tls/server.key "$ETC"/secrets/*; do
+    [[ -f "$f" ]] || continue
+    install -o postgres -g postgres -m 0600 "$f" "$PRIVATE/$(basename "$f")"
+  done
+  # The uploaded originals are no longer needed by anyone else.
+  chmod -R go-rwx "$ETC/secrets" "$ETC/tls/server.key" 2>/dev/null || true
+  install -d -o postgres -g postgres -m 2775 /run/postgresql
+  install -d -o postgres -g postgres -m 0700 "$(dirname "$PGDATA")"
+}
+
+run_postgres() {
+  # PostgreSQL refuses a data directory that others can read.
+  chmod 0700 "$PGDATA"
+  log "starting PostgreSQL"
+  exec setpriv --reuid=postgres --regid=postgres --init-groups \
+    postgres -D "$PGDATA" -c config_file="$CONF"
+}
+
+case "$MODE" in
+  primary)
+    install_private_files
+    if [[ ! -s "$PGDATA/PG_VERSION" ]]; then
+      log "empty data directory: initdb (scram-sha-256, data checksums for pg_rewind)"
+      as_postgres initdb -D "$PGDATA" --username=postgres --pwfile="$PRIVATE/superuser" \
+        --auth-local=peer --auth-host=scram-sha-256 --data-checksums \
+        --encoding=UTF8 --locale=C.UTF-8 >/dev/null
+    fi
+    run_postgres
+    ;;
+
+  replica)
+    install_private_files
+    : "${ELIZADB_PRIMARY_CONNINFO:?}" "${ELIZADB_SLOT:?}"
+    if [[ ! -s "$PGDATA/PG_VERSION" ]]; then
+      log "empty data directory: cloning the primary with pg_basebackup into slot $ELIZADB_SLOT"
+      deadline=$((SECONDS + ${ELIZADB_CLONE_TIMEOUT:-300}))
+      until as_postgres env PGPASSFILE="$PRIVATE/pgpass" pg_basebackup -D "$PGDATA" \
+          -d "$ELIZADB_PRIMARY_CONNINFO" -X stream -S "$ELIZADB_SLOT" -c fast; do
+        rm -rf "${PGDATA:?}"
+        if ((SECONDS >= deadline)); then log "the primary could not be cloned in time"; exit 1; fi
+        log "primary not ready for cloning yet; retrying"
+        sleep 1
+      done
+    fi
+    # standby.signal makes this a hot standby on every start; primary_conninfo and
+    # primary_slot_name come from the rendered postgresql.conf.
+    as_postgres touch "$PGDATA/standby.signal"
+    run_postgres
+    ;;
+
+  pgbouncer)
+    install_private_files
+    log "starting PgBouncer"
+    exec setpriv --reuid=postgres --regid=postgres --init-groups pgbouncer "$ETC/pgbouncer.ini"
+    ;;
+
+  job)
+    install_private_files
+    export PGPASSFILE="$PRIVATE/pgpass"
+    deadline=$((SECONDS + ${ELIZADB_WAIT_TIMEOUT:-120}))
+    until pg_isready -q -d "dbname=postgres connect_timeout=2"; do
+      if ((SECONDS >= deadline)); then log "the primary did not accept connections in time"; exit 1; fi
+      sleep 0.5
+    done
+    log "bootstrap: roles, database, pooler auth function, replication slots"
+    as_postgres env PGPASSFILE="$PGPASSFILE" psql -X -q -v ON_ERROR_STOP=1 -d postgres \
+      -f "$ETC/job/bootstrap.sql"
+    log "migrations"
+    as_postgres env PGPASSFILE="$PGPASSFILE" elizadb-migrate "$ETC/sql"
+    log "done"
+    ;;
+
+  *)
+    echo "elizadb-entrypoint: unknown mode '$MODE' (use primary, replica, pgbouncer or job)" >&2
+    exit 2
+    ;;
+esac

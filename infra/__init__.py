@@ -1,0 +1,1 @@
+"""The Pulumi program of eliza-db: settings, pure renderers and components."""

@@ -1,0 +1,23 @@
+"""`pulumi up` entry point: read the stack's config, declare the stack, export its outputs."""
+
+import sys
+from pathlib import Path
+
+import pulumi
+
+# Pulumi runs this file from infra/; make the repository importable without an install.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from elizadb.errors import ConfigError  # noqa: E402
+from infra.program import ElizaDbStack  # noqa: E402
+from infra.settings import config_from_pulumi_runtime, load_settings  # noqa: E402
+
+stack = pulumi.get_stack()
+try:
+    raw = {**pulumi.runtime.config.get_config_env(), **pulumi.runtime.config.CONFIG.get()}
+    settings = load_settings(stack, config_from_pulumi_runtime(raw), f"Pulumi.{stack}.yaml")
+except ConfigError as err:
+    raise pulumi.RunError(str(err)) from None
+
+for key, value in ElizaDbStack(settings).outputs.items():
+    pulumi.export(key, value)

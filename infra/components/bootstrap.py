@@ -1,0 +1,79 @@
+"""The bootstrap job: a one-shot container that applies bootstrap.sql (roles, database, pooler
+auth function, replication slots) and the sql/ migrations on the primary. Its uploads carry
+everything it applies, so any change to them replaces the job and it runs again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pulumi
+import pulumi_docker as docker
+
+from infra.components.common import child, labels, secret_upload, upload
+from infra.render import paths
+from infra.render.bootstrap import render_bootstrap_sql
+from infra.render.connections import render_pgpass
+from infra.roles import ROLES, SUPERUSER
+from infra.settings import StackSettings
+from infra.topology import PG_PORT, Topology
+
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+
+
+def migration_files(sql_dir: Path = SQL_DIR) -> list[Path]:
+    return sorted(sql_dir.glob("[0-9][0-9][0-9][0-9]_*.sql"))
+
+
+class BootstrapJob(pulumi.ComponentResource):
+    container: docker.Container
+
+    def __init__(
+        self,
+        name: str,
+        settings: StackSettings,
+        topo: Topology,
+        image: pulumi.Output[str],
+        network: docker.Network,
+        ca_cert_pem: pulumi.Output[str],
+        passwords: dict[str, pulumi.Output[str]],
+        salt_seed: pulumi.Output[str],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("elizadb:index:BootstrapJob", name, None, opts)
+        names = [SUPERUSER, *(r.name for r in ROLES)]
+        secrets = pulumi.Output.all(salt_seed, *(passwords[n] for n in names))
+        bootstrap_sql = secrets.apply(
+            lambda v: render_bootstrap_sql(settings, topo, dict(zip(names, v[1:])), v[0])
+        )
+        pgpass = passwords[SUPERUSER].apply(lambda pw: render_pgpass([("*", SUPERUSER, pw)]))
+        sslmode = "verify-full" if settings.tls.enabled else "disable"
+        self.container = docker.Container(
+            name,
+            name=topo.job_name,
+            image=image,
+            command=["job"],
+            envs=[
+                f"ELIZADB_EMBEDDING_DIMS={settings.embedding_dimensions}",
+                f"PGDATABASE={settings.database}",
+                f"PGHOST={topo.primary.name}",
+                f"PGPORT={PG_PORT}",
+                f"PGSSLMODE={sslmode}",
+                f"PGSSLROOTCERT={paths.CA_CERT}",
+                f"PGUSER={SUPERUSER}",
+            ],
+            labels=labels(settings, "job", topo.job_name),
+            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network.name)],
+            uploads=[
+                upload(paths.CA_CERT, ca_cert_pem),
+                secret_upload(paths.BOOTSTRAP_SQL, bootstrap_sql),
+                secret_upload(paths.PGPASS_UPLOAD, pgpass),
+                *(upload(f"{paths.SQL_DIR}/{f.name}", f.read_text()) for f in migration_files()),
+            ],
+            # Run to completion and fail the deployment if it fails.
+            attach=True,
+            logs=True,
+            must_run=False,
+            restart="no",
+            opts=child(self, depends_on=opts.depends_on if opts else None),
+        )
+        self.register_outputs({"name": topo.job_name})

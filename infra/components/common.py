@@ -1,0 +1,45 @@
+"""Pieces every container of the stack shares: labels, health checks, uploads, sizes."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_docker as docker
+
+from infra.settings import StackSettings
+
+LABEL_STACK = "elizadb.stack"
+LABEL_ROLE = "elizadb.role"
+LABEL_NODE = "elizadb.node"
+
+
+def labels(settings: StackSettings, role: str, node: str) -> list[docker.ContainerLabelArgs]:
+    values = {LABEL_STACK: settings.stack, LABEL_ROLE: role, LABEL_NODE: node}
+    return [docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(values.items())]
+
+
+def healthcheck(test: list[str]) -> docker.ContainerHealthcheckArgs:
+    return docker.ContainerHealthcheckArgs(
+        tests=["CMD", *test],
+        interval="5s",
+        timeout="3s",
+        retries=5,
+        start_period="120s",
+    )
+
+
+def upload(path: str, content: str | pulumi.Output[str]) -> docker.ContainerUploadArgs:
+    return docker.ContainerUploadArgs(file=path, content=content)
+
+
+def secret_upload(path: str, content: pulumi.Output[str]) -> docker.ContainerUploadArgs:
+    """Upload content is kept in Pulumi state: keys and passwords must be secret inputs."""
+    return docker.ContainerUploadArgs(file=path, content=pulumi.Output.secret(content))
+
+
+def megabytes(size: str) -> int:
+    number, unit = int(size[:-1]), size[-1]
+    return {"k": max(1, number // 1024), "m": number, "g": number * 1024}[unit]
+
+
+def child(parent: pulumi.Resource, **kwargs: object) -> pulumi.ResourceOptions:
+    return pulumi.ResourceOptions(parent=parent, **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,76 @@
+"""PgBouncer in front of the primary, TLS on both legs."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_docker as docker
+
+from infra.components.common import child, healthcheck, labels, secret_upload, upload
+from infra.render import paths
+from infra.render.pgbouncer import render_pgbouncer_ini, render_userlist
+from infra.roles import POOLER_AUTH
+from infra.settings import StackSettings
+from infra.topology import POOLER_PORT, Topology
+
+
+class Pooler(pulumi.ComponentResource):
+    container: docker.Container
+
+    def __init__(
+        self,
+        name: str,
+        settings: StackSettings,
+        topo: Topology,
+        image: pulumi.Output[str],
+        network: docker.Network,
+        ca_cert_pem: pulumi.Output[str],
+        server_cert_pem: pulumi.Output[str],
+        server_key_pem: pulumi.Output[str],
+        passwords: dict[str, pulumi.Output[str]],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("elizadb:index:Pooler", name, None, opts)
+        sslmode = "require" if settings.tls.enabled else "disable"
+        self.container = docker.Container(
+            name,
+            name=topo.pooler_name,
+            hostname=topo.pooler_name,
+            image=image,
+            command=["pgbouncer"],
+            labels=labels(settings, "pgbouncer", topo.pooler_name),
+            networks_advanced=[
+                docker.ContainerNetworksAdvancedArgs(name=network.name, aliases=[topo.pooler_name])
+            ],
+            ports=[
+                docker.ContainerPortArgs(
+                    internal=POOLER_PORT,
+                    external=topo.pooler_host_port,
+                    ip=settings.network.bind_address,
+                )
+            ],
+            uploads=[
+                upload(paths.PGBOUNCER_INI, render_pgbouncer_ini(settings, topo)),
+                upload(paths.CA_CERT, ca_cert_pem),
+                upload(paths.SERVER_CERT, server_cert_pem),
+                secret_upload(paths.SERVER_KEY_UPLOAD, server_key_pem),
+                secret_upload(
+                    paths.USERLIST_UPLOAD, passwords[POOLER_AUTH.name].apply(render_userlist)
+                ),
+            ],
+            healthcheck=healthcheck(
+                [
+                    "pg_isready",
+                    "-q",
+                    "-d",
+                    f"host=127.0.0.1 port={POOLER_PORT} dbname=pgbouncer sslmode={sslmode}",
+                ]
+            ),
+            restart="unless-stopped",
+            memory=128,
+            # SIGTERM: immediate shutdown (SIGINT would wait for every client to leave).
+            stop_signal="SIGTERM",
+            wait=True,
+            wait_timeout=120,
+            opts=child(self, depends_on=opts.depends_on if opts else None),
+        )
+        self.register_outputs({"name": topo.pooler_name})

@@ -1,0 +1,114 @@
+"""A PostgreSQL node — the primary or a streaming replica — with its protected data volume."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_docker as docker
+
+from infra.components.common import (
+    child,
+    healthcheck,
+    labels,
+    megabytes,
+    secret_upload,
+    upload,
+)
+from infra.render import paths
+from infra.render.connections import render_pgpass
+from infra.render.postgres import primary_conninfo, render_pg_hba, render_postgresql_conf
+from infra.roles import REPLICATOR
+from infra.settings import StackSettings
+from infra.topology import BACKUP_MOUNT, DATA_MOUNT, PG_PORT, Node, Topology
+
+
+@dataclass(frozen=True)
+class NodeInputs:
+    settings: StackSettings
+    topo: Topology
+    node: Node
+    image: pulumi.Output[str]
+    network: docker.Network
+    backup_volume: docker.Volume
+    ca_cert_pem: pulumi.Output[str]
+    server_cert_pem: pulumi.Output[str]
+    server_key_pem: pulumi.Output[str]
+    passwords: dict[str, pulumi.Output[str]]
+
+
+class PostgresNode(pulumi.ComponentResource):
+    container: docker.Container
+    volume: docker.Volume
+
+    def __init__(
+        self, name: str, args: NodeInputs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("elizadb:index:PostgresNode", name, None, opts)
+        settings, topo, node = args.settings, args.topo, args.node
+        # Data outlives the container: a replace or a destroy must not take it along.
+        self.volume = docker.Volume(
+            f"{name}-data",
+            name=topo.volume_name(node),
+            labels=[
+                docker.VolumeLabelArgs(label="elizadb.stack", value=settings.stack),
+                docker.VolumeLabelArgs(label="elizadb.node", value=node.name),
+            ],
+            opts=child(self, protect=True, retain_on_delete=True),
+        )
+        uploads = [
+            upload(paths.POSTGRESQL_CONF, render_postgresql_conf(settings, topo, node)),
+            upload(paths.PG_HBA_CONF, render_pg_hba(settings)),
+            upload(paths.CA_CERT, args.ca_cert_pem),
+            upload(paths.SERVER_CERT, args.server_cert_pem),
+            secret_upload(paths.SERVER_KEY_UPLOAD, args.server_key_pem),
+        ]
+        envs: list[str] = []
+        if node.role == "primary":
+            uploads.append(
+                secret_upload(paths.SUPERUSER_PASSWORD_UPLOAD, args.passwords["postgres"])
+            )
+        else:
+            pgpass = args.passwords[REPLICATOR.name].apply(
+                lambda pw: render_pgpass([("replication", REPLICATOR.name, pw)])
+            )
+            uploads.append(secret_upload(paths.PGPASS_UPLOAD, pgpass))
+            envs = [
+                f"ELIZADB_PRIMARY_CONNINFO={primary_conninfo(settings, topo, node)}",
+                f"ELIZADB_SLOT={node.slot}",
+            ]
+        self.container = docker.Container(
+            name,
+            name=node.name,
+            hostname=node.name,
+            image=args.image,
+            command=[node.role],
+            envs=envs,
+            labels=labels(settings, node.role, node.name),
+            networks_advanced=[
+                docker.ContainerNetworksAdvancedArgs(name=args.network.name, aliases=[node.name])
+            ],
+            ports=[
+                docker.ContainerPortArgs(
+                    internal=PG_PORT, external=node.host_port, ip=settings.network.bind_address
+                )
+            ],
+            volumes=[
+                docker.ContainerVolumeArgs(volume_name=self.volume.name, container_path=DATA_MOUNT),
+                docker.ContainerVolumeArgs(
+                    volume_name=args.backup_volume.name, container_path=BACKUP_MOUNT
+                ),
+            ],
+            uploads=uploads,
+            healthcheck=healthcheck(["pg_isready", "-q", "-h", "/run/postgresql", "-p", "5432"]),
+            restart="unless-stopped",
+            memory=megabytes(settings.resources.memory),
+            shm_size=megabytes(settings.resources.shm_size),
+            # SIGINT is PostgreSQL's fast shutdown; SIGTERM would wait for every client.
+            stop_signal="SIGINT",
+            stop_timeout=30,
+            wait=True,
+            wait_timeout=300,
+            opts=child(self, depends_on=opts.depends_on if opts else None),
+        )
+        self.register_outputs({"name": node.name})

@@ -1,0 +1,34 @@
+"""Per-stack secrets: one password per role, generated once and kept in Pulumi state (or, for
+the superuser, taken from secret config), and the seed for stable SCRAM salts."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_random as random
+
+from infra.components.common import child
+from infra.roles import ROLES, SUPERUSER
+
+
+class StackSecrets(pulumi.ComponentResource):
+    passwords: dict[str, pulumi.Output[str]]
+    salt_seed: pulumi.Output[str]
+
+    def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("elizadb:index:StackSecrets", name, None, opts)
+        config = pulumi.Config()
+
+        def generated(role: str) -> pulumi.Output[str]:
+            # Letters and digits only: the password goes into URIs, pgpass and userlist files.
+            password = random.RandomPassword(
+                f"{name}-{role}", length=32, special=False, opts=child(self)
+            )
+            return pulumi.Output.secret(password.result)
+
+        self.passwords = {role.name: generated(role.name) for role in ROLES}
+        configured = config.get_secret("superuserPassword")
+        self.passwords[SUPERUSER] = (
+            pulumi.Output.secret(configured) if configured is not None else generated(SUPERUSER)
+        )
+        self.salt_seed = generated("scram-salt-seed")
+        self.register_outputs({})

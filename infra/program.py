@@ -1,0 +1,140 @@
+"""The whole stack, declared once. `pulumi up` runs it through infra/__main__.py; the local
+deploy runs the very same function under Pulumi's mock runtime and applies what it declares
+through the Docker API (elizadb/local), so the two cannot drift apart."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pulumi_docker as docker
+
+from infra.components.bootstrap import BootstrapJob
+from infra.components.common import child
+from infra.components.image import StackImage
+from infra.components.pooler import Pooler
+from infra.components.postgres import NodeInputs, PostgresNode
+from infra.components.secrets import StackSecrets
+from infra.components.tls import StackTls
+from infra.render.connections import connection_uri
+from infra.roles import AGENT, OWNER, POOLER_AUTH, READONLY, SUPERUSER, USER
+from infra.settings import StackSettings
+from infra.topology import Topology, topology
+
+
+class ElizaDbStack(pulumi.ComponentResource):
+    """Network, image, secrets, TLS, the primary, N replicas, the pooler and the bootstrap job."""
+
+    outputs: dict[str, Any]
+
+    def __init__(self, settings: StackSettings, opts: pulumi.ResourceOptions | None = None):
+        topo = topology(settings)
+        super().__init__("elizadb:index:Stack", topo.prefix, None, opts)
+        network = docker.Network(
+            "network",
+            name=topo.network_name,
+            labels=[docker.NetworkLabelArgs(label="elizadb.stack", value=settings.stack)],
+            opts=child(self),
+        )
+        backup_volume = docker.Volume(
+            "backup",
+            name=topo.backup_volume_name,
+            labels=[docker.VolumeLabelArgs(label="elizadb.stack", value=settings.stack)],
+            opts=child(self, protect=True, retain_on_delete=True),
+        )
+        image = StackImage("image", settings, opts=child(self))
+        secrets = StackSecrets("secrets", opts=child(self))
+        certs = StackTls("tls", settings, topo, opts=child(self))
+
+        def node_inputs(node_index: int) -> NodeInputs:
+            return NodeInputs(
+                settings=settings,
+                topo=topo,
+                node=topo.nodes[node_index],
+                image=image.ref,
+                network=network,
+                backup_volume=backup_volume,
+                ca_cert_pem=certs.ca_cert_pem,
+                server_cert_pem=certs.server_cert_pem,
+                server_key_pem=certs.server_key_pem,
+                passwords=secrets.passwords,
+            )
+
+        primary = PostgresNode("primary", node_inputs(0), opts=child(self))
+        job = BootstrapJob(
+            "bootstrap",
+            settings,
+            topo,
+            image.ref,
+            network,
+            certs.ca_cert_pem,
+            secrets.passwords,
+            secrets.salt_seed,
+            opts=child(self, depends_on=[primary.container]),
+        )
+        # Replicas clone through the replication role and slots the job creates.
+        for i, node in enumerate(topo.replicas, start=1):
+            PostgresNode(node.short, node_inputs(i), opts=child(self, depends_on=[job.container]))
+        Pooler(
+            "pgbouncer",
+            settings,
+            topo,
+            image.ref,
+            network,
+            certs.ca_cert_pem,
+            certs.server_cert_pem,
+            certs.server_key_pem,
+            secrets.passwords,
+            opts=child(self, depends_on=[job.container]),
+        )
+        self.outputs = stack_outputs(settings, topo, certs.ca_cert_pem, secrets.passwords)
+        self.register_outputs({})
+
+
+def _endpoint(name: str, host: str, port: int, role: str) -> dict[str, Any]:
+    return {"name": name, "host": host, "port": port, "role": role}
+
+
+def stack_outputs(
+    settings: StackSettings,
+    topo: Topology,
+    ca_cert_pem: pulumi.Output[str],
+    passwords: dict[str, pulumi.Output[str]],
+) -> dict[str, Any]:
+    """Plain outputs name endpoints; every connection string is a secret."""
+    host = settings.advertise_host
+    db = settings.database
+    tls = settings.tls.enabled
+    root = settings.root_cert_path
+
+    def uri(role: str, port: int, database: str = db) -> pulumi.Output[str]:
+        return passwords[role].apply(
+            lambda pw: connection_uri(role, pw, host, port, database, tls=tls, root_cert=root)
+        )
+
+    pooler_port = topo.pooler_host_port
+    connections = {
+        "superuser": uri(SUPERUSER, topo.primary.host_port, "postgres"),
+        "owner": uri(OWNER.name, topo.primary.host_port),
+        "agentPrimary": uri(AGENT.name, topo.primary.host_port),
+        "agentPooler": uri(AGENT.name, pooler_port),
+        "userPooler": uri(USER.name, pooler_port),
+        "poolerAdmin": uri(POOLER_AUTH.name, pooler_port, "pgbouncer"),
+        "readonlyReplicas": [uri(READONLY.name, r.host_port) for r in topo.replicas],
+    }
+    return {
+        "stack": settings.stack,
+        "environment": settings.environment.value,
+        "database": db,
+        "embeddingDimensions": settings.embedding_dimensions,
+        "tls": tls,
+        "caCert": ca_cert_pem,
+        "caCertPath": root,
+        "network": topo.network_name,
+        "backupVolume": topo.backup_volume_name,
+        "nodeNames": [n.name for n in topo.nodes],
+        "primary": _endpoint(topo.primary.name, host, topo.primary.host_port, "primary"),
+        "replicas": [_endpoint(r.name, host, r.host_port, "replica") for r in topo.replicas],
+        "pooler": _endpoint(topo.pooler_name, host, pooler_port, "pooler"),
+        "connections": pulumi.Output.secret(connections),
+    }

@@ -1,0 +1,110 @@
+"""bootstrap.sql: what the job applies as the superuser before the migrations — roles with their
+SCRAM verifiers, the database, PgBouncer's auth function and the replication slots.
+
+Idempotent; applied on every run of the job. The file carries verifiers, so it is uploaded as a
+secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from infra.render import HEADER
+from infra.render.scram import scram_verifier
+from infra.roles import AGENT, OWNER, POOLER_AUTH, READONLY, ROLES, USER
+from infra.settings import StackSettings
+from infra.topology import Topology
+
+SLOT_PREFIX = "elizadb_replica_"
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _ident(value: str) -> str:
+    return '"' + value.replace('"', '""') + '"'
+
+
+def render_bootstrap_sql(
+    settings: StackSettings,
+    topo: Topology,
+    passwords: Mapping[str, str],
+    salt_seed: str,
+) -> str:
+    db = settings.database
+    out: list[str] = [
+        f"-- {HEADER}",
+        "-- Keep role passwords out of the server log even though they are verifiers.",
+        "SET log_statement = 'none';",
+        "SET log_min_error_statement = 'panic';",
+        "",
+        "-- Roles (attributes reset on every run, so drift is undone)",
+    ]
+    for role in ROLES:
+        verifier = scram_verifier(passwords[role.name], role.name, salt_seed)
+        out += [
+            f"SELECT format('CREATE ROLE %I', {_literal(role.name)})",
+            f"  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {_literal(role.name)}) \\gexec",
+            f"ALTER ROLE {_ident(role.name)} WITH {role.attributes} NOSUPERUSER NOCREATEDB "
+            f"NOCREATEROLE NOBYPASSRLS{'' if 'REPLICATION' in role.attributes else ' NOREPLICATION'} "
+            f"PASSWORD {_literal(verifier)};",
+        ]
+    out += [
+        "",
+        "-- The Eliza database, owned by the schema owner; nobody connects unless granted.",
+        f"SELECT format('CREATE DATABASE %I OWNER %I', {_literal(db)}, {_literal(OWNER.name)})",
+        f"  WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = {_literal(db)}) \\gexec",
+        f"REVOKE ALL ON DATABASE {_ident(db)} FROM PUBLIC;",
+        "REVOKE ALL ON DATABASE postgres FROM PUBLIC;",
+    ]
+    for role in (OWNER, AGENT, USER, READONLY, POOLER_AUTH):
+        out.append(f"GRANT CONNECT ON DATABASE {_ident(db)} TO {_ident(role.name)};")
+    out += [
+        "",
+        "-- Replication slots: one per configured replica; slots of removed replicas are dropped",
+        "-- (their walsender is ended first) so that they cannot hold WAL without bound.",
+    ]
+    wanted = [r.slot for r in topo.replicas]
+    wanted_array = "ARRAY[" + ", ".join(_literal(s) for s in wanted) + "]::text[]"
+    out += [
+        "SELECT pg_create_physical_replication_slot(s, true)",
+        f"  FROM unnest({wanted_array}) AS s",
+        "  WHERE NOT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = s);",
+        "DO $$",
+        "DECLARE",
+        "  s record;",
+        "BEGIN",
+        "  FOR s IN SELECT slot_name FROM pg_replication_slots",
+        f"           WHERE slot_name LIKE '{SLOT_PREFIX}%' AND slot_name <> ALL ({wanted_array}) LOOP",
+        "    FOR i IN 1..50 LOOP",
+        "      PERFORM pg_terminate_backend(active_pid) FROM pg_replication_slots",
+        "        WHERE slot_name = s.slot_name AND active_pid IS NOT NULL;",
+        "      EXIT WHEN NOT EXISTS (SELECT FROM pg_replication_slots",
+        "                            WHERE slot_name = s.slot_name AND active);",
+        "      PERFORM pg_sleep(0.1);",
+        "    END LOOP;",
+        "    PERFORM pg_drop_replication_slot(s.slot_name);",
+        "    RAISE NOTICE 'dropped replication slot % (its replica is no longer configured)', s.slot_name;",
+        "  END LOOP;",
+        "END $$;",
+        "",
+        f"\\connect {db}",
+        "SET log_statement = 'none';",
+        "-- PgBouncer's auth_query: the only way pgbouncer_auth sees a verifier. Superusers and the",
+        "-- replication role cannot log in through the pooler.",
+        "CREATE SCHEMA IF NOT EXISTS pgbouncer AUTHORIZATION postgres;",
+        "REVOKE ALL ON SCHEMA pgbouncer FROM PUBLIC;",
+        "CREATE OR REPLACE FUNCTION pgbouncer.get_auth(p_usename text)",
+        "  RETURNS TABLE (usename name, passwd text)",
+        "  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $fn$",
+        "    SELECT usename, passwd FROM pg_shadow",
+        "     WHERE usename = p_usename AND NOT usesuper AND NOT userepl",
+        "  $fn$;",
+        "REVOKE ALL ON FUNCTION pgbouncer.get_auth(text) FROM PUBLIC;",
+        f"GRANT USAGE ON SCHEMA pgbouncer TO {_ident(POOLER_AUTH.name)};",
+        f"GRANT EXECUTE ON FUNCTION pgbouncer.get_auth(text) TO {_ident(POOLER_AUTH.name)};",
+        "-- No one but the owner creates objects in public.",
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC;",
+    ]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,66 @@
+"""pgbouncer.ini and its auth file."""
+
+from __future__ import annotations
+
+from infra.render import HEADER, paths
+from infra.roles import POOLER_AUTH
+from infra.settings import StackSettings
+from infra.topology import PG_PORT, POOLER_PORT, Topology
+
+AUTH_QUERY = "SELECT usename, passwd FROM pgbouncer.get_auth($1)"
+
+
+def render_pgbouncer_ini(settings: StackSettings, topo: Topology) -> str:
+    pool = settings.pooler
+    tls = settings.tls.enabled
+    # Every database is served from the primary; clients authenticate by SCRAM against the
+    # primary's own verifiers (auth_query), and PgBouncer reuses the client's SCRAM keys to log
+    # into the server, so no user password is stored in the pooler.
+    databases = {
+        "*": f"host={topo.primary.name} port={PG_PORT} auth_user={POOLER_AUTH.name}",
+    }
+    settings_map: dict[str, str] = {
+        "admin_users": POOLER_AUTH.name,
+        "auth_dbname": settings.database,
+        "auth_file": paths.USERLIST,
+        "auth_query": AUTH_QUERY,
+        "auth_type": "scram-sha-256",
+        "auth_user": POOLER_AUTH.name,
+        "default_pool_size": str(pool.pool_size),
+        # node-postgres and JDBC send these; PgBouncer would otherwise refuse the connection.
+        "ignore_startup_parameters": "extra_float_digits,options",
+        "listen_addr": "*",
+        "listen_port": str(POOLER_PORT),
+        "max_client_conn": str(pool.max_client_connections),
+        # Protocol-level prepared statements in transaction mode (PgBouncer >= 1.21).
+        "max_prepared_statements": "200",
+        "pool_mode": pool.pool_mode,
+        "server_connect_timeout": str(pool.connect_timeout_seconds),
+        "server_idle_timeout": str(pool.idle_timeout_seconds),
+        "stats_users": POOLER_AUTH.name,
+        "unix_socket_dir": "",
+    }
+    if tls:
+        settings_map.update(
+            {
+                "client_tls_ca_file": paths.CA_CERT,
+                "client_tls_cert_file": paths.SERVER_CERT,
+                "client_tls_key_file": paths.SERVER_KEY,
+                "client_tls_protocols": "tlsv1.2,tlsv1.3",
+                "client_tls_sslmode": "require",
+                "server_tls_ca_file": paths.CA_CERT,
+                "server_tls_protocols": "tlsv1.2,tlsv1.3",
+                "server_tls_sslmode": "verify-full",
+            }
+        )
+    lines = [f"; {HEADER}", "[databases]"]
+    lines += [f"{k} = {v}" for k, v in sorted(databases.items())]
+    lines += ["", "[pgbouncer]"]
+    lines += [f"{k} = {v}" for k, v in sorted(settings_map.items())]
+    return "\n".join(lines) + "\n"
+
+
+def render_userlist(auth_password: str) -> str:
+    """PgBouncer needs the auth_user's own password in clear to log into the server."""
+    escaped = auth_password.replace('"', '""')
+    return f'"{POOLER_AUTH.name}" "{escaped}"\n'

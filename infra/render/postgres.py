@@ -1,0 +1,94 @@
+"""postgresql.conf and pg_hba.conf for every node of a stack."""
+
+from __future__ import annotations
+
+from infra.render import HEADER, paths
+from infra.roles import REPLICATOR, SUPERUSER
+from infra.settings import StackSettings
+from infra.topology import PG_PORT, Node, Topology
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def primary_conninfo(settings: StackSettings, topo: Topology, node: Node) -> str:
+    """How a replica reaches the primary: TLS verified against the stack CA, password from the
+    private passfile (never in the config)."""
+    sslmode = "verify-full" if settings.tls.enabled else "disable"
+    parts = [
+        f"host={topo.primary.name}",
+        f"port={PG_PORT}",
+        f"user={REPLICATOR.name}",
+        f"passfile={paths.PGPASS}",
+        f"sslmode={sslmode}",
+        f"sslrootcert={paths.CA_CERT}",
+        f"application_name={node.application_name}",
+        "connect_timeout=2",
+    ]
+    return " ".join(parts)
+
+
+def synchronous_standby_names(settings: StackSettings, topo: Topology) -> str:
+    if not settings.synchronous or not topo.replicas:
+        return ""
+    names = ", ".join(f'"{r.application_name}"' for r in topo.replicas)
+    return f"ANY {settings.replication.synchronous_count} ({names})"
+
+
+def render_postgresql_conf(settings: StackSettings, topo: Topology, node: Node) -> str:
+    forced: dict[str, str] = {
+        "listen_addresses": _quote("*"),
+        "port": str(PG_PORT),
+        "unix_socket_directories": _quote("/run/postgresql"),
+        "hba_file": _quote(paths.PG_HBA_CONF),
+        "password_encryption": _quote("scram-sha-256"),
+        "ssl": "on" if settings.tls.enabled else "off",
+        "ssl_cert_file": _quote(paths.SERVER_CERT),
+        "ssl_key_file": _quote(paths.SERVER_KEY),
+        "ssl_ca_file": _quote(paths.CA_CERT),
+        "ssl_min_protocol_version": _quote("TLSv1.2"),
+        "wal_level": "replica",
+        "hot_standby": "on",
+        # pg_rewind needs hint bits WAL-logged (data checksums are on as well).
+        "wal_log_hints": "on",
+        "synchronous_standby_names": _quote(synchronous_standby_names(settings, topo)),
+    }
+    if node.role == "replica":
+        forced["primary_conninfo"] = _quote(primary_conninfo(settings, topo, node))
+        forced["primary_slot_name"] = _quote(node.slot)
+    tunables = {
+        name: value if _is_plain(value) else _quote(value)
+        for name, value in settings.pg_parameters().items()
+    }
+    lines = [f"# {HEADER}", f"# node: {node.name} ({node.role})", "", "# set by eliza-db"]
+    lines += [f"{k} = {v}" for k, v in sorted(forced.items())]
+    lines += ["", "# defaults and Pulumi.<stack>.yaml elizadb:postgres.parameters"]
+    lines += [f"{k} = {v}" for k, v in tunables.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _is_plain(value: str) -> bool:
+    return value.replace(".", "", 1).isdigit() or value in {"on", "off", "true", "false"}
+
+
+def render_pg_hba(settings: StackSettings) -> str:
+    """First match wins: refuse plain TCP outright (when TLS is on), admit only SCRAM over TLS,
+    and end with an explicit reject. No `trust` anywhere."""
+    tcp = "hostssl" if settings.tls.enabled else "host"
+    rows: list[tuple[str, ...]] = [
+        # In-container administration: the entrypoint and health checks, as the OS user postgres.
+        ("local", "all", SUPERUSER, "", "peer"),
+        ("local", "all", "all", "", "reject"),
+    ]
+    if settings.tls.enabled:
+        rows.append(("hostnossl", "all", "all", "all", "reject"))
+    rows += [
+        (tcp, "replication", REPLICATOR.name, "all", "scram-sha-256"),
+        (tcp, "all", REPLICATOR.name, "all", "reject"),
+        (tcp, "all", "all", "all", "scram-sha-256"),
+        ("host", "all", "all", "all", "reject"),
+    ]
+    lines = [f"# {HEADER}", "# TYPE  DATABASE  USER  ADDRESS  METHOD"]
+    lines += ["  ".join(f"{c:<12}" for c in row).rstrip() for row in rows]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,359 @@
+"""Stack settings: read from the project-namespaced keys of `Pulumi.<stack>.yaml`, typed,
+defaulted and validated here, and nowhere else. Everything downstream trusts `StackSettings`.
+
+Every problem is collected and reported at once (`ConfigError`), each with its key path, the bad
+value and what is allowed, in the manner of Patroni's validator.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+from elizadb.errors import ConfigError
+
+PROJECT = "elizadb"
+NAME_PREFIX = "elizadb"
+
+# PostgreSQL parameters the kit sets itself. A user value for one of these would break TLS,
+# replication or the rendered file layout, so it is refused rather than silently overridden
+# (CloudNativePG's "fixed" parameters).
+FORCED_PG_PARAMETERS: frozenset[str] = frozenset(
+    {
+        "archive_command",
+        "archive_mode",
+        "config_file",
+        "data_directory",
+        "hba_file",
+        "hot_standby",
+        "ident_file",
+        "listen_addresses",
+        "password_encryption",
+        "port",
+        "primary_conninfo",
+        "primary_slot_name",
+        "restore_command",
+        "ssl",
+        "ssl_ca_file",
+        "ssl_cert_file",
+        "ssl_key_file",
+        "ssl_min_protocol_version",
+        "synchronous_standby_names",
+        "unix_socket_directories",
+        "wal_level",
+        "wal_log_hints",
+    }
+)
+
+# Defaults the user may override. Sized for a small container; the guide's HNSW index wants
+# maintenance_work_mem, and max_slot_wal_keep_size stops a vanished replica's slot from filling
+# the disk.
+DEFAULT_PG_PARAMETERS: Mapping[str, str] = {
+    "checkpoint_timeout": "5min",
+    "effective_cache_size": "512MB",
+    "hnsw.ef_search": "40",
+    "log_connections": "on",
+    "log_disconnections": "on",
+    "log_line_prefix": "%m [%p] %q%u@%d ",
+    "log_min_duration_statement": "1000",
+    "log_statement": "ddl",
+    "maintenance_work_mem": "256MB",
+    "max_connections": "100",
+    "max_replication_slots": "10",
+    "max_slot_wal_keep_size": "2GB",
+    "max_wal_senders": "10",
+    "max_wal_size": "1GB",
+    "shared_buffers": "256MB",
+    "wal_keep_size": "256MB",
+    "work_mem": "8MB",
+}
+
+_PG_PARAM_NAME = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
+_SIZE = re.compile(r"^(\d+)([kmg])$")
+# A Docker image reference: [registry[:port]/]path[:tag]; lower-case path components.
+_IMAGE_REF = re.compile(
+    r"^(?:[a-zA-Z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$"
+)
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+class Environment(str, Enum):
+    DEVELOPMENT = "development"
+    STAGING = "staging"
+    PRODUCTION = "production"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True
+    )
+
+
+class ImageSettings(_Model):
+    base: str = "debian:trixie-slim"
+    repository: str = "localhost/elizadb-postgres"
+
+    @field_validator("base", "repository")
+    @classmethod
+    def _image_ref(cls, value: str) -> str:
+        if not _IMAGE_REF.match(value):
+            raise ValueError("not a valid image reference (e.g. debian:trixie-slim)")
+        return value
+
+
+class NetworkSettings(_Model):
+    bind_address: str = "127.0.0.1"
+    primary_port: int = Field(default=15432, ge=1, le=65535)
+    replica_port_base: int = Field(default=15433, ge=1, le=65535)
+    pooler_port: int = Field(default=16432, ge=1, le=65535)
+
+    @field_validator("bind_address")
+    @classmethod
+    def _ip(cls, value: str) -> str:
+        ipaddress.ip_address(value)  # ValueError names the problem
+        return value
+
+
+class ResourceSettings(_Model):
+    memory: str = "1g"
+    shm_size: str = "512m"
+
+    @field_validator("memory", "shm_size")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        if not _SIZE.match(value.lower()):
+            raise ValueError("must be a size like 512m or 2g")
+        return value.lower()
+
+
+class PostgresSettings(_Model):
+    parameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class PoolerSettings(_Model):
+    # The guide's client pool: max 20, idleTimeoutMillis 30000, connectionTimeoutMillis 2000.
+    pool_size: int = Field(default=20, ge=1, le=10000)
+    max_client_connections: int = Field(default=500, ge=1, le=100000)
+    idle_timeout_seconds: int = Field(default=30, ge=1)
+    connect_timeout_seconds: int = Field(default=2, ge=1)
+    pool_mode: Literal["transaction", "session"] = "transaction"
+
+
+class BackupSettings(_Model):
+    retention_full: int = Field(default=2, ge=1, le=100)
+
+
+class ReplicationSettings(_Model):
+    # None: on in production, off elsewhere.
+    synchronous: bool | None = None
+    synchronous_count: int = Field(default=1, ge=1)
+
+
+class TlsSettings(_Model):
+    enabled: bool = True
+    # Where clients keep the stack's CA certificate (the `caCert` output); it is the
+    # sslrootcert of every connection string in the outputs.
+    root_cert_path: str = ""
+    cert_validity_days: int = Field(default=365, ge=2, le=3650)
+
+
+class StackSettings(_Model):
+    stack: str
+    environment: Environment = Environment.DEVELOPMENT
+    replicas: int = Field(default=2, ge=0, le=9)
+    embedding_dimensions: int = Field(default=1536, ge=1, le=16000)
+    database: str = "eliza"
+    image: ImageSettings = Field(default_factory=ImageSettings)
+    network: NetworkSettings = Field(default_factory=NetworkSettings)
+    resources: ResourceSettings = Field(default_factory=ResourceSettings)
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    pooler: PoolerSettings = Field(default_factory=PoolerSettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
+    replication: ReplicationSettings = Field(default_factory=ReplicationSettings)
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+
+    @field_validator("database")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        if not _IDENT.match(value):
+            raise ValueError("must be a lower-case identifier (letters, digits, _)")
+        return value
+
+    # Derived values: one place names every container, volume and file.
+    @property
+    def prefix(self) -> str:
+        return f"{NAME_PREFIX}-{self.stack}"
+
+    @property
+    def synchronous(self) -> bool:
+        if self.replication.synchronous is None:
+            return self.environment is Environment.PRODUCTION and self.replicas > 0
+        return self.replication.synchronous
+
+    @property
+    def advertise_host(self) -> str:
+        """The address clients on the Docker host use to reach published ports."""
+        bind = self.network.bind_address
+        return "127.0.0.1" if ipaddress.ip_address(bind).is_unspecified else bind
+
+    @property
+    def root_cert_path(self) -> str:
+        return self.tls.root_cert_path or f"{self.prefix}-ca.crt"
+
+    def pg_parameters(self) -> dict[str, str]:
+        """Defaults overlaid with the user's parameters, as strings, sorted by name."""
+        merged = dict(DEFAULT_PG_PARAMETERS)
+        merged.update({k: _pg_value(v) for k, v in self.postgres.parameters.items()})
+        return dict(sorted(merged.items()))
+
+
+def _pg_value(value: str | int | float | bool) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def config_from_yaml_document(document: Any, source: str) -> dict[str, Any]:
+    """The project's keys from a parsed `Pulumi.<stack>.yaml`, without the `elizadb:` prefix.
+
+    Keys of other namespaces (`docker:host`) belong to providers and are left to them.
+    """
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise ConfigError(source, ["the file must be a mapping with a `config:` key"])
+    config = document.get("config") or {}
+    if not isinstance(config, dict):
+        raise ConfigError(source, [f"config: {config!r} — must be a mapping of keys to values"])
+    return {
+        key.split(":", 1)[1]: value
+        for key, value in config.items()
+        if isinstance(key, str) and key.startswith(f"{PROJECT}:")
+    }
+
+
+def config_from_pulumi_runtime(raw: Mapping[str, str]) -> dict[str, Any]:
+    """The project's keys from Pulumi's runtime config (`project:key` → string, objects as JSON)."""
+    values: dict[str, Any] = {}
+    for key, text in raw.items():
+        if not key.startswith(f"{PROJECT}:"):
+            continue
+        try:
+            values[key.split(":", 1)[1]] = json.loads(text)
+        except (json.JSONDecodeError, TypeError):
+            values[key.split(":", 1)[1]] = text
+    return values
+
+
+# Keys read as Pulumi secrets by the program; never part of the typed settings.
+SECRET_KEYS: frozenset[str] = frozenset({"superuserPassword"})
+
+
+def load_settings(stack: str, values: Mapping[str, Any], source: str) -> StackSettings:
+    """Validate `values` (project keys, camelCase, without prefix) into settings, or raise
+    ConfigError listing every problem."""
+    values = {k: v for k, v in values.items() if k not in SECRET_KEYS}
+    problems: list[str] = []
+    settings: StackSettings | None = None
+    try:
+        settings = StackSettings.model_validate({"stack": stack, **values})
+    except ValidationError as exc:
+        problems.extend(_describe(err) for err in exc.errors())
+    problems.extend(_semantic_problems(stack, values))
+    if problems or settings is None:
+        raise ConfigError(source, problems)
+    return settings
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    path = f"{PROJECT}:{loc[0]}" if loc else PROJECT
+    for part in loc[1:]:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def _describe(err: Any) -> str:
+    loc = tuple(err["loc"])
+    path = _key_path(loc)
+    value = err.get("input")
+    if err["type"] == "extra_forbidden":
+        return f"{path}: unknown key (value {value!r}); remove it or check its spelling"
+    message = err["msg"].removeprefix("Value error, ")
+    return f"{path} = {value!r}: {message}"
+
+
+def _get(values: Mapping[str, Any], *path: str) -> Any:
+    node: Any = values
+    for part in path:
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _semantic_problems(stack: str, values: Mapping[str, Any]) -> list[str]:
+    """Rules that span keys, checked on the raw values so that they are reported together with
+    the per-field problems."""
+    problems: list[str] = []
+    if not re.match(r"^[a-z][a-z0-9-]{0,30}$", stack):
+        problems.append(
+            f"stack name {stack!r}: must be lower-case letters, digits and '-', starting with a "
+            "letter (it is part of every container name)"
+        )
+    environment = values.get("environment", Environment.DEVELOPMENT.value)
+    if environment == Environment.PRODUCTION.value and _get(values, "tls", "enabled") is False:
+        problems.append(
+            f"{PROJECT}:tls.enabled = False: TLS cannot be turned off for a stack whose "
+            f"{PROJECT}:environment is production; remove the key"
+        )
+    parameters = _get(values, "postgres", "parameters")
+    if isinstance(parameters, Mapping):
+        for name in sorted(parameters):
+            path = f"{PROJECT}:postgres.parameters.{name}"
+            if name in FORCED_PG_PARAMETERS:
+                problems.append(
+                    f"{path} = {parameters[name]!r}: this parameter is set by eliza-db itself "
+                    "(TLS, replication or file layout depend on it) and cannot be overridden; "
+                    "remove it"
+                )
+            elif not _PG_PARAM_NAME.match(str(name)):
+                problems.append(f"{path}: {name!r} is not a PostgreSQL parameter name")
+    ports = {
+        "network.primaryPort": _get(values, "network", "primaryPort") or 15432,
+        "network.poolerPort": _get(values, "network", "poolerPort") or 16432,
+    }
+    replicas = values.get("replicas", 2)
+    base = _get(values, "network", "replicaPortBase") or 15433
+    if isinstance(replicas, int) and isinstance(base, int) and replicas > 0:
+        for i in range(replicas):
+            ports[f"network.replicaPortBase+{i}"] = base + i
+        if base + replicas - 1 > 65535:
+            problems.append(
+                f"{PROJECT}:network.replicaPortBase = {base}: with {replicas} replicas the last "
+                "port would exceed 65535; choose a lower base"
+            )
+    seen: dict[Any, str] = {}
+    for key, port in ports.items():
+        if port in seen:
+            problems.append(
+                f"{PROJECT}:{key} = {port}: the same host port as {PROJECT}:{seen[port]}; "
+                "every published port must differ"
+            )
+        seen.setdefault(port, key)
+    sync = _get(values, "replication", "synchronous")
+    if sync is True and isinstance(replicas, int):
+        count = _get(values, "replication", "synchronousCount") or 1
+        if isinstance(count, int) and count > replicas:
+            problems.append(
+                f"{PROJECT}:replication.synchronousCount = {count}: more synchronous standbys "
+                f"than {PROJECT}:replicas ({replicas}); commits would never be acknowledged"
+            )
+    return problems
