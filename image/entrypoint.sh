@@ -19,7 +19,7 @@ PRIVATE=/var/lib/postgresql/private
 CONF="$ETC/postgresql.conf"
 
 log() { printf '%s elizadb-entrypoint[%s]: %s\n' "$(date -u +%FT%TZ)" "$MODE" "$*" >&2; }
-as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
+as_postgres() { HOME=/var/lib/postgresql setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
 
 install_private_files() {
   install -d -o postgres -g postgres -m 0700 "$PRIVATE"
@@ -38,7 +38,7 @@ run_postgres() {
   # PostgreSQL refuses a data directory that others can read.
   chmod 0700 "$PGDATA"
   log "starting PostgreSQL"
-  exec setpriv --reuid=postgres --regid=postgres --init-groups \
+  HOME=/var/lib/postgresql exec setpriv --reuid=postgres --regid=postgres --init-groups \
     postgres -D "$PGDATA" -c config_file="$CONF"
 }
 
@@ -77,7 +77,7 @@ case "$MODE" in
   pgbouncer)
     install_private_files
     log "starting PgBouncer"
-    exec setpriv --reuid=postgres --regid=postgres --init-groups pgbouncer "$ETC/pgbouncer.ini"
+    HOME=/var/lib/postgresql exec setpriv --reuid=postgres --regid=postgres --init-groups pgbouncer "$ETC/pgbouncer.ini"
     ;;
 
   job)

@@ -111,6 +111,8 @@ def _unwrap(value: Any) -> Any:
         return {k: _unwrap(v) for k, v in value.items() if not k.startswith("__")}
     if isinstance(value, list):
         return [_unwrap(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # protobuf carries every number as a double
     return value
 
 

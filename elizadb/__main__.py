@@ -1,0 +1,3 @@
+from elizadb.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,109 @@
+"""The `elizadb` command. Thin: parse arguments, load settings, call the operation, map errors to
+exit codes (2 for usage and configuration, 1 for failures) without a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+
+from elizadb.config import PROJECT_DIR, load_stack
+from elizadb.errors import ElizaDbError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"elizadb: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _progress() -> "callable":  # type: ignore[valid-type]
+    start = time.monotonic()
+
+    def say(message: str) -> None:
+        # One write per line: containers are waited for from several threads.
+        sys.stderr.write(f"[{time.monotonic() - start:6.1f}s] {message}\n")
+        sys.stderr.flush()
+
+    return say
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="elizadb", description="Deploy and verify the PostgreSQL of ElizaOS agents.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def with_stack(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--stack", default="dev", help="stack name: reads Pulumi.<stack>.yaml (default dev)")
+        return p
+
+    with_stack(sub.add_parser("up", help="deploy or update the stack locally (Docker API)"))
+    with_stack(sub.add_parser("status", help="each node's role, health and replication state"))
+    down = with_stack(sub.add_parser("down", help="remove containers and network; keep data volumes"))
+    down.add_argument("--delete-volumes", action="store_true", help="also delete data and backup volumes")
+    outputs = with_stack(sub.add_parser("outputs", help="stack outputs, as `pulumi stack output`"))
+    outputs.add_argument("--json", action="store_true", help="print JSON (the default is a summary)")
+    outputs.add_argument("--show-secrets", action="store_true", help="print connection strings in clear")
+    with_stack(sub.add_parser("migrate", help="apply bootstrap and sql/ migrations again"))
+    with_stack(sub.add_parser("validate", help="check the stack configuration only"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except ElizaDbError as err:
+        print(f"elizadb: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("elizadb: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    from elizadb.local import deploy  # imports Pulumi; not needed for argument errors
+
+    settings = load_stack(args.stack)
+    if args.command == "validate":
+        print(f"Pulumi.{args.stack}.yaml is valid")
+        return 0
+    if args.command == "up":
+        say = _progress()
+        report = deploy.up(settings, say, PROJECT_DIR)
+        say("no changes" if not report.changed else
+            f"done: {len(report.created)} created, {len(report.replaced)} replaced, "
+            f"{len(report.started)} started, {len(report.removed)} removed")
+        return 0
+    if args.command == "down":
+        deploy.down(settings, _progress(), args.delete_volumes)
+        if not args.delete_volumes:
+            print("data volumes kept; `elizadb down --delete-volumes` deletes them", file=sys.stderr)
+        return 0
+    if args.command == "migrate":
+        deploy.rerun_job(settings, _progress())
+        return 0
+    if args.command == "outputs":
+        values = deploy.outputs(settings, args.show_secrets)
+        if args.json:
+            print(json.dumps(values, indent=2, sort_keys=True))
+        else:
+            for key in sorted(values):
+                if key != "caCert":
+                    print(f"{key:<20} {json.dumps(values[key])}")
+        return 0
+    if args.command == "status":
+        rows = deploy.status(settings)
+        header = ("NODE", "DECLARED", "STATE", "READY", "ROLE NOW", "REPLICATION")
+        table = [header] + [
+            (r.name, r.declared_role, r.state, "yes" if r.ready else "no",
+             {None: "-", True: "standby", False: "primary"}[r.in_recovery], r.replication)
+            for r in rows
+        ]
+        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+        for row in table:
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        return 0 if all(r.ready for r in rows) else 1
+    raise AssertionError(args.command)

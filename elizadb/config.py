@@ -1,0 +1,42 @@
+"""Load a stack's settings from `Pulumi.<stack>.yaml` for the local deploy and the tools."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from elizadb.errors import ConfigError
+from infra.settings import StackSettings, config_from_yaml_document, load_settings
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+# Where no registry is reachable, scripts/bootstrap-engine.sh makes a local base image and says so
+# through this variable; it overrides elizadb:image.base for the local deploy.
+BASE_IMAGE_ENV = "ELIZADB_BASE_IMAGE"
+
+
+def stack_file(stack: str, project_dir: Path = PROJECT_DIR) -> Path:
+    return project_dir / f"Pulumi.{stack}.yaml"
+
+
+def load_stack(stack: str, project_dir: Path = PROJECT_DIR) -> StackSettings:
+    path = stack_file(stack, project_dir)
+    if not path.exists():
+        known = sorted(p.name for p in project_dir.glob("Pulumi.*.yaml"))
+        raise ConfigError(
+            str(path), [f"no such stack file; stacks here: {', '.join(known) or 'none'}"]
+        )
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(path.name, [f"malformed YAML{where}: {problem}"]) from None
+    values: dict[str, Any] = config_from_yaml_document(document, path.name)
+    base = os.environ.get(BASE_IMAGE_ENV)
+    if base:
+        values = {**values, "image": {**(values.get("image") or {}), "base": base}}
+    return load_settings(stack, values, path.name)

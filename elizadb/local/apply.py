@@ -1,0 +1,396 @@
+"""Apply a captured declaration through the Docker API, the way the docker provider would:
+networks and volumes are created when missing, the image is built when its tag is absent, and a
+container is replaced only when what was declared for it changed (its spec digest, kept as a
+label). Containers of the stack that are no longer declared are removed; volumes never are.
+
+Readiness is the declared health check itself, run with `exec` in a tight loop: the engine's own
+health scheduling is slow to report (and Podman needs systemd timers for it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import tarfile
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from docker.types import Healthcheck, Mount
+
+from elizadb.errors import DeployError, EngineError
+from elizadb.local.capture import Declaration, Declared
+from infra.components.common import LABEL_STACK
+
+NETWORK = "docker:index/network:Network"
+VOLUME = "docker:index/volume:Volume"
+REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
+CONTAINER = "docker:index/container:Container"
+LABEL_SPEC = "elizadb.spec"
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ApplyReport:
+    created: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    built_image: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.replaced or self.started or self.removed or self.built_image)
+
+
+def connect() -> docker.DockerClient:
+    """A client for DOCKER_HOST (or the default socket), with a clear error when none answers."""
+    try:
+        client = docker.from_env(timeout=300)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        raise EngineError(
+            f"no container engine answers ({exc}). Start Docker, or run "
+            "`scripts/bootstrap-engine.sh` and export the DOCKER_HOST it prints"
+        ) from None
+    return client
+
+
+def spec_digest(decl: Declared) -> str:
+    return hashlib.sha256(json.dumps(decl.inputs, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _duration_ns(text: str) -> int:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
+    if not match:
+        raise ValueError(f"unsupported duration {text!r}")
+    scale = {"ms": 1e6, "s": 1e9, "m": 60e9, "h": 3600e9}[match.group(2)]
+    return int(float(match.group(1)) * scale)
+
+
+def _labels(decl: Declared) -> dict[str, str]:
+    found = {item["label"]: item["value"] for item in decl.inputs.get("labels") or []}
+    return dict(sorted(found.items()))
+
+
+def _tar(uploads: Iterable[dict[str, Any]]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        dirs: set[str] = set()
+        for item in sorted(uploads, key=lambda u: u["file"]):
+            path = item["file"].lstrip("/")
+            parent = Path(path).parent
+            for ancestor in reversed([parent, *parent.parents]):
+                name = str(ancestor)
+                if name in (".", "") or name in dirs:
+                    continue
+                dirs.add(name)
+                info = tarfile.TarInfo(name)
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            data = item["content"].encode()
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            info.mode = 0o755 if item.get("executable") else 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _container_levels(containers: list[Declared], decl: Declaration) -> list[list[Declared]]:
+    """Group containers so that each depends only on containers of earlier groups."""
+    by_urn = {c.urn: c for c in containers}
+
+    def deps(c: Declared) -> set[str]:
+        # A dependency on a component means one on every container below it.
+        found: set[str] = set()
+        for urn in c.dependencies:
+            if urn in by_urn:
+                found.add(urn)
+            else:
+                found |= {o.urn for o in containers if o.parent == urn}
+        return found - {c.urn}
+
+    remaining = {c.urn: deps(c) for c in containers}
+    levels: list[list[Declared]] = []
+    done: set[str] = set()
+    while remaining:
+        ready = [urn for urn, d in remaining.items() if d <= done]
+        if not ready:
+            raise DeployError(f"dependency cycle among containers: {sorted(remaining)}")
+        levels.append([by_urn[u] for u in containers_order(ready, containers)])
+        done.update(ready)
+        for urn in ready:
+            del remaining[urn]
+    return levels
+
+
+def containers_order(urns: list[str], containers: list[Declared]) -> list[str]:
+    order = {c.urn: i for i, c in enumerate(containers)}
+    return sorted(urns, key=order.__getitem__)
+
+
+class Applier:
+    def __init__(self, client: docker.DockerClient, stack: str, progress: Progress) -> None:
+        self.client = client
+        self.api = client.api
+        self.stack = stack
+        self.progress = progress
+
+    # -- resources -------------------------------------------------------------------------
+    def apply(self, declaration: Declaration) -> ApplyReport:
+        try:
+            return self._apply(declaration)
+        except docker.errors.APIError as exc:
+            raise EngineError(f"the container engine refused: {exc.explanation or exc}") from None
+
+    def _apply(self, declaration: Declaration) -> ApplyReport:
+        report = ApplyReport()
+        for net in declaration.of_type(NETWORK):
+            self._ensure_network(net)
+        for vol in declaration.of_type(VOLUME):
+            self._ensure_volume(vol)
+        for image in declaration.of_type(REMOTE_IMAGE):
+            report.built_image |= self._ensure_image(image)
+        containers = declaration.of_type(CONTAINER)
+        wanted = {c.inputs["name"] for c in containers}
+        for existing in self._stack_containers():
+            if existing.name not in wanted:
+                self.progress(f"removing {existing.name} (no longer declared)")
+                self._remove(existing.name)
+                report.removed.append(existing.name)
+        for level in _container_levels(containers, declaration):
+            started = [c for c in level if self._ensure_container(c, report)]
+            self._wait_all(started)
+        return report
+
+    def _stack_containers(self) -> list[Any]:
+        return self.client.containers.list(all=True, filters={"label": f"{LABEL_STACK}={self.stack}"})
+
+    def _ensure_network(self, decl: Declared) -> None:
+        name = decl.inputs["name"]
+        if self.client.networks.list(names=[name]):
+            return
+        self.progress(f"creating network {name}")
+        self.client.networks.create(name, driver="bridge", labels=_labels(decl))
+
+    def _ensure_volume(self, decl: Declared) -> None:
+        name = decl.inputs["name"]
+        try:
+            self.client.volumes.get(name)
+        except docker.errors.NotFound:
+            self.progress(f"creating volume {name}")
+            self.client.volumes.create(name, labels=_labels(decl))
+
+    def _ensure_image(self, decl: Declared) -> bool:
+        tag = decl.inputs["name"]
+        try:
+            self.client.images.get(tag)
+            return False
+        except docker.errors.ImageNotFound:
+            pass
+        build = decl.inputs["build"]
+        self.progress(f"building image {tag} (base {build['buildArgs'].get('BASE_IMAGE')})")
+        started = time.monotonic()
+        stream = self.api.build(
+            path=build["context"],
+            dockerfile=Path(build["dockerfile"]).name,
+            buildargs=build.get("buildArgs") or {},
+            tag=tag,
+            rm=True,
+            decode=True,
+        )
+        tail: list[str] = []
+        for chunk in stream:
+            if "error" in chunk:
+                raise DeployError(f"image build failed: {chunk['error'].strip()}\n" + "".join(tail))
+            line = chunk.get("stream", "")
+            if line.strip():
+                tail = (tail + [line])[-20:]
+                if line.startswith("STEP") or line.startswith("Step"):
+                    self.progress(f"  {line.strip()}")
+        try:
+            self.client.images.get(tag)
+        except docker.errors.ImageNotFound:
+            raise DeployError("image build finished without an image:\n" + "".join(tail)) from None
+        self.progress(f"built {tag} in {time.monotonic() - started:.1f}s")
+        return True
+
+    # -- containers ------------------------------------------------------------------------
+    def _ensure_container(self, decl: Declared, report: ApplyReport) -> bool:
+        """Create, replace or start as needed; True when it must then be waited for."""
+        name = decl.inputs["name"]
+        digest = spec_digest(decl)
+        is_job = bool(decl.inputs.get("attach"))
+        try:
+            current = self.client.containers.get(name)
+        except docker.errors.NotFound:
+            current = None
+        if current is not None:
+            same = current.labels.get(LABEL_SPEC) == digest
+            if same and is_job and current.attrs["State"].get("ExitCode") == 0 and \
+                    current.status == "exited":
+                report.unchanged.append(name)
+                return False
+            if same and current.status == "running":
+                report.unchanged.append(name)
+                return False
+            if same and not is_job:
+                self.progress(f"starting {name}")
+                current.start()
+                report.started.append(name)
+                return True
+            self.progress(f"replacing {name} (its declaration changed)" if not same
+                          else f"re-running {name}")
+            self._remove(name)
+            report.replaced.append(name)
+        else:
+            report.created.append(name)
+        self._create_and_start(decl, digest)
+        return True
+
+    def _create_and_start(self, decl: Declared, digest: str) -> None:
+        spec = decl.inputs
+        name = spec["name"]
+        labels = {**_labels(decl), LABEL_SPEC: digest}
+        ports = {p["internal"]: (p.get("ip") or "127.0.0.1", p["external"]) for p in spec.get("ports") or []}
+        mounts = [
+            Mount(target=v["containerPath"], source=v["volumeName"], type="volume")
+            for v in spec.get("volumes") or []
+        ]
+        restart = spec.get("restart") or "no"
+        host_config = self.api.create_host_config(
+            port_bindings=ports or None,
+            mounts=mounts or None,
+            restart_policy={"Name": restart} if restart != "no" else None,
+            mem_limit=f"{spec['memory']}m" if spec.get("memory") else None,
+            shm_size=f"{spec['shmSize']}m" if spec.get("shmSize") else None,
+        )
+        networks = spec.get("networksAdvanced") or []
+        networking = None
+        if networks:
+            first = networks[0]
+            networking = self.api.create_networking_config(
+                {first["name"]: self.api.create_endpoint_config(aliases=first.get("aliases"))}
+            )
+        health = spec.get("healthcheck")
+        healthcheck = None
+        if health:
+            healthcheck = Healthcheck(
+                test=health["tests"],
+                interval=_duration_ns(health["interval"]),
+                timeout=_duration_ns(health["timeout"]),
+                retries=health["retries"],
+                start_period=_duration_ns(health["startPeriod"]),
+            )
+        self.progress(f"creating {name}")
+        created = self.api.create_container(
+            image=spec["image"],
+            command=spec.get("command"),
+            name=name,
+            hostname=spec.get("hostname"),
+            environment=spec.get("envs") or None,
+            labels=labels,
+            ports=list(ports) or None,
+            host_config=host_config,
+            networking_config=networking,
+            healthcheck=healthcheck,
+            stop_signal=spec.get("stopSignal"),
+            stop_timeout=spec.get("stopTimeout"),
+        )
+        for extra in networks[1:]:
+            self.api.connect_container_to_network(created["Id"], extra["name"], aliases=extra.get("aliases"))
+        uploads = spec.get("uploads") or []
+        if uploads:
+            self.api.put_archive(created["Id"], "/", _tar(uploads))
+        self.api.start(created["Id"])
+
+    def _remove(self, name: str) -> None:
+        try:
+            container = self.client.containers.get(name)
+        except docker.errors.NotFound:
+            return
+        try:
+            container.stop(timeout=30)
+        except docker.errors.APIError:
+            pass  # already stopped, or its process is gone (a leftover): removal still works
+        container.remove(force=True)
+
+    # -- readiness -------------------------------------------------------------------------
+    def _wait_all(self, containers: list[Declared]) -> None:
+        if not containers:
+            return
+        with ThreadPoolExecutor(max_workers=len(containers)) as pool:
+            for future in [pool.submit(self._wait_one, c) for c in containers]:
+                future.result()
+
+    def _wait_one(self, decl: Declared) -> None:
+        spec = decl.inputs
+        name = spec["name"]
+        started = time.monotonic()
+        if spec.get("attach"):
+            self.progress(f"waiting for {name} to finish")
+            result = self.api.wait(name, timeout=600)
+            logs = self.api.logs(name, tail=40).decode(errors="replace")
+            if result.get("StatusCode") != 0:
+                raise DeployError(
+                    f"{name} failed with exit code {result.get('StatusCode')}; its log ends:\n"
+                    f"{logs}\nsee `docker logs {name}`"
+                )
+            for line in logs.splitlines():
+                if "elizadb-migrate" in line or line.startswith(("applied", "unchanged")):
+                    self.progress(f"  {line.strip()}")
+            self.progress(f"{name} finished in {time.monotonic() - started:.1f}s")
+            return
+        health = spec.get("healthcheck")
+        if not health:
+            return
+        test = health["tests"][1:] if health["tests"][0] == "CMD" else ["sh", "-c", health["tests"][1]]
+        timeout = spec.get("waitTimeout") or 120
+        self.progress(f"waiting for {name} to be ready")
+        while True:
+            state = self.api.inspect_container(name)["State"]
+            if not state.get("Running"):
+                logs = self.api.logs(name, tail=30).decode(errors="replace")
+                raise DeployError(
+                    f"{name} stopped (status {state.get('Status')}, exit code "
+                    f"{state.get('ExitCode')}) before it was ready; its log ends:\n{logs}"
+                )
+            exec_id = self.api.exec_create(name, test)["Id"]
+            self.api.exec_start(exec_id)
+            if self.api.exec_inspect(exec_id).get("ExitCode") == 0:
+                break
+            if time.monotonic() - started > timeout:
+                logs = self.api.logs(name, tail=30).decode(errors="replace")
+                raise DeployError(
+                    f"{name} was not ready after {timeout}s (health check {' '.join(test)}); "
+                    f"its log ends:\n{logs}"
+                )
+            time.sleep(0.25)
+        self.progress(f"{name} ready in {time.monotonic() - started:.1f}s")
+
+    # -- teardown --------------------------------------------------------------------------
+    def down(self, delete_volumes: bool) -> list[str]:
+        removed = []
+        for container in self._stack_containers():
+            self.progress(f"removing {container.name}")
+            self._remove(container.name)
+            removed.append(container.name)
+        for net in self.client.networks.list(filters={"label": f"{LABEL_STACK}={self.stack}"}):
+            self.progress(f"removing network {net.name}")
+            net.remove()
+            removed.append(net.name)
+        if delete_volumes:
+            for vol in self.client.volumes.list(filters={"label": f"{LABEL_STACK}={self.stack}"}):
+                self.progress(f"deleting volume {vol.name}")
+                vol.remove(force=True)
+                removed.append(vol.name)
+        return removed

@@ -1,0 +1,136 @@
+"""`elizadb up | down | status | outputs` for the local deploy."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+
+from elizadb.local.apply import CONTAINER, Applier, ApplyReport, Progress, connect
+from elizadb.local.capture import Declaration, declare
+from elizadb.local.state import StateFile
+from infra.settings import StackSettings
+from infra.topology import topology
+
+SECRET_MASK = "[secret]"
+
+
+def declare_stack(settings: StackSettings) -> Declaration:
+    state = StateFile(settings.stack)
+    declaration = declare(settings, state)
+    state.save()
+    return declaration
+
+
+def up(settings: StackSettings, progress: Progress, project_dir: Path) -> ApplyReport:
+    declaration = declare_stack(settings)
+    client = connect()
+    report = Applier(client, settings.stack, progress).apply(declaration)
+    _write_ca(declaration, project_dir)
+    return report
+
+
+def _write_ca(declaration: Declaration, project_dir: Path) -> None:
+    """Clients' sslrootcert: the CA certificate is public, the key never leaves the state."""
+    path = project_dir / declaration.outputs["caCertPath"]
+    pem = declaration.outputs["caCert"]
+    if not path.exists() or path.read_text() != pem:
+        path.write_text(pem)
+        os.chmod(path, 0o644)
+
+
+def down(settings: StackSettings, progress: Progress, delete_volumes: bool) -> list[str]:
+    return Applier(connect(), settings.stack, progress).down(delete_volumes)
+
+
+def outputs(settings: StackSettings, show_secrets: bool) -> dict[str, Any]:
+    """The same JSON shape as `pulumi stack output --json`: secrets masked unless asked for."""
+    declaration = declare_stack(settings)
+    return {
+        key: value if show_secrets or key not in declaration.secret_outputs else SECRET_MASK
+        for key, value in declaration.outputs.items()
+    }
+
+
+def rerun_job(settings: StackSettings, progress: Progress) -> None:
+    """Apply bootstrap.sql and the migrations again (`elizadb migrate`)."""
+    declaration = declare_stack(settings)
+    client = connect()
+    applier = Applier(client, settings.stack, progress)
+    jobs = [c for c in declaration.of_type(CONTAINER) if c.inputs.get("attach")]
+    for job in jobs:
+        applier._remove(job.inputs["name"])  # noqa: SLF001 — a forced re-run is a removal
+    applier.apply(declaration)
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    name: str
+    declared_role: str
+    state: str
+    ready: bool
+    in_recovery: bool | None
+    replication: str
+
+
+def _exec(client: Any, name: str, cmd: list[str]) -> tuple[int, str]:
+    api = client.api
+    exec_id = api.exec_create(name, cmd, user="postgres")["Id"]
+    out = api.exec_start(exec_id).decode(errors="replace")
+    return api.exec_inspect(exec_id).get("ExitCode", 1), out
+
+
+def _psql(client: Any, name: str, sql: str) -> str | None:
+    code, out = _exec(client, name, ["psql", "-X", "-At", "-F", "|", "-d", "postgres", "-c", sql])
+    return out.strip() if code == 0 else None
+
+
+def status(settings: StackSettings) -> list[NodeStatus]:
+    topo = topology(settings)
+    client = connect()
+    rows: list[NodeStatus] = []
+    streams: dict[str, str] = {}
+    primary_out = None
+    for node in topo.nodes:
+        try:
+            container = client.containers.get(node.name)
+        except docker.errors.NotFound:
+            rows.append(NodeStatus(node.name, node.role, "missing", False, None, "-"))
+            continue
+        if container.status != "running":
+            rows.append(NodeStatus(node.name, node.role, container.status, False, None, "-"))
+            continue
+        ready = _exec(client, node.name, ["pg_isready", "-q", "-h", "/run/postgresql"])[0] == 0
+        recovery = _psql(client, node.name, "SELECT pg_is_in_recovery()") if ready else None
+        in_recovery = None if recovery is None else recovery == "t"
+        if in_recovery is False and primary_out is None:
+            primary_out = _psql(
+                client,
+                node.name,
+                "SELECT application_name, state, sync_state, "
+                "pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn) FROM pg_stat_replication",
+            )
+            for line in (primary_out or "").splitlines():
+                app, state, sync, lag = line.split("|")
+                streams[app] = f"{state} ({sync}, {int(float(lag or 0))} B behind)"
+        rows.append(NodeStatus(node.name, node.role, "running", ready, in_recovery, ""))
+    result = []
+    for row, node in zip(rows, topo.nodes):
+        if node.role == "replica" and row.state == "running":
+            row = NodeStatus(row.name, row.declared_role, row.state, row.ready, row.in_recovery,
+                             streams.get(node.application_name, "not streaming"))
+        elif node.role == "primary" and row.state == "running":
+            row = NodeStatus(row.name, row.declared_role, row.state, row.ready, row.in_recovery,
+                             f"{len(streams)} replica(s) streaming")
+        result.append(row)
+    try:
+        pooler = client.containers.get(topo.pooler_name)
+        pooler_state = pooler.status
+    except docker.errors.NotFound:
+        pooler_state = "missing"
+    result.append(NodeStatus(topo.pooler_name, "pgbouncer", pooler_state, pooler_state == "running",
+                             None, f"-> {topo.primary.name}"))
+    return result
