@@ -1,0 +1,110 @@
+"""The deployable stack (issue 2), against real containers: primary + 2 replicas + PgBouncer,
+streaming over slots, a no-op second `up`, scaling down, and data that survives `down`."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from tests.integration.stacks import DeployedStack, deployed_stack, stack_settings
+
+pytestmark = pytest.mark.integration
+STACK = "itstack"
+PORT_BASE = 41500
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeployedStack]:
+    with deployed_stack(tmp_path_factory.mktemp("stack"), STACK, PORT_BASE) as handle:
+        yield handle
+
+
+def _superuser(stack: DeployedStack) -> psycopg.Connection:
+    return psycopg.connect(stack.connections["superuser"], autocommit=True)
+
+
+def test_primary_lists_both_replicas_streaming_with_active_slots(stack: DeployedStack) -> None:
+    with _superuser(stack) as conn:
+        rows = conn.execute(
+            "SELECT r.application_name, r.state, s.slot_name, s.active"
+            "  FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid"
+            " ORDER BY 1"
+        ).fetchall()
+    assert rows == [
+        ("elizadb_replica_1", "streaming", "elizadb_replica_1", True),
+        ("elizadb_replica_2", "streaming", "elizadb_replica_2", True),
+    ]
+
+
+def test_row_written_on_primary_is_readable_on_both_replicas_within_a_second(
+    stack: DeployedStack,
+) -> None:
+    email = f"{uuid.uuid4()}@replication.test"
+    with psycopg.connect(stack.connections["agentPrimary"], autocommit=True) as conn:
+        conn.execute("INSERT INTO accounts (name, email) VALUES ('probe', %s)", (email,))
+        written = time.monotonic()
+    seen: dict[str, float] = {}
+    replicas = [psycopg.connect(uri, autocommit=True) for uri in stack.connections["readonlyReplicas"]]
+    try:
+        while len(seen) < len(replicas) and time.monotonic() - written < 5:
+            for i, conn in enumerate(replicas):
+                if i not in seen and conn.execute(
+                    "SELECT 1 FROM accounts WHERE email = %s", (email,)
+                ).fetchone():
+                    seen[i] = time.monotonic() - written
+            time.sleep(0.01)
+    finally:
+        for conn in replicas:
+            conn.close()
+    assert len(seen) == 2, f"replicas that saw the row: {seen}"
+    assert max(seen.values()) < 1.0, f"replication delays (s): {seen}"
+
+
+def test_pooler_accepts_connections_and_reaches_the_primary(stack: DeployedStack) -> None:
+    with psycopg.connect(stack.connections["agentPooler"], autocommit=True) as conn:
+        user, in_recovery, ssl = conn.execute(
+            "SELECT current_user, pg_is_in_recovery(),"
+            " (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid())"
+        ).fetchone()
+    assert (user, in_recovery, ssl) == ("eliza_agent", False, True)
+
+
+def test_replicas_reject_writes(stack: DeployedStack) -> None:
+    with psycopg.connect(stack.connections["readonlyReplicas"][0], autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            conn.execute("CREATE TEMP TABLE t (x int)")
+
+
+def test_second_up_recreates_nothing(stack: DeployedStack) -> None:
+    before = {c.name: c.id for c in stack.client.containers.list(all=True)}
+    report = stack.up()
+    after = {c.name: c.id for c in stack.client.containers.list(all=True)}
+    assert not report.changed, report
+    assert before == after
+
+
+def test_scale_down_removes_one_replica_and_drops_its_slot_then_down_up_keeps_data(
+    stack: DeployedStack,
+) -> None:
+    email = f"{uuid.uuid4()}@survives.test"
+    with psycopg.connect(stack.connections["agentPrimary"], autocommit=True) as conn:
+        conn.execute("INSERT INTO accounts (name, email) VALUES ('keep', %s)", (email,))
+
+    report = stack.up(stack_settings(STACK, PORT_BASE, replicas=1))
+    assert report.removed == [f"elizadb-{STACK}-replica-2"]
+    names = {c.name for c in stack.client.containers.list(all=True)}
+    assert f"elizadb-{STACK}-replica-2" not in names
+    assert f"elizadb-{STACK}-replica-1" in names
+    with _superuser(stack) as conn:
+        slots = conn.execute("SELECT slot_name, active FROM pg_replication_slots").fetchall()
+    assert slots == [("elizadb_replica_1", True)]
+
+    stack.down(delete_volumes=False)
+    assert not [c for c in stack.client.containers.list(all=True) if c.name.startswith(f"elizadb-{STACK}-")]
+    stack.up()
+    with psycopg.connect(stack.connections["agentPrimary"], autocommit=True) as conn:
+        assert conn.execute("SELECT name FROM accounts WHERE email = %s", (email,)).fetchone() == ("keep",)
