@@ -8,6 +8,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from elizadb.config import PROJECT_DIR, load_stack
 from elizadb.errors import ElizaDbError
@@ -48,6 +49,18 @@ def build_parser() -> argparse.ArgumentParser:
     outputs.add_argument("--show-secrets", action="store_true", help="print connection strings in clear")
     with_stack(sub.add_parser("migrate", help="apply bootstrap and sql/ migrations again"))
     with_stack(sub.add_parser("validate", help="check the stack configuration only"))
+    verify = sub.add_parser("verify", help="check a deployed stack from its outputs alone")
+    target = verify.add_mutually_exclusive_group()
+    target.add_argument("--stack", default="dev", help="a locally deployed stack (default dev)")
+    target.add_argument(
+        "--outputs", metavar="FILE",
+        help="outputs JSON, e.g. from `pulumi stack output --json --show-secrets`",
+    )
+    verify.add_argument("--read-only", action="store_true", help="make no writes at all (production)")
+    verify.add_argument("--only", action="append", default=[], metavar="ID",
+                        help="run only checks whose id starts with ID (repeatable)")
+    verify.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    verify.add_argument("--junit-xml", metavar="PATH", help="also write a JUnit XML report")
     return parser
 
 
@@ -63,7 +76,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from verify import report, suite
+
+    if args.outputs:
+        outputs = suite.load_outputs(Path(args.outputs))
+    else:
+        from elizadb.local import deploy
+
+        outputs = suite.load_outputs(deploy.outputs(load_stack(args.stack), show_secrets=True))
+    results = suite.run_checks(outputs, read_only=args.read_only, only=args.only)
+    print(report.render_json(results) if args.json else report.render_table(results))
+    if args.junit_xml:
+        Path(args.junit_xml).write_text(report.render_junit(results))
+    return report.exit_code(results)
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "verify":
+        return _verify(args)
     from elizadb.local import deploy  # imports Pulumi; not needed for argument errors
 
     settings = load_stack(args.stack)

@@ -11,7 +11,8 @@ import yaml
 from elizadb.errors import ConfigError
 from infra.settings import StackSettings, config_from_yaml_document, load_settings
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
+# The folder of Pulumi.yaml and the Pulumi.<stack>.yaml files (ELIZADB_PROJECT_DIR overrides).
+PROJECT_DIR = Path(os.environ.get("ELIZADB_PROJECT_DIR") or Path(__file__).resolve().parents[1])
 # Where no registry is reachable, scripts/bootstrap-engine.sh makes a local base image and says so
 # through this variable; it overrides elizadb:image.base for the local deploy.
 BASE_IMAGE_ENV = "ELIZADB_BASE_IMAGE"

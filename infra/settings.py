@@ -118,7 +118,13 @@ class NetworkSettings(_Model):
     @field_validator("bind_address")
     @classmethod
     def _ip(cls, value: str) -> str:
-        ipaddress.ip_address(value)  # ValueError names the problem
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(
+                "must be an IP address of the Docker host, such as 127.0.0.1 "
+                "(0.0.0.0 publishes on every interface)"
+            ) from None
         return value
 
 
