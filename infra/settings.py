@@ -20,6 +20,7 @@ from pydantic.alias_generators import to_camel
 from elizadb.errors import ConfigError
 
 PROJECT = "elizadb"
+MAX_REPLICAS = 9
 NAME_PREFIX = "elizadb"
 
 # PostgreSQL parameters the kit sets itself. A user value for one of these would break TLS,
@@ -174,7 +175,7 @@ class TlsSettings(_Model):
 class StackSettings(_Model):
     stack: str
     environment: Environment = Environment.DEVELOPMENT
-    replicas: int = Field(default=2, ge=0, le=9)
+    replicas: int = Field(default=2, ge=0, le=MAX_REPLICAS)
     embedding_dimensions: int = Field(default=1536, ge=1, le=16000)
     database: str = "eliza"
     image: ImageSettings = Field(default_factory=ImageSettings)

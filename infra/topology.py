@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from infra.settings import StackSettings
+from infra.settings import MAX_REPLICAS, StackSettings
 
 PG_PORT = 5432
 POOLER_PORT = 6432
@@ -65,8 +65,12 @@ class Topology:
 
     @property
     def server_names(self) -> tuple[str, ...]:
-        """Every host name a client may use for a server or the pooler (certificate SANs)."""
-        return (*(n.name for n in self.nodes), self.pooler_name, "localhost")
+        """Every host name a client may use for a server or the pooler (certificate SANs).
+
+        Every replica name the stack could ever have is included, so that scaling does not
+        reissue the certificate and restart every node."""
+        replicas = (f"{self.prefix}-replica-{i}" for i in range(1, MAX_REPLICAS + 1))
+        return (self.primary.name, *replicas, self.pooler_name, "localhost")
 
 
 def topology(settings: StackSettings) -> Topology:

@@ -25,7 +25,8 @@ class Declared:
     name: str
     urn: str
     inputs: dict[str, Any]  # secrets unwrapped
-    secret_inputs: frozenset[str]  # top-level input names given as secrets
+    secret_inputs: frozenset[str]  # top-level input names that carry a secret somewhere
+    plain_strings: tuple[str, ...]  # every string input not marked secret (for policy checks)
     protect: bool
     retain_on_delete: bool
     dependencies: frozenset[str]  # URNs
@@ -84,6 +85,7 @@ class _CaptureMonitor(pulumi_mocks.MockMonitor):
                 urn=response.urn,
                 inputs=_unwrap(raw),
                 secret_inputs=frozenset(k for k, v in raw.items() if _has_secret(v)),
+                plain_strings=tuple(_plain_strings(raw)),
                 protect=bool(request.protect),
                 retain_on_delete=bool(request.retainOnDelete),
                 dependencies=frozenset(deps),
@@ -102,6 +104,18 @@ def _has_secret(value: Any) -> bool:
     if isinstance(value, list):
         return any(_has_secret(v) for v in value)
     return False
+
+
+def _plain_strings(value: Any) -> list[str]:
+    if rpc.is_rpc_secret(value):
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _plain_strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _plain_strings(v)]
+    return []
 
 
 def _unwrap(value: Any) -> Any:
