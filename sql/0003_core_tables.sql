@@ -57,7 +57,8 @@ ALTER TABLE public.memories ALTER COLUMN "embedding" SET STORAGE PLAIN;
 -- seed's DEFAULT true, so a client may write either; this trigger makes them equal.
 --   INSERT: both default to true, so a false in either can only have been written on purpose:
 --           the row gets "unique" AND "isUnique".
---   UPDATE: the column that changed wins; changing both to different values is an error.
+--   UPDATE: the column whose value changed wins. (The two are always equal before an UPDATE,
+--           so if both changed, they changed to the same value.)
 -- (A generated column would be simpler but could not be written, nor carry the seed's default.)
 CREATE OR REPLACE FUNCTION public.memories_sync_unique_flags() RETURNS trigger
 LANGUAGE plpgsql
@@ -66,11 +67,6 @@ BEGIN
     IF TG_OP = 'INSERT' THEN
         NEW."unique" := NEW."unique" AND NEW."isUnique";
         NEW."isUnique" := NEW."unique";
-    ELSIF NEW."unique" IS DISTINCT FROM OLD."unique"
-          AND NEW."isUnique" IS DISTINCT FROM OLD."isUnique" THEN
-        IF NEW."unique" IS DISTINCT FROM NEW."isUnique" THEN
-            RAISE EXCEPTION 'memories."unique" and memories."isUnique" are the same flag; set one, or both to the same value';
-        END IF;
     ELSIF NEW."unique" IS DISTINCT FROM OLD."unique" THEN
         NEW."isUnique" := NEW."unique";
     ELSE
