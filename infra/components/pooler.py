@@ -57,12 +57,13 @@ class Pooler(pulumi.ComponentResource):
                     paths.USERLIST_UPLOAD, passwords[POOLER_AUTH.name].apply(render_userlist)
                 ),
             ],
+            # A URI, not a key=value string: Podman splits health check arguments at spaces.
             healthcheck=healthcheck(
                 [
                     "pg_isready",
                     "-q",
                     "-d",
-                    f"host=127.0.0.1 port={POOLER_PORT} dbname=pgbouncer sslmode={sslmode}",
+                    f"postgresql://127.0.0.1:{POOLER_PORT}/pgbouncer?sslmode={sslmode}",
                 ]
             ),
             restart="unless-stopped",

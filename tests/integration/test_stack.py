@@ -3,6 +3,8 @@ streaming over slots, a no-op second `up`, scaling down, and data that survives 
 
 from __future__ import annotations
 
+import io
+import tarfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -10,6 +12,8 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from elizadb.local import deploy
+from elizadb.local.apply import CONTAINER
 from tests.integration.stacks import DeployedStack, deployed_stack, stack_settings
 
 pytestmark = pytest.mark.integration
@@ -85,6 +89,53 @@ def test_second_up_recreates_nothing(stack: DeployedStack) -> None:
     after = {c.name: c.id for c in stack.client.containers.list(all=True)}
     assert not report.changed, report
     assert before == after
+
+
+def _file_in(container, path: str) -> str:  # type: ignore[no-untyped-def]
+    stream, _ = container.get_archive(path)
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        member = tar.getmembers()[0]
+        handle = tar.extractfile(member)
+        assert handle is not None
+        return handle.read().decode()
+
+
+def test_running_containers_are_exactly_what_the_pulumi_program_declares(
+    stack: DeployedStack,
+) -> None:
+    """No drift: each container the program declares runs with the declared image, command,
+    environment, labels, files, volumes, network aliases, ports, health check and restart policy."""
+    declaration = deploy.declare_stack(stack.settings)
+    declared = declaration.of_type(CONTAINER)
+    assert len(declared) == 5
+    for decl in declared:
+        spec = decl.inputs
+        container = stack.client.containers.get(spec["name"])
+        attrs = container.attrs
+        config, host = attrs["Config"], attrs["HostConfig"]
+        where = spec["name"]
+        assert config["Image"].endswith(spec["image"].split("/", 1)[-1]), where
+        assert config["Cmd"] == spec["command"], where
+        assert set(spec.get("envs") or []) <= set(config["Env"] or []), where
+        for label in spec["labels"]:
+            assert config["Labels"][label["label"]] == label["value"], where
+        for upload in spec["uploads"]:
+            assert _file_in(container, upload["file"]) == upload["content"], f"{where}:{upload['file']}"
+        mounts = {(m["Name"], m["Destination"]) for m in attrs["Mounts"]}
+        assert mounts == {(v["volumeName"], v["containerPath"]) for v in spec.get("volumes") or []}, where
+        networks = attrs["NetworkSettings"]["Networks"]
+        for net in spec["networksAdvanced"]:
+            assert net["name"] in networks, where
+            assert set(net.get("aliases") or []) <= set(networks[net["name"]].get("Aliases") or []), where
+        bindings = {
+            (int(port.split("/")[0]), b["HostIp"], int(b["HostPort"]))
+            for port, binds in (host.get("PortBindings") or {}).items()
+            for b in binds or []
+        }
+        assert bindings == {(p["internal"], p["ip"], p["external"]) for p in spec.get("ports") or []}, where
+        if spec.get("healthcheck"):
+            assert config["Healthcheck"]["Test"] == spec["healthcheck"]["tests"], where
+        assert (host["RestartPolicy"]["Name"] or "no") == spec["restart"], where
 
 
 def test_scale_down_removes_one_replica_and_drops_its_slot_then_down_up_keeps_data(
