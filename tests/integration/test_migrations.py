@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import subprocess
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -1180,3 +1181,90 @@ def test_adapter_cache_and_knowledge(pg: ScratchPostgres, first_run: ExecResult)
         node_pg(conn, "DELETE FROM knowledge WHERE id = $1", [main])
         node_pg(conn, "COMMIT")
         node_pg(conn, 'DELETE FROM knowledge WHERE ("agentId" = $1 OR "isShared" = true)', [agent])
+
+
+# ---- opt-in: the real adapter under Node ----------------------------------------------------
+
+# Drives @elizaos/adapter-postgres itself (not a copy of its SQL) as eliza_agent. It prints one
+# "ok"/"FAIL" line per check and exits explicitly: the adapter's own beforeExit handler does
+# async cleanup, which re-fires beforeExit, so a script that just ends never exits.
+ADAPTER_SCRIPT = r"""
+const { PostgresDatabaseAdapter } = await import("@elizaos/adapter-postgres");
+const { randomUUID } = await import("node:crypto");
+let failed = false;
+const check = (cond, what) => { console.log(cond ? "ok  " : "FAIL", what); if (!cond) failed = true; };
+const unit = (seed) => {
+  const v = Array.from({ length: 1536 }, (_, i) => Math.sin(seed * 1000 + i));
+  const n = Math.hypot(...v);
+  return v.map((x) => x / n);
+};
+const db = new PostgresDatabaseAdapter({ connectionString: process.env.DB_URL });
+try {
+  await db.init();  // as eliza_agent its schema.sql would fail: init must find our schema
+  const agent = randomUUID(), u1 = randomUUID(), u2 = randomUUID();
+  check(await db.createAccount({ id: agent, name: "A", username: "agent", email: "a@x", details: {} }), "createAccount agent");
+  check(await db.createAccount({ id: u1, name: "U", username: "Unknown", email: u1, details: {} }), "createAccount user 1");
+  check(await db.createAccount({ id: u2, name: "U", username: "Unknown", email: "", details: {} }), "createAccount user 2, same username, empty email");
+  const room = await db.createRoom();
+  check(await db.addParticipant(agent, room) && await db.addParticipant(u1, room), "addParticipant");
+  await db.setParticipantUserState(room, u1, "FOLLOWED");
+  check((await db.getParticipantUserState(room, u1)) === "FOLLOWED", "participant userState");
+  const e = unit(1);
+  for (const [text, emb] of [["hello", e], ["hello again", e], ["other", unit(2)]]) {
+    await db.createMemory({ id: randomUUID(), userId: u1, agentId: agent, roomId: room, content: { text }, embedding: emb }, "messages");
+  }
+  const all = await db.getMemories({ roomId: room, tableName: "messages", agentId: agent, count: 10 });
+  check(all.length === 3, "getMemories");
+  check(all.filter((m) => m.unique === false && m.isUnique === false).length === 1, "near-duplicate stored with unique = isUnique = false");
+  check((await db.countMemories(room, true, "messages")) === 2, "countMemories");
+  const found = await db.searchMemoriesByEmbedding(e, { tableName: "messages", roomId: room, agentId: agent, match_threshold: 0.5, count: 5, unique: true });
+  check(found.length === 1 && found[0].content.text === "hello", "searchMemoriesByEmbedding");
+  const cached = await db.getCachedEmbeddings({ query_table_name: "messages", query_threshold: 2, query_input: "hello", query_field_name: "content", query_field_sub_name: "text", query_match_count: 10 });
+  check(Array.isArray(cached), "getCachedEmbeddings");
+  await db.log({ body: { a: 1 }, userId: u1, roomId: room, type: "action" });
+  await db.createGoal({ id: randomUUID(), roomId: room, userId: u1, name: "g", status: "IN_PROGRESS", objectives: [] });
+  check((await db.getGoals({ roomId: room, onlyInProgress: true })).length === 1, "createGoal/getGoals");
+  check(await db.createRelationship({ userA: agent, userB: u1 }), "createRelationship");
+  check((await db.getRelationship({ userA: u1, userB: agent })) !== null, "getRelationship");
+  check(await db.setCache({ key: "k", agentId: agent, value: JSON.stringify({ v: 1 }) }), "setCache");
+  check((await db.getCache({ key: "k", agentId: agent })) === '{"v": 1}', "getCache");
+  const doc = randomUUID();
+  await db.createKnowledge({ id: doc, agentId: agent, content: { text: "about cats", metadata: {} }, embedding: new Float32Array(unit(3)), createdAt: Date.now() });
+  const hits = await db.searchKnowledge({ agentId: agent, embedding: new Float32Array(unit(3)), match_threshold: 0.5, match_count: 5, searchText: "cats" });
+  check(hits.length === 1, "createKnowledge/searchKnowledge");
+  await db.removeKnowledge(doc);
+  await db.removeRoom(room);
+  check((await db.getRoom(room)) === null, "removeRoom");
+} catch (err) {
+  console.log("FAIL", err?.message ?? err);
+  failed = true;
+}
+await db.close();
+process.exit(failed ? 1 : 0);
+"""
+
+
+def test_real_adapter_under_node(
+    pg: ScratchPostgres, first_run: ExecResult, tmp_path: Path
+) -> None:
+    """Opt-in, because it needs a 350 MB npm install: prepare it once with
+        npm install --prefix DIR @elizaos/adapter-postgres@0.1.9 sharp
+    and run with ELIZADB_ADAPTER_DIR=DIR."""
+    adapter_dir = os.environ.get("ELIZADB_ADAPTER_DIR")
+    if not adapter_dir:
+        pytest.skip("set ELIZADB_ADAPTER_DIR to an npm prefix holding @elizaos/adapter-postgres")
+    # Next to its node_modules, where Node resolves the package from.
+    script = Path(adapter_dir) / "elizadb-adapter-check.mjs"
+    script.write_text(ADAPTER_SCRIPT)
+    env = dict(
+        os.environ,
+        DB_URL=f"postgresql://eliza_agent:{PASSWORDS['eliza_agent']}@127.0.0.1:{pg.host_port}/eliza",
+        USE_OPENAI_EMBEDDING="true",  # 1536 dimensions, as the eliza database was migrated
+    )
+    done = subprocess.run(
+        ["node", str(script)], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    checks = [line for line in done.stdout.splitlines() if line.startswith(("ok", "FAIL"))]
+    assert done.returncode == 0 and checks and not any(c.startswith("FAIL") for c in checks), (
+        "\n".join(checks) + "\n" + done.stderr[-2000:]
+    )
