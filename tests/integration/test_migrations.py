@@ -1244,9 +1244,7 @@ process.exit(failed ? 1 : 0);
 """
 
 
-def test_real_adapter_under_node(
-    pg: ScratchPostgres, first_run: ExecResult, tmp_path: Path
-) -> None:
+def test_real_adapter_under_node(pg: ScratchPostgres, first_run: ExecResult) -> None:
     """Opt-in, because it needs a 350 MB npm install: prepare it once with
         npm install --prefix DIR @elizaos/adapter-postgres@0.1.9 sharp
     and run with ELIZADB_ADAPTER_DIR=DIR."""
