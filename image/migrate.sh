@@ -85,6 +85,7 @@ is_super=$(q -c "SELECT rolsuper FROM pg_roles WHERE rolname = current_user") ||
 coproc LOCKER { exec psql -X -q -A -t -v ON_ERROR_STOP=1; }
 lock_out=${LOCKER[0]}
 lock_in=${LOCKER[1]}
+# shellcheck disable=SC2153  # LOCKER_PID is set by coproc
 locker_pid=$LOCKER_PID
 
 printf 'SELECT pg_try_advisory_lock(%s);\n' "$LOCK_KEY" >&"$lock_in"
