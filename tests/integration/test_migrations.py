@@ -528,9 +528,9 @@ class Corpus:
 
 @pytest.fixture(scope="module")
 def corpus(pg: ScratchPostgres, first_run: ExecResult) -> Corpus:
-    """3000 memories of one agent: 90 % are 'messages' in one busy room (a long conversation),
+    """2000 memories of one agent: 90 % are 'messages' in one busy room (a long conversation),
     the rest spread over 'facts' and three quieter rooms."""
-    n = 3000
+    n = 2000
     vectors, _ = clustered_unit_vectors(n, DIMS, seed=7)
     agent, user = uuid.uuid4(), uuid.uuid4()
     rooms = [uuid.uuid4() for _ in range(4)]
