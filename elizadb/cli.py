@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     outputs.add_argument("--show-secrets", action="store_true", help="print connection strings in clear")
     with_stack(sub.add_parser("migrate", help="apply bootstrap and sql/ migrations again"))
     with_stack(sub.add_parser("validate", help="check the stack configuration only"))
+    with_stack(sub.add_parser("rotate-certs", help="issue new server certificates; data is kept"))
     verify = sub.add_parser("verify", help="check a deployed stack from its outputs alone")
     target = verify.add_mutually_exclusive_group()
     target.add_argument("--stack", default="dev", help="a locally deployed stack (default dev)")
@@ -112,6 +113,9 @@ def _run(args: argparse.Namespace) -> int:
         deploy.down(settings, _progress(), args.delete_volumes)
         if not args.delete_volumes:
             print("data volumes kept; `elizadb down --delete-volumes` deletes them", file=sys.stderr)
+        return 0
+    if args.command == "rotate-certs":
+        deploy.rotate_certs(settings, _progress(), PROJECT_DIR)
         return 0
     if args.command == "migrate":
         deploy.rerun_job(settings, _progress())

@@ -16,6 +16,8 @@ from infra.settings import StackSettings
 from infra.topology import topology
 
 SECRET_MASK = "[secret]"
+# The resource names (infra/components/tls.py) of the server's key, request and certificate.
+SERVER_TLS = frozenset({"tls-server-key", "tls-server-csr", "tls-server"})
 
 
 def declare_stack(settings: StackSettings) -> Declaration:
@@ -40,6 +42,18 @@ def _write_ca(declaration: Declaration, project_dir: Path) -> None:
     if not path.exists() or path.read_text() != pem:
         path.write_text(pem)
         os.chmod(path, 0o644)
+
+
+def rotate_certs(settings: StackSettings, progress: Progress, project_dir: Path) -> ApplyReport:
+    """Issue a new server key and certificate (same CA) and roll every node onto them. Data
+    volumes are untouched; each server restarts once with the new files."""
+    state = StateFile(settings.stack)
+    forgotten = [key for key in list(state.data["resources"]) if key.split("::")[1] in SERVER_TLS]
+    for key in forgotten:
+        state.forget(key)
+    state.save()
+    progress(f"new server key and certificate ({len(forgotten)} state entries reissued)")
+    return up(settings, progress, project_dir)
 
 
 def down(settings: StackSettings, progress: Progress, delete_volumes: bool) -> list[str]:
