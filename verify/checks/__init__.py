@@ -1,0 +1,22 @@
+"""The checks, one module per family, in the order the runner runs them.
+
+Order matters only for time and noise: reachability first (the other checks of a family depend on
+it), replication before the vector probe (whose rolled-back writes still make WAL), and the
+vector probe last.
+"""
+
+from __future__ import annotations
+
+from verify.checks import backups, health, pooler, replication, schema, security, tls, vector
+from verify.model import Check
+
+ALL_CHECKS: tuple[Check, ...] = (
+    *health.CHECKS,
+    *schema.CHECKS,
+    *security.CHECKS,
+    *tls.CHECKS,
+    *pooler.CHECKS,
+    *replication.CHECKS,
+    *backups.CHECKS,
+    *vector.CHECKS,
+)

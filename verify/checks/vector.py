@@ -1,0 +1,236 @@
+"""vector: HNSW search works on the live memories table, for cosine (<=>) and L2 (<->).
+
+The probe writes `vector_rows` synthetic memories (clustered, low-rank: see verify/synthetic.py)
+into a scratch room as eliza_agent, inside one transaction that is always rolled back, and runs
+`vector_queries` nearest-neighbour queries per ordering against them:
+
+* the plan must be an HNSW index scan (seq scans are disabled for these queries: on a table this
+  small the planner may rightly prefer one, and the question is whether an index *can* serve the
+  ordering — an HNSW index serves only its operator class's operator);
+* recall@k of the index against exact search (index scans disabled) must reach recall_min;
+* the p95 latency of the indexed queries, as a client sees it, must stay under a threshold.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from verify.context import Context, scalar
+from verify.model import Check, Findings, Outcome, Unreachable, failed
+from verify.synthetic import clustered_vectors, percentile, recall_at_k
+
+PROBE_TYPE = "elizadb_verify_probe"
+ORDERINGS = {"cosine": "<=>", "L2": "<->"}
+SEED = 20240611
+PROBE_WRITES = "synthetic memories in a scratch room, rolled back"
+
+
+@dataclass(frozen=True)
+class Probe:
+    rows: int
+    index_used: dict[str, str | None]  # ordering -> HNSW index in the plan, None if none
+    plan_nodes: dict[str, str]  # ordering -> the plan's scan node, for messages
+    recall: dict[str, float]
+    p95_ms: dict[str, float]
+
+
+def _top_k(ordering: str) -> sql.Composed:
+    return sql.SQL("SELECT id FROM public.memories ORDER BY embedding {} %s LIMIT %s").format(
+        sql.SQL(ORDERINGS[ordering])
+    )
+
+
+def _scan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    nodes = [plan]
+    for child in plan.get("Plans", []):
+        nodes += _scan_nodes(child)
+    return nodes
+
+
+def _run_probe(ctx: Context) -> Probe:
+    t = ctx.thresholds
+    conn = ctx.agent()
+    register_vector(conn)
+    vectors = clustered_vectors(
+        t.vector_rows + t.vector_queries, ctx.outputs.embedding_dimensions, seed=SEED
+    )
+    data, queries = vectors[: t.vector_rows], vectors[t.vector_rows :]
+    hnsw = {
+        r[0]
+        for r in conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_am am ON am.oid = c.relam"
+            " WHERE am.amname = 'hnsw' AND c.relnamespace = 'public'::regnamespace"
+        ).fetchall()
+    }
+    index_used: dict[str, str | None] = {}
+    plan_nodes: dict[str, str] = {}
+    approximate: dict[str, list[list[Any]]] = {}
+    latencies: dict[str, list[float]] = {}
+    exact: dict[str, list[list[Any]]] = {}
+    with conn.transaction(force_rollback=True):
+        room = scalar(conn, "INSERT INTO public.rooms DEFAULT VALUES RETURNING id")
+        with conn.cursor(binary=True) as cur:
+            # COPY is refused on tables with row level security; a pipelined executemany is not.
+            cur.executemany(
+                'INSERT INTO public.memories (type, content, embedding, "roomId")'
+                " VALUES (%s, %s, %s, %s)",
+                [(PROBE_TYPE, Jsonb({"elizadbVerify": i}), v, room) for i, v in enumerate(data)],
+            )
+        conn.execute("SET LOCAL enable_seqscan = off")
+        for name in ORDERINGS:
+            query = _top_k(name)
+            plan = scalar(
+                conn, sql.SQL("EXPLAIN (FORMAT JSON) {}").format(query), (queries[0], t.vector_k)
+            )
+            nodes = _scan_nodes(plan[0]["Plan"])
+            used = [n["Index Name"] for n in nodes if n.get("Index Name") in hnsw]
+            index_used[name] = used[0] if used else None
+            plan_nodes[name] = " > ".join(
+                n["Node Type"] + (f" using {n['Index Name']}" if n.get("Index Name") else "")
+                for n in nodes
+            )
+            approximate[name], latencies[name] = [], []
+            for q in queries:
+                start = time.perf_counter()
+                ids = [r[0] for r in conn.execute(query, (q, t.vector_k)).fetchall()]
+                latencies[name].append((time.perf_counter() - start) * 1000)
+                approximate[name].append(ids)
+        # Exact search: a sequential scan that computes every distance.
+        for setting in (
+            "enable_seqscan = on",
+            "enable_indexscan = off",
+            "enable_bitmapscan = off",
+            "max_parallel_workers_per_gather = 0",
+        ):
+            conn.execute(f"SET LOCAL {setting}")
+        for name in ORDERINGS:
+            query = _top_k(name)
+            exact[name] = [
+                [r[0] for r in conn.execute(query, (q, t.vector_k)).fetchall()] for q in queries
+            ]
+    return Probe(
+        rows=len(data),
+        index_used=index_used,
+        plan_nodes=plan_nodes,
+        recall={n: recall_at_k(approximate[n], exact[n], t.vector_k) for n in ORDERINGS},
+        p95_ms={n: percentile(latencies[n], 95) for n in ORDERINGS},
+    )
+
+
+def _probe(ctx: Context) -> Probe | Outcome:
+    """The probe, or the outcome every probe-based check reports when it could not run."""
+    try:
+        return ctx.memo("vector.probe", lambda: _run_probe(ctx))
+    except Unreachable as err:
+        seen = Findings()
+        seen.unreachable(err)
+        return seen.outcome("", "")
+    except psycopg.Error as err:
+        dims = ctx.outputs.embedding_dimensions
+        return failed(
+            f"the probe could not store and search {dims}-dimensional memories",
+            f"as eliza_agent on the primary: {type(err).__name__}: {str(err).strip()}",
+            "agents cannot store their embeddings either: see schema.vector_dimension and "
+            "schema.columns, and the grants of eliza_agent on memories and rooms",
+        )
+
+
+def check_settings(ctx: Context) -> Outcome:
+    """Sessions of the Eliza database get hnsw.iterative_scan (migration 0006), so that filtered
+    vector searches return k rows."""
+    seen = Findings()
+    try:
+        conn = ctx.agent()
+    except Unreachable as err:
+        seen.unreachable(err)
+        return seen.outcome("", "")
+    value = scalar(conn, "SELECT current_setting('hnsw.iterative_scan', true)")
+    if value not in ("relaxed_order", "strict_order"):
+        seen.problem(
+            f"hnsw.iterative_scan is {value or 'unset'} for eliza_agent's sessions: "
+            "filtered searches (type, room) may return fewer rows than asked for"
+        )
+    return seen.outcome(
+        f"hnsw.iterative_scan = {value}",
+        "ALTER DATABASE <db> SET hnsw.iterative_scan = relaxed_order (migration 0006); it "
+        "applies to sessions opened afterwards",
+    )
+
+
+def check_hnsw_plan(ctx: Context) -> Outcome:
+    """Nearest-neighbour queries ordered by cosine distance and by L2 distance are served by an
+    HNSW index."""
+    probe = _probe(ctx)
+    if isinstance(probe, Outcome):
+        return probe
+    seen = Findings()
+    for name, op in ORDERINGS.items():
+        if probe.index_used[name] is None:
+            seen.problem(
+                f"ORDER BY embedding {op} ({name}) is not served by an HNSW index: "
+                f"the plan is {probe.plan_nodes[name]}"
+            )
+    return seen.outcome(
+        ", ".join(f"{n} via {i}" for n, i in probe.index_used.items()),
+        "create the missing HNSW index with the operator class of that ordering "
+        "(vector_cosine_ops for <=>, vector_l2_ops for <->; see sql/0005_indexes.sql)",
+    )
+
+
+def check_recall(ctx: Context) -> Outcome:
+    """recall@k of the indexed search against exact search reaches recall_min, for both
+    orderings, on clustered synthetic embeddings."""
+    probe = _probe(ctx)
+    if isinstance(probe, Outcome):
+        return probe
+    seen = Findings()
+    t = ctx.thresholds
+    for name, recall in probe.recall.items():
+        if recall < t.recall_min:
+            seen.problem(
+                f"{name} recall@{t.vector_k} is {recall:.3f} over {t.vector_queries} "
+                f"queries on {probe.rows} vectors, under {t.recall_min:g}"
+            )
+    shown = ", ".join(f"{n} {r:.3f}" for n, r in probe.recall.items())
+    return seen.outcome(
+        f"recall@{t.vector_k} {shown} ({probe.rows} vectors)",
+        "raise hnsw.ef_search (elizadb:postgres.parameters), or rebuild the index with a larger "
+        "m / ef_construction; check that the index is valid (schema.indexes)",
+    )
+
+
+def check_latency(ctx: Context) -> Outcome:
+    """The p95 latency of indexed top-k queries stays under vector_p95_max_ms for both
+    orderings."""
+    probe = _probe(ctx)
+    if isinstance(probe, Outcome):
+        return probe
+    seen = Findings()
+    t = ctx.thresholds
+    for name, p95 in probe.p95_ms.items():
+        if p95 > t.vector_p95_max_ms:
+            seen.problem(
+                f"{name} top-{t.vector_k} p95 is {p95:.1f} ms over {t.vector_queries} "
+                f"queries, above {t.vector_p95_max_ms:g} ms"
+            )
+    shown = ", ".join(f"{n} {v:.1f} ms" for n, v in probe.p95_ms.items())
+    return seen.outcome(
+        f"p95 {shown}",
+        "look for CPU saturation and for an index that does not fit in memory "
+        "(shared_buffers, effective_cache_size); lower hnsw.ef_search trades recall for speed",
+    )
+
+
+CHECKS = (
+    Check("vector.settings", check_settings),
+    Check("vector.hnsw_plan", check_hnsw_plan, writes=PROBE_WRITES),
+    Check("vector.recall", check_recall, writes=PROBE_WRITES),
+    Check("vector.latency", check_latency, writes=PROBE_WRITES),
+)

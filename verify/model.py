@@ -1,0 +1,136 @@
+"""What a check is and what it returns.
+
+A check function takes the run's `Context` and returns an `Outcome`; the runner times it and turns
+it into a `CheckResult`. Most checks look at several targets (every node, every endpoint) and
+collect what they see in `Findings`, which decides the status:
+
+* any problem observed          -> fail, with every problem in the reason;
+* a target could not be reached -> skip, naming the check that reports the root cause
+                                   (`depends_on`), so that one stopped replica fails
+                                   health.reachable instead of ten checks at once;
+* otherwise                     -> pass.
+
+The runner makes sure that a skip of the second kind is never the last word: the check it depends
+on is run too, and if that one does not fail, the skip becomes a failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from verify.context import Context
+
+Status = Literal["pass", "fail", "skip"]
+FAMILIES = ("schema", "health", "replication", "tls", "security", "pooler", "vector", "backups")
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    id: str  # stable, dotted: "schema.tables", "replication.streaming", ...
+    family: str  # schema | health | replication | tls | security | pooler | vector | backups
+    status: Status
+    summary: str  # one line
+    reason: str = ""  # on fail: what is wrong, with the observed values
+    fix: str = ""  # on fail: what to do
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: Status
+    summary: str
+    reason: str = ""
+    fix: str = ""
+    # For a skip caused by an unreachable target: the checks that report why.
+    depends_on: tuple[str, ...] = ()
+
+
+def passed(summary: str) -> Outcome:
+    return Outcome("pass", summary)
+
+
+def failed(summary: str, reason: str, fix: str) -> Outcome:
+    return Outcome("fail", summary, reason, fix)
+
+
+def skipped(summary: str) -> Outcome:
+    return Outcome("skip", summary)
+
+
+class Unreachable(Exception):
+    """A target could not be connected to. `root` is the check that reports it as a failure."""
+
+    def __init__(self, target: str, root: str, message: str) -> None:
+        super().__init__(f"{target}: {message}")
+        self.target = target
+        self.root = root
+        self.message = message
+
+
+@dataclass
+class Findings:
+    """What one check saw across its targets."""
+
+    problems: list[str] = field(default_factory=list)
+    unchecked: dict[str, Unreachable | tuple[str, str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def problem(self, text: str) -> None:
+        self.problems.append(text)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+    def unreachable(self, err: Unreachable) -> None:
+        self.unchecked[err.target] = err
+
+    def not_checked(self, target: str, root: str, why: str) -> None:
+        """`target` could not be examined because of something `root` reports."""
+        self.unchecked[target] = (root, why)
+
+    def outcome(self, ok: str, fix: str) -> Outcome:
+        """fail if anything was wrong, skip if some target could not be examined, else pass.
+
+        `ok` is the one-line summary of a pass; `fix` says what to do on a failure.
+        """
+        roots: list[str] = []
+        missed: list[str] = []
+        for target, why in self.unchecked.items():
+            root, text = (why.root, why.message) if isinstance(why, Unreachable) else why
+            roots.append(root)
+            missed.append(f"{target} not checked: {text} (see {root})")
+        if self.problems:
+            more = f" (+{len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
+            return failed(self.problems[0] + more, "\n".join(self.problems + missed), fix)
+        if missed:
+            summary = (
+                "; ".join(m.split(":", 1)[0] for m in missed)
+                + " — "
+                + ", ".join(dict.fromkeys(f"see {r}" for r in roots))
+            )
+            return Outcome("skip", summary, "\n".join(missed), "", tuple(dict.fromkeys(roots)))
+        return passed(ok + (f" ({'; '.join(self.notes)})" if self.notes else ""))
+
+
+CheckFn = Callable[["Context"], Outcome]
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str
+    fn: CheckFn
+    # What the check writes, if anything: such a check is skipped in read-only mode.
+    writes: str = ""
+
+    @property
+    def family(self) -> str:
+        return self.id.split(".", 1)[0]
+
+    @property
+    def doc(self) -> str:
+        """What a pass proves: the first paragraph of the check function's docstring."""
+        text = (self.fn.__doc__ or "").strip().split("\n\n", 1)[0]
+        return " ".join(text.split())
