@@ -4,6 +4,9 @@
 #   primary    initdb on first start, then PostgreSQL
 #   replica    pg_basebackup from the primary on first start (over TLS, into a physical slot),
 #              then PostgreSQL as a hot standby
+#
+# The mode matters only for an empty data directory. Afterwards the data directory decides
+# (standby.signal or not), so a promoted replica stays primary when its container restarts.
 #   pgbouncer  PgBouncer in front of the primary
 #   job        bootstrap roles, database and slots on the primary, then apply sql/ migrations
 #
@@ -67,10 +70,11 @@ case "$MODE" in
         log "primary not ready for cloning yet; retrying"
         sleep 1
       done
+      # A hot standby from now on. Only the clone decides this: later starts keep whatever the
+      # data directory says, so a promoted node stays primary. primary_conninfo (every node,
+      # read-write target) and primary_slot_name come from the rendered postgresql.conf.
+      as_postgres touch "$PGDATA/standby.signal"
     fi
-    # standby.signal makes this a hot standby on every start; primary_conninfo and
-    # primary_slot_name come from the rendered postgresql.conf.
-    as_postgres touch "$PGDATA/standby.signal"
     run_postgres
     ;;
 

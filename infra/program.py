@@ -106,21 +106,25 @@ def stack_outputs(
     db = settings.database
     tls = settings.tls.enabled
     root = settings.root_cert_path
+    current = topo.current_primary
+    standbys = [n for n in topo.nodes if n != current]
+    # Read-write URIs list the current primary first, then every other node.
+    read_write = [(host, n.host_port) for n in (current, *standbys)]
 
-    def uri(role: str, port: int, database: str = db) -> pulumi.Output[str]:
+    def uri(role: str, hosts: list[tuple[str, int]], database: str = db) -> pulumi.Output[str]:
         return passwords[role].apply(
-            lambda pw: connection_uri(role, pw, host, port, database, tls=tls, root_cert=root)
+            lambda pw: connection_uri(role, pw, hosts, database, tls=tls, root_cert=root)
         )
 
-    pooler_port = topo.pooler_host_port
+    pooler = [(host, topo.pooler_host_port)]
     connections = {
-        "superuser": uri(SUPERUSER, topo.primary.host_port, "postgres"),
-        "owner": uri(OWNER.name, topo.primary.host_port),
-        "agentPrimary": uri(AGENT.name, topo.primary.host_port),
-        "agentPooler": uri(AGENT.name, pooler_port),
-        "userPooler": uri(USER.name, pooler_port),
-        "poolerAdmin": uri(POOLER_AUTH.name, pooler_port, "pgbouncer"),
-        "readonlyReplicas": [uri(READONLY.name, r.host_port) for r in topo.replicas],
+        "superuser": uri(SUPERUSER, read_write, "postgres"),
+        "owner": uri(OWNER.name, read_write),
+        "agentPrimary": uri(AGENT.name, read_write),
+        "agentPooler": uri(AGENT.name, pooler),
+        "userPooler": uri(USER.name, pooler),
+        "poolerAdmin": uri(POOLER_AUTH.name, pooler, "pgbouncer"),
+        "readonlyReplicas": [uri(READONLY.name, [(host, n.host_port)]) for n in standbys],
     }
     return {
         "stack": settings.stack,
@@ -133,8 +137,8 @@ def stack_outputs(
         "network": topo.network_name,
         "backupVolume": topo.backup_volume_name,
         "nodeNames": [n.name for n in topo.nodes],
-        "primary": _endpoint(topo.primary.name, host, topo.primary.host_port, "primary"),
-        "replicas": [_endpoint(r.name, host, r.host_port, "replica") for r in topo.replicas],
-        "pooler": _endpoint(topo.pooler_name, host, pooler_port, "pooler"),
+        "primary": _endpoint(current.name, host, current.host_port, "primary"),
+        "replicas": [_endpoint(n.name, host, n.host_port, "replica") for n in standbys],
+        "pooler": _endpoint(topo.pooler_name, host, topo.pooler_host_port, "pooler"),
         "connections": pulumi.Output.secret(connections),
     }

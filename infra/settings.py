@@ -29,6 +29,7 @@ NAME_PREFIX = "elizadb"
 FORCED_PG_PARAMETERS: frozenset[str] = frozenset(
     {
         "archive_command",
+        "cluster_name",
         "archive_mode",
         "config_file",
         "data_directory",
@@ -40,6 +41,7 @@ FORCED_PG_PARAMETERS: frozenset[str] = frozenset(
         "port",
         "primary_conninfo",
         "primary_slot_name",
+        "recovery_target_timeline",
         "restore_command",
         "ssl",
         "ssl_ca_file",
@@ -178,6 +180,10 @@ class StackSettings(_Model):
     replicas: int = Field(default=2, ge=0, le=MAX_REPLICAS)
     embedding_dimensions: int = Field(default=1536, ge=1, le=16000)
     database: str = "eliza"
+    # The node that is read-write now: "primary" until a failover or switchover promotes a
+    # replica ("replica-1", ...). Only the pooler and the outputs follow it; node configuration
+    # is role-neutral.
+    primary_node: str = "primary"
     image: ImageSettings = Field(default_factory=ImageSettings)
     network: NetworkSettings = Field(default_factory=NetworkSettings)
     resources: ResourceSettings = Field(default_factory=ResourceSettings)
@@ -355,6 +361,14 @@ def _semantic_problems(stack: str, values: Mapping[str, Any]) -> list[str]:
                 "every published port must differ"
             )
         seen.setdefault(port, key)
+    primary_node = values.get("primaryNode", "primary")
+    if isinstance(replicas, int) and isinstance(primary_node, str):
+        allowed = ["primary", *(f"replica-{i}" for i in range(1, replicas + 1))]
+        if primary_node not in allowed:
+            problems.append(
+                f"{PROJECT}:primaryNode = {primary_node!r}: must name a node of the stack "
+                f"({', '.join(allowed)})"
+            )
     sync = _get(values, "replication", "synchronous")
     if sync is True and isinstance(replicas, int):
         count = _get(values, "replication", "synchronousCount") or 1

@@ -30,8 +30,9 @@ class Node:
 
     @property
     def slot(self) -> str:
-        """The physical replication slot this node streams from (replicas only)."""
-        return f"elizadb_replica_{self.index}"
+        """The physical slot this node streams from whenever it is a standby. Every node has one
+        name, so that any node can follow any other after a failover."""
+        return "elizadb_" + self.short.replace("-", "_")
 
     @property
     def application_name(self) -> str:
@@ -47,6 +48,10 @@ class Topology:
     pooler_name: str
     pooler_host_port: int
     network_name: str
+    current_primary: Node  # the node that is read-write now (elizadb:primaryNode)
+    # The primary and every replica the stack could ever have. Node configuration names them
+    # all, so that neither scaling nor a failover changes (and restarts) a node.
+    possible_nodes: tuple[Node, ...]
 
     @property
     def nodes(self) -> tuple[Node, ...]:
@@ -63,28 +68,39 @@ class Topology:
     def job_name(self) -> str:
         return f"{self.prefix}-bootstrap"
 
+
     @property
     def server_names(self) -> tuple[str, ...]:
         """Every host name a client may use for a server or the pooler (certificate SANs).
 
-        Every replica name the stack could ever have is included, so that scaling does not
-        reissue the certificate and restart every node."""
-        replicas = (f"{self.prefix}-replica-{i}" for i in range(1, MAX_REPLICAS + 1))
-        return (self.primary.name, *replicas, self.pooler_name, "localhost")
+        Every node name the stack could ever have is included, so that scaling does not reissue
+        the certificate and restart every node."""
+        return (*(n.name for n in self.possible_nodes), self.pooler_name, "localhost")
 
 
 def topology(settings: StackSettings) -> Topology:
+    """Nodes keep the names they were created with ("primary" is the node that was initialised
+    first); which one is read-write now is `settings.primary_node`, changed by a failover."""
     prefix = settings.prefix
     net = settings.network
+    primary = Node(f"{prefix}-primary", "primary", 0, net.primary_port)
+    possible = (
+        primary,
+        *(
+            Node(f"{prefix}-replica-{i}", "replica", i, net.replica_port_base + i - 1)
+            for i in range(1, MAX_REPLICAS + 1)
+        ),
+    )
+    replicas = possible[1 : settings.replicas + 1]
+    current = next(n for n in (primary, *replicas) if n.short == settings.primary_node)
     return Topology(
         stack=settings.stack,
         prefix=prefix,
-        primary=Node(f"{prefix}-primary", "primary", 0, net.primary_port),
-        replicas=tuple(
-            Node(f"{prefix}-replica-{i}", "replica", i, net.replica_port_base + i - 1)
-            for i in range(1, settings.replicas + 1)
-        ),
+        primary=primary,
+        replicas=replicas,
         pooler_name=f"{prefix}-pgbouncer",
         pooler_host_port=net.pooler_port,
         network_name=f"{prefix}-net",
+        current_primary=current,
+        possible_nodes=possible,
     )

@@ -55,10 +55,12 @@ class BootstrapJob(pulumi.ComponentResource):
             envs=[
                 f"ELIZADB_EMBEDDING_DIMS={settings.embedding_dimensions}",
                 f"PGDATABASE={settings.database}",
-                f"PGHOST={topo.primary.name}",
-                f"PGPORT={PG_PORT}",
+                # Whichever node is read-write: the job follows a failover by itself.
+                f"PGHOST={','.join(n.name for n in topo.nodes)}",
+                f"PGPORT={','.join(str(PG_PORT) for _ in topo.nodes)}",
                 f"PGSSLMODE={sslmode}",
                 f"PGSSLROOTCERT={paths.CA_CERT}",
+                "PGTARGETSESSIONATTRS=read-write",
                 f"PGUSER={SUPERUSER}",
             ],
             labels=labels(settings, "job", topo.job_name),

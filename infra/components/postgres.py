@@ -63,16 +63,18 @@ class PostgresNode(pulumi.ComponentResource):
             upload(paths.SERVER_CERT, args.server_cert_pem),
             secret_upload(paths.SERVER_KEY_UPLOAD, args.server_key_pem),
         ]
+        # Every node may have to stream from a peer one day (after a failover or a rejoin).
+        pgpass = args.passwords[REPLICATOR.name].apply(
+            lambda pw: render_pgpass([("replication", REPLICATOR.name, pw)])
+        )
+        uploads.append(secret_upload(paths.PGPASS_UPLOAD, pgpass))
         envs: list[str] = []
         if node.role == "primary":
+            # Only the node that runs initdb needs the superuser's password.
             uploads.append(
                 secret_upload(paths.SUPERUSER_PASSWORD_UPLOAD, args.passwords["postgres"])
             )
         else:
-            pgpass = args.passwords[REPLICATOR.name].apply(
-                lambda pw: render_pgpass([("replication", REPLICATOR.name, pw)])
-            )
-            uploads.append(secret_upload(paths.PGPASS_UPLOAD, pgpass))
             envs = [
                 f"ELIZADB_PRIMARY_CONNINFO={primary_conninfo(settings, topo, node)}",
                 f"ELIZADB_SLOT={node.slot}",

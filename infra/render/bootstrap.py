@@ -15,7 +15,7 @@ from infra.roles import AGENT, OWNER, POOLER_AUTH, READONLY, ROLES, USER
 from infra.settings import StackSettings
 from infra.topology import Topology
 
-SLOT_PREFIX = "elizadb_replica_"
+SLOT_PREFIX = "elizadb_"
 
 
 def _literal(value: str) -> str:
@@ -62,21 +62,24 @@ def render_bootstrap_sql(
         out.append(f"GRANT CONNECT ON DATABASE {_ident(db)} TO {_ident(role.name)};")
     out += [
         "",
-        "-- Replication slots: one per configured replica; slots of removed replicas are dropped",
-        "-- (their walsender is ended first) so that they cannot hold WAL without bound.",
+        "-- Replication slots on the primary: one for every other node of the stack; slots of",
+        "-- removed nodes are dropped (their walsender is ended first) so that they cannot hold",
+        "-- WAL without bound. cluster_name tells which node this is.",
     ]
-    wanted = [r.slot for r in topo.replicas]
+    wanted = [n.slot for n in topo.nodes] if topo.replicas else []
     wanted_array = "ARRAY[" + ", ".join(_literal(s) for s in wanted) + "]::text[]"
     out += [
         "SELECT pg_create_physical_replication_slot(s, true)",
         f"  FROM unnest({wanted_array}) AS s",
-        "  WHERE NOT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = s);",
+        "  WHERE s <> 'elizadb_' || replace(current_setting('cluster_name'), '-', '_')",
+        "    AND NOT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = s);",
         "DO $$",
         "DECLARE",
         "  s record;",
         "BEGIN",
         "  FOR s IN SELECT slot_name FROM pg_replication_slots",
-        f"           WHERE slot_name LIKE '{SLOT_PREFIX}%' AND slot_name <> ALL ({wanted_array}) LOOP",
+        f"           WHERE starts_with(slot_name, '{SLOT_PREFIX}')",
+        f"             AND slot_name <> ALL ({wanted_array}) LOOP",
         "    FOR i IN 1..50 LOOP",
         "      PERFORM pg_terminate_backend(active_pid) FROM pg_replication_slots",
         "        WHERE slot_name = s.slot_name AND active_pid IS NOT NULL;",
@@ -85,7 +88,7 @@ def render_bootstrap_sql(
         "      PERFORM pg_sleep(0.1);",
         "    END LOOP;",
         "    PERFORM pg_drop_replication_slot(s.slot_name);",
-        "    RAISE NOTICE 'dropped replication slot % (its replica is no longer configured)', s.slot_name;",
+        "    RAISE NOTICE 'dropped replication slot % (its node is no longer configured)', s.slot_name;",
         "  END LOOP;",
         "END $$;",
         "",

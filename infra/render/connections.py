@@ -8,18 +8,20 @@ from urllib.parse import quote, urlencode
 def connection_uri(
     user: str,
     password: str,
-    host: str,
-    port: int,
+    hosts: list[tuple[str, int]],
     database: str,
     *,
     tls: bool,
     root_cert: str,
-    extra: dict[str, str] | None = None,
 ) -> str:
+    """A libpq URI. Several hosts make a read-write URI: libpq connects to whichever one is the
+    primary, which gives clients failover on their own."""
     query = {"sslmode": "verify-full", "sslrootcert": root_cert} if tls else {"sslmode": "disable"}
-    query.update(extra or {})
+    if len(hosts) > 1:
+        query["target_session_attrs"] = "read-write"
+    netloc = ",".join(f"{host}:{port}" for host, port in hosts)
     return (
-        f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/"
+        f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{netloc}/"
         f"{quote(database, safe='')}?{urlencode(query)}"
     )
 

@@ -16,8 +16,10 @@ def render_pgbouncer_ini(settings: StackSettings, topo: Topology) -> str:
     # Every database is served from the primary; clients authenticate by SCRAM against the
     # primary's own verifiers (auth_query), and PgBouncer reuses the client's SCRAM keys to log
     # into the server, so no user password is stored in the pooler.
+    # PgBouncer has no read-write targeting (host=a,b round-robins), so it names the current
+    # primary; a failover repoints it.
     databases = {
-        "*": f"host={topo.primary.name} port={PG_PORT} auth_user={POOLER_AUTH.name}",
+        "*": f"host={topo.current_primary.name} port={PG_PORT} auth_user={POOLER_AUTH.name}",
     }
     settings_map: dict[str, str] = {
         "admin_users": POOLER_AUTH.name,

@@ -13,12 +13,15 @@ def _quote(value: str) -> str:
 
 
 def primary_conninfo(settings: StackSettings, topo: Topology, node: Node) -> str:
-    """How a replica reaches the primary: TLS verified against the stack CA, password from the
-    private passfile (never in the config)."""
+    """How a standby finds the primary: every node is listed and libpq picks the one that is
+    read-write (PostgreSQL reports in_hot_standby at connection start), so after a failover the
+    standbys follow the new primary with no configuration change. TLS is verified against the
+    stack CA; the password comes from the private passfile, never from the config."""
     sslmode = "verify-full" if settings.tls.enabled else "disable"
     parts = [
-        f"host={topo.primary.name}",
-        f"port={PG_PORT}",
+        f"host={','.join(n.name for n in topo.possible_nodes)}",
+        f"port={','.join(str(PG_PORT) for _ in topo.possible_nodes)}",
+        "target_session_attrs=read-write",
         f"user={REPLICATOR.name}",
         f"passfile={paths.PGPASS}",
         f"sslmode={sslmode}",
@@ -30,14 +33,19 @@ def primary_conninfo(settings: StackSettings, topo: Topology, node: Node) -> str
 
 
 def synchronous_standby_names(settings: StackSettings, topo: Topology) -> str:
-    if not settings.synchronous or not topo.replicas:
+    """Every possible node is named, so the setting holds whichever node is primary (a primary is
+    never its own standby) and however many replicas there are."""
+    if not settings.synchronous:
         return ""
-    names = ", ".join(f'"{r.application_name}"' for r in topo.replicas)
+    names = ", ".join(f'"{n.application_name}"' for n in topo.possible_nodes)
     return f"ANY {settings.replication.synchronous_count} ({names})"
 
 
 def render_postgresql_conf(settings: StackSettings, topo: Topology, node: Node) -> str:
+    """Role-neutral: whether a node is primary or standby is decided by standby.signal in its
+    data directory, never by this file, so a promoted node stays primary across restarts."""
     forced: dict[str, str] = {
+        "cluster_name": _quote(node.short),
         "listen_addresses": _quote("*"),
         "port": str(PG_PORT),
         "unix_socket_directories": _quote("/run/postgresql"),
@@ -53,15 +61,17 @@ def render_postgresql_conf(settings: StackSettings, topo: Topology, node: Node) 
         # pg_rewind needs hint bits WAL-logged (data checksums are on as well).
         "wal_log_hints": "on",
         "synchronous_standby_names": _quote(synchronous_standby_names(settings, topo)),
+        # Read only while a standby; present on every node, since any node may become one.
+        "primary_conninfo": _quote(primary_conninfo(settings, topo, node)),
+        "primary_slot_name": _quote(node.slot),
+        # A standby follows the newest timeline, i.e. a promoted peer.
+        "recovery_target_timeline": _quote("latest"),
     }
-    if node.role == "replica":
-        forced["primary_conninfo"] = _quote(primary_conninfo(settings, topo, node))
-        forced["primary_slot_name"] = _quote(node.slot)
     tunables = {
         name: value if _is_plain(value) else _quote(value)
         for name, value in settings.pg_parameters().items()
     }
-    lines = [f"# {HEADER}", f"# node: {node.name} ({node.role})", "", "# set by eliza-db"]
+    lines = [f"# {HEADER}", f"# node: {node.name}", "", "# set by eliza-db"]
     lines += [f"{k} = {v}" for k, v in sorted(forced.items())]
     lines += ["", "# defaults and Pulumi.<stack>.yaml elizadb:postgres.parameters"]
     lines += [f"{k} = {v}" for k, v in tunables.items()]

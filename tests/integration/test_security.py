@@ -73,8 +73,8 @@ def test_wrong_password_and_unknown_user_are_refused(stack: DeployedStack) -> No
 
 def test_superuser_cannot_log_in_through_the_pooler(stack: DeployedStack) -> None:
     su = stack.connections["superuser"]
-    pooler_port = stack.outputs["pooler"]["port"]
-    through_pooler = _swap(su, f":{stack.outputs['primary']['port']}/", f":{pooler_port}/")
+    netloc = su.split("@", 1)[1].split("/", 1)[0]
+    through_pooler = _swap(su, netloc, f"127.0.0.1:{stack.outputs['pooler']['port']}")
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(through_pooler, connect_timeout=5).close()
 

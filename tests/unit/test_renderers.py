@@ -44,10 +44,21 @@ def test_postgresql_conf_forces_tls_and_replica_settings() -> None:
         assert "ssl_min_protocol_version = 'TLSv1.2'" in conf
         assert "password_encryption = 'scram-sha-256'" in conf
         assert "wal_log_hints = on" in conf
-    assert "primary_conninfo" not in primary
+    # Role-neutral: both carry standby settings; only standby.signal makes a standby.
+    assert "primary_slot_name = 'elizadb_primary'" in primary
     assert "primary_slot_name = 'elizadb_replica_1'" in replica
     conninfo = next(line for line in replica.splitlines() if line.startswith("primary_conninfo"))
     assert "sslmode=verify-full" in conninfo and "password=" not in conninfo
+    assert "target_session_attrs=read-write" in conninfo
+    assert "host=elizadb-dev-primary,elizadb-dev-replica-1,elizadb-dev-replica-2," in conninfo
+
+
+def test_node_configuration_does_not_change_with_scaling_or_failover() -> None:
+    two = load_settings("dev", {"replicas": 2}, "t")
+    one_failed_over = load_settings("dev", {"replicas": 1, "primaryNode": "replica-1"}, "t")
+    a, b = topology(two), topology(one_failed_over)
+    assert render_postgresql_conf(two, a, a.replicas[0]) == render_postgresql_conf(one_failed_over, b, b.replicas[0])
+    assert render_postgresql_conf(two, a, a.primary) == render_postgresql_conf(one_failed_over, b, b.primary)
 
 
 def test_user_parameters_override_defaults_and_render_sorted() -> None:
@@ -61,9 +72,7 @@ def test_user_parameters_override_defaults_and_render_sorted() -> None:
 def test_production_uses_quorum_synchronous_replication() -> None:
     topo = topology(PROD)
     conf = render_postgresql_conf(PROD, topo, topo.primary)
-    assert (
-        "synchronous_standby_names = 'ANY 1 (\"elizadb_replica_1\", \"elizadb_replica_2\")'" in conf
-    )
+    assert "synchronous_standby_names = 'ANY 1 (\"elizadb_primary\", \"elizadb_replica_1\", " in conf
     assert "synchronous_standby_names = ''" in render_postgresql_conf(DEV, topology(DEV), topology(DEV).primary)
 
 
@@ -101,7 +110,7 @@ def test_bootstrap_sql_sends_verifiers_never_passwords() -> None:
     assert "plain-" not in sql
     assert sql.count("PASSWORD 'SCRAM-SHA-256$4096:") == len(ROLES)
     assert "SET log_statement = 'none';" in sql.splitlines()[:5]
-    assert "ARRAY['elizadb_replica_1', 'elizadb_replica_2']" in sql
+    assert "ARRAY['elizadb_primary', 'elizadb_replica_1', 'elizadb_replica_2']" in sql
 
 
 def test_scram_verifier_matches_rfc_5802_derivation() -> None:
@@ -120,10 +129,12 @@ def test_scram_verifier_matches_rfc_5802_derivation() -> None:
 
 
 def test_connection_strings_and_password_files_escape_what_they_must() -> None:
-    uri = connection_uri("eliza_agent", "p@ss:w/rd", "127.0.0.1", 16432, "eliza", tls=True, root_cert="ca.crt")
+    uri = connection_uri("eliza_agent", "p@ss:w/rd", [("127.0.0.1", 16432)], "eliza", tls=True, root_cert="ca.crt")
     assert uri == (
         "postgresql://eliza_agent:p%40ss%3Aw%2Frd@127.0.0.1:16432/eliza"
         "?sslmode=verify-full&sslrootcert=ca.crt"
     )
+    multi = connection_uri("o", "p", [("h", 1), ("h", 2)], "db", tls=False, root_cert="")
+    assert multi == "postgresql://o:p@h:1,h:2/db?sslmode=disable&target_session_attrs=read-write"
     assert render_pgpass([("*", "postgres", "a:b\\c")]) == "*:*:*:postgres:a\\:b\\\\c\n"
     assert render_userlist('x"y') == '"pgbouncer_auth" "x""y"\n'
