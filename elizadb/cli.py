@@ -62,7 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run only checks whose id starts with ID (repeatable)")
     verify.add_argument("--json", action="store_true", help="print JSON instead of a table")
     verify.add_argument("--junit-xml", metavar="PATH", help="also write a JUnit XML report")
+    for module in _command_modules():
+        module.register(sub, with_stack)
     return parser
+
+
+def _command_modules() -> list:  # type: ignore[type-arg]
+    """Modules that add their own subcommands: `register(subparsers, with_stack)` adds parsers
+    whose `handler(args, settings) -> int` runs them."""
+    from elizadb import cli_ops
+
+    return [cli_ops]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -99,6 +109,8 @@ def _run(args: argparse.Namespace) -> int:
     from elizadb.local import deploy  # imports Pulumi; not needed for argument errors
 
     settings = load_stack(args.stack)
+    if getattr(args, "handler", None) is not None:
+        return int(args.handler(args, settings))
     if args.command == "validate":
         print(f"Pulumi.{args.stack}.yaml is valid")
         return 0

@@ -16,7 +16,7 @@
 # before dropping to the postgres user.
 set -euo pipefail
 
-MODE=${1:?usage: elizadb-entrypoint primary|replica|pgbouncer|job}
+MODE=${1:?usage: elizadb-entrypoint primary|replica|pgbouncer|job|backup}
 ETC=/etc/elizadb
 PRIVATE=/var/lib/postgresql/private
 CONF="$ETC/postgresql.conf"
@@ -98,6 +98,12 @@ case "$MODE" in
     log "migrations"
     as_postgres env PGPASSFILE="$PGPASSFILE" elizadb-migrate "$ETC/sql"
     log "done"
+    ;;
+
+  backup)
+    # The backup agent (image/backup.sh): stanza, schedule, retention.
+    install_private_files
+    exec elizadb-backup "${@:2}"
     ;;
 
   *)
