@@ -234,8 +234,11 @@ await step(
   (m) => [m?.unique === false, { id: duplicate, unique: m?.unique, isUnique: m?.isUnique }],
 );
 
-// The levenshtein cache lookup reads content->'content'->>'text' (see getCachedEmbeddings).
-const cachedText = "what is the weather in Paris today?";
+// The levenshtein cache lookup reads content->'content'->>'text' (see getCachedEmbeddings). It is
+// not scoped to an agent or room, so the text carries a tag of this run: rows of earlier runs in
+// the same database stay more than 2 edits away.
+const runTag = randomUUID().slice(0, 8);
+const cachedText = `what is the weather in Paris today? (${runTag})`;
 const cachedId = randomUUID();
 const cachedEmbedding = embed(jitter(centres[0], 0.35));
 await step(
@@ -300,7 +303,7 @@ await step(
 // value as the text "[...]" unless a type parser is registered, and the adapter then drops every
 // row (it keeps only rows whose embedding is an array): out of the box it always misses.
 const cacheQuery = {
-  query_table_name: "messages", query_threshold: 2, query_input: "what is the weather in paris today",
+  query_table_name: "messages", query_threshold: 2, query_input: `what is the weather in paris today (${runTag})`,
   query_field_name: "content", query_field_sub_name: "text", query_match_count: 10,
 };
 await step(
