@@ -1,4 +1,197 @@
 #!/usr/bin/env bash
-# elizadb-backup: the backup agent (to be written).
-echo "elizadb-backup: not implemented yet" >&2
-exit 2
+# elizadb-backup COMMAND — the backup agent, and the helper of restore jobs. The entrypoint's
+# `backup` mode execs it as root; pgBackRest and psql run as the postgres OS user.
+#
+# In the backup agent (infra/components/backup.py: every node's data and socket volumes mounted
+# under /var/lib/elizadb/nodes/<node>/{data,run}, the repository at /var/lib/pgbackrest):
+#   schedule        main loop: stanza, archive check, then full and incremental backups when due
+#                   (ELIZADB_FULL_EVERY / ELIZADB_INCR_EVERY seconds since the newest backup)
+#   run TYPE        one backup now (full, diff or incr); waits for a running one to finish
+#   check           `pgbackrest check` against the current primary: WAL archiving works
+#   info            `pgbackrest info --output=json`
+#   status          the schedule's last attempt, as key=value lines
+#   health          exits 0 once the agent is ready (stanza created, archiving checked)
+# In a restore job (one node's data volume at /var/lib/postgresql/data; no server running on it):
+#   restore ARGS    `pgbackrest restore ARGS` into the data directory
+#   clear-data      remove the data directory, so that the node's entrypoint clones it afresh
+#   copy-repo DIR   copy the repository mounted at DIR into this job's (empty) backup volume
+set -euo pipefail
+
+STANZA=elizadb
+NODES_DIR=/var/lib/elizadb/nodes
+# pgBackRest's pg1-path is $DATA_LINK/pg17, the servers' data_directory; in the agent this path
+# is a symbolic link to the current primary's data volume.
+DATA_LINK=/var/lib/postgresql/data
+PGDATA=${PGDATA:-$DATA_LINK/pg17}
+REPO=/var/lib/pgbackrest
+STATE=/run/elizadb-backup
+LOCK=$STATE/lock
+TICK=${ELIZADB_BACKUP_TICK:-5}
+RETRY_AFTER=${ELIZADB_BACKUP_RETRY_AFTER:-30}
+export PGCONNECT_TIMEOUT=3
+
+log() { printf '%s elizadb-backup: %s\n' "$(date -u +%FT%TZ)" "$*" >&2; }
+die() { log "$*"; exit 1; }
+as_postgres() { HOME=/var/lib/postgresql setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
+pgbackrest_() { as_postgres pgbackrest --stanza="$STANZA" "$@"; }
+
+# The node whose server accepts writes now (its folder name under NODES_DIR). Fails when none
+# or more than one does: a backup of the wrong server, or of one of two primaries, is worse than
+# none.
+current_primary() {
+  local dir node found=()
+  for dir in "$NODES_DIR"/*/; do
+    dir=${dir%/}
+    node=$(basename "$dir")
+    [[ -S "$dir/run/.s.PGSQL.5432" ]] || continue
+    if [[ "$(as_postgres psql -X -q -At -h "$dir/run" -U postgres -d postgres \
+          -c 'SELECT pg_is_in_recovery()' 2>/dev/null)" == f ]]; then
+      found+=("$node")
+    fi
+  done
+  case ${#found[@]} in
+    1) echo "${found[0]}" ;;
+    0) log "no node accepts writes: nothing to back up from"; return 1 ;;
+    *) log "more than one node accepts writes (${found[*]}): refusing to back up"; return 1 ;;
+  esac
+}
+
+# pgBackRest requires pg1-path to equal the server's data_directory, the same path on every
+# node; so that path is made a link to the current primary's data volume (replaced atomically).
+point_at() {
+  local node=$1
+  if [[ -d "$DATA_LINK" && ! -L "$DATA_LINK" ]]; then rmdir "$DATA_LINK"; fi
+  ln -sfn "$NODES_DIR/$node/data" "$DATA_LINK.next"
+  mv -Tf "$DATA_LINK.next" "$DATA_LINK"
+}
+
+# pgbackrest ARGS against the current primary: its data through the link, its socket directly.
+on_primary() {
+  local node
+  node=$(current_primary) || return 1
+  point_at "$node"
+  log "current primary: $node"
+  pgbackrest_ --pg1-socket-path="$NODES_DIR/$node/run" "$@"
+}
+
+# "$@" while holding the agent's lock: the schedule and `run` never move the link under each
+# other's feet (pgBackRest would refuse a second backup anyway).
+locked() {
+  install -d -m 0755 "$STATE"
+  (
+    flock -w "${ELIZADB_LOCK_WAIT:-7200}" 9 || die "another backup is still running"
+    "$@"
+  ) 9>"$LOCK"
+}
+
+# "<newest full's stop> <newest backup's stop>" in epoch seconds (0 when there is none).
+newest_backups() {
+  pgbackrest_ info --output=json | perl -MJSON::PP -e '
+    my $info = decode_json(do { local $/; <STDIN> });
+    my ($full, $any) = (0, 0);
+    for my $stanza (@$info) {
+      for my $b (@{ $stanza->{backup} || [] }) {
+        my $t = $b->{timestamp}{stop};
+        $any = $t if $t > $any;
+        $full = $t if $b->{type} eq "full" && $t > $full;
+      }
+    }
+    print "$full $any\n";'
+}
+
+record() {
+  local result=$1 kind=$2
+  printf 'last_attempt=%s\nlast_type=%s\nlast_result=%s\n' "$(date +%s)" "$kind" "$result" \
+    > "$STATE/status.next"
+  mv -f "$STATE/status.next" "$STATE/status"
+}
+
+schedule() {
+  : "${ELIZADB_FULL_EVERY:?}" "${ELIZADB_INCR_EVERY:?}"
+  install -d -m 0755 "$STATE"
+  rm -f "$STATE/ready"
+  # PID 1: forward a stop to pgBackRest (it ends a backup cleanly) and leave.
+  trap 'log "stopping"; trap - TERM INT; kill -TERM 0 2>/dev/null || true; wait || true; exit 0' TERM INT
+  log "schedule: full every ${ELIZADB_FULL_EVERY}s, incremental every ${ELIZADB_INCR_EVERY}s"
+  until locked on_primary --log-level-console=info stanza-create \
+      && locked on_primary --log-level-console=info check; do
+    log "stanza or WAL archiving not ready yet; retrying in ${RETRY_AFTER}s"
+    sleep "$RETRY_AFTER" & wait $!
+  done
+  touch "$STATE/ready"
+  local retry_at=0 now full any kind
+  while :; do
+    now=$(date +%s)
+    kind=
+    if ((now >= retry_at)) && read -r full any < <(newest_backups); then
+      if ((full == 0 || now - full >= ELIZADB_FULL_EVERY)); then
+        kind=full
+      elif ((now - any >= ELIZADB_INCR_EVERY)); then
+        kind=incr
+      fi
+    fi
+    if [[ -n $kind ]]; then
+      log "scheduled $kind backup"
+      locked on_primary --log-level-console=info backup --type="$kind" &
+      if wait $!; then
+        record ok "$kind"
+        retry_at=0
+      else
+        log "scheduled $kind backup failed; next attempt in ${RETRY_AFTER}s"
+        record failed "$kind"
+        retry_at=$((now + RETRY_AFTER))
+      fi
+    fi
+    sleep "$TICK" & wait $!
+  done
+}
+
+restore() {
+  [[ -d "$DATA_LINK" && ! -L "$DATA_LINK" ]] || die "no data volume mounted at $DATA_LINK"
+  install -d -o postgres -g postgres -m 0700 "$PGDATA"
+  # The orchestrator (elizadb/ops/restore.py) removed every container of the stack first, so a
+  # postmaster.pid left here is stale (a server that was killed), and pgBackRest would refuse it.
+  if [[ -f "$PGDATA/postmaster.pid" ]]; then
+    log "removing a stale postmaster.pid (no server runs on this volume)"
+    rm -f "$PGDATA/postmaster.pid"
+  fi
+  pgbackrest_ --log-level-console=info restore "$@"
+}
+
+clear_data() {
+  [[ -d "$DATA_LINK" && ! -L "$DATA_LINK" ]] || die "no data volume mounted at $DATA_LINK"
+  rm -rf "${PGDATA:?}"
+  log "removed $PGDATA: the node clones its primary when it starts"
+}
+
+copy_repo() {
+  local source=${1:?usage: elizadb-backup copy-repo DIR}
+  [[ -f "$source/backup/$STANZA/backup.info" ]] \
+    || die "$source holds no pgBackRest repository with stanza $STANZA"
+  if [[ -n "$(ls -A "$REPO")" ]]; then
+    die "$REPO is not empty: refusing to mix two repositories"
+  fi
+  cp -a "$source/." "$REPO/"
+  log "copied the repository ($(du -sh "$REPO" | cut -f1))"
+}
+
+COMMAND=${1:-}
+shift || true
+case "$COMMAND" in
+  schedule) schedule ;;
+  run)
+    case "${1:-}" in full | diff | incr) ;; *) die "usage: elizadb-backup run full|diff|incr" ;; esac
+    locked on_primary --log-level-console=info backup --type="$1"
+    ;;
+  check) locked on_primary --log-level-console=info check ;;
+  info) pgbackrest_ info --output=json ;;
+  status) cat "$STATE/status" 2>/dev/null || true ;;
+  health) [[ -f "$STATE/ready" ]] ;;
+  restore) restore "$@" ;;
+  clear-data) clear_data ;;
+  copy-repo) copy_repo "$@" ;;
+  *)
+    echo "usage: elizadb-backup schedule|run TYPE|check|info|status|health|restore ARGS|clear-data|copy-repo DIR" >&2
+    exit 2
+    ;;
+esac

@@ -9,6 +9,7 @@ from typing import Any
 import pulumi
 import pulumi_docker as docker
 
+from infra.components.backup import BackupAgent
 from infra.components.bootstrap import BootstrapJob
 from infra.components.common import child
 from infra.components.image import StackImage
@@ -23,7 +24,8 @@ from infra.topology import Topology, topology
 
 
 class ElizaDbStack(pulumi.ComponentResource):
-    """Network, image, secrets, TLS, the primary, N replicas, the pooler and the bootstrap job."""
+    """Network, image, secrets, TLS, the primary, N replicas, the pooler, the bootstrap job and
+    the backup agent."""
 
     outputs: dict[str, Any]
 
@@ -73,8 +75,22 @@ class ElizaDbStack(pulumi.ComponentResource):
             opts=child(self, depends_on=[primary.container]),
         )
         # Replicas clone through the replication role and slots the job creates.
+        nodes = [primary]
         for i, node in enumerate(topo.replicas, start=1):
-            PostgresNode(node.short, node_inputs(i), opts=child(self, depends_on=[job.container]))
+            nodes.append(
+                PostgresNode(node.short, node_inputs(i), opts=child(self, depends_on=[job.container]))
+            )
+        # Backups need the stanza's server bootstrapped; the agent finds the primary itself.
+        BackupAgent(
+            "backup-agent",
+            settings,
+            topo,
+            image.ref,
+            network,
+            backup_volume,
+            nodes,
+            opts=child(self, depends_on=[job.container]),
+        )
         Pooler(
             "pgbouncer",
             settings,

@@ -86,6 +86,9 @@ _IMAGE_REF = re.compile(
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$"
 )
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_DURATION = re.compile(r"^([1-9][0-9]{0,6})([smhd])$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MIN_BACKUP_INTERVAL_SECONDS = 10
 
 
 class Environment(str, Enum):
@@ -156,8 +159,45 @@ class PoolerSettings(_Model):
     pool_mode: Literal["transaction", "session"] = "transaction"
 
 
+def duration_seconds(text: str) -> int:
+    """Seconds in a duration such as 45s, 30m, 24h or 7d (validated by _DURATION first)."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r}")
+    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
 class BackupSettings(_Model):
+    # Full backups kept; older fulls, the incrementals that depend on them and the WAL only
+    # they need are expired after every backup.
     retention_full: int = Field(default=2, ge=1, le=100)
+    # The backup agent's schedule: a full backup when the newest is this old (or none exists),
+    # an incremental when the newest backup of any type is `incrEvery` old.
+    full_every: str = "7d"
+    incr_every: str = "1d"
+
+    @field_validator("full_every", "incr_every")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        if not _DURATION.match(value):
+            raise ValueError("must be a duration like 45s, 30m, 24h or 7d")
+        if duration_seconds(value) < MIN_BACKUP_INTERVAL_SECONDS:
+            raise ValueError(f"must be at least {MIN_BACKUP_INTERVAL_SECONDS}s")
+        return value
+
+    @property
+    def full_every_seconds(self) -> int:
+        return duration_seconds(self.full_every)
+
+    @property
+    def incr_every_seconds(self) -> int:
+        return duration_seconds(self.incr_every)
+
+
+class MaintenanceSettings(_Model):
+    # Off (None) by default: when set, `elizadb maintenance` deletes memories whose createdAt is
+    # older than this many days.
+    memory_retention_days: int | None = Field(default=None, ge=1, le=36500)
 
 
 class ReplicationSettings(_Model):
@@ -190,6 +230,7 @@ class StackSettings(_Model):
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     pooler: PoolerSettings = Field(default_factory=PoolerSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
+    maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
     replication: ReplicationSettings = Field(default_factory=ReplicationSettings)
     tls: TlsSettings = Field(default_factory=TlsSettings)
 
@@ -369,6 +410,18 @@ def _semantic_problems(stack: str, values: Mapping[str, Any]) -> list[str]:
                 f"{PROJECT}:primaryNode = {primary_node!r}: must name a node of the stack "
                 f"({', '.join(allowed)})"
             )
+    full_every, incr_every = _get(values, "backup", "fullEvery"), _get(values, "backup", "incrEvery")
+    full_every = "7d" if full_every is None else full_every
+    incr_every = "1d" if incr_every is None else incr_every
+    if (
+        isinstance(full_every, str) and isinstance(incr_every, str)
+        and _DURATION.match(full_every) and _DURATION.match(incr_every)
+        and duration_seconds(incr_every) >= duration_seconds(full_every)
+    ):
+        problems.append(
+            f"{PROJECT}:backup.incrEvery = {incr_every!r}: must be shorter than "
+            f"{PROJECT}:backup.fullEvery ({full_every!r}), or no incremental backup would ever run"
+        )
     sync = _get(values, "replication", "synchronous")
     if sync is True and isinstance(replicas, int):
         count = _get(values, "replication", "synchronousCount") or 1

@@ -17,6 +17,8 @@ from infra.components.common import (
 )
 from infra.render import paths
 from infra.render.connections import render_pgpass
+from infra.render.pgbackrest import CONF_PATH as PGBACKREST_CONF
+from infra.render.pgbackrest import SOCKET_DIR, render_pgbackrest_conf
 from infra.render.postgres import primary_conninfo, render_pg_hba, render_postgresql_conf
 from infra.roles import REPLICATOR
 from infra.settings import StackSettings
@@ -37,9 +39,14 @@ class NodeInputs:
     passwords: dict[str, pulumi.Output[str]]
 
 
+def socket_volume_name(node: Node) -> str:
+    return f"{node.name}-run"
+
+
 class PostgresNode(pulumi.ComponentResource):
     container: docker.Container
     volume: docker.Volume
+    socket_volume: docker.Volume
 
     def __init__(
         self, name: str, args: NodeInputs, opts: pulumi.ResourceOptions | None = None
@@ -56,12 +63,25 @@ class PostgresNode(pulumi.ComponentResource):
             ],
             opts=child(self, protect=True, retain_on_delete=True),
         )
+        # The server's Unix socket folder, shared with the backup agent, which reaches whichever
+        # node is primary through it (peer authentication: no password). It holds nothing but
+        # the socket, so it is not protected.
+        self.socket_volume = docker.Volume(
+            f"{name}-run",
+            name=socket_volume_name(node),
+            labels=[
+                docker.VolumeLabelArgs(label="elizadb.stack", value=settings.stack),
+                docker.VolumeLabelArgs(label="elizadb.node", value=node.name),
+            ],
+            opts=child(self),
+        )
         uploads = [
             upload(paths.POSTGRESQL_CONF, render_postgresql_conf(settings, topo, node)),
             upload(paths.PG_HBA_CONF, render_pg_hba(settings)),
             upload(paths.CA_CERT, args.ca_cert_pem),
             upload(paths.SERVER_CERT, args.server_cert_pem),
             secret_upload(paths.SERVER_KEY_UPLOAD, args.server_key_pem),
+            upload(PGBACKREST_CONF, render_pgbackrest_conf(settings)),
         ]
         # Every node may have to stream from a peer one day (after a failover or a rejoin).
         pgpass = args.passwords[REPLICATOR.name].apply(
@@ -99,6 +119,9 @@ class PostgresNode(pulumi.ComponentResource):
                 docker.ContainerVolumeArgs(volume_name=self.volume.name, container_path=DATA_MOUNT),
                 docker.ContainerVolumeArgs(
                     volume_name=args.backup_volume.name, container_path=BACKUP_MOUNT
+                ),
+                docker.ContainerVolumeArgs(
+                    volume_name=self.socket_volume.name, container_path=SOCKET_DIR
                 ),
             ],
             uploads=uploads,

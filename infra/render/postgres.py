@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from infra.render import HEADER, paths
+from infra.render.pgbackrest import archive_command, restore_command
 from infra.roles import REPLICATOR, SUPERUSER
 from infra.settings import StackSettings
 from infra.topology import PG_PORT, Node, Topology
@@ -66,6 +67,12 @@ def render_postgresql_conf(settings: StackSettings, topo: Topology, node: Node) 
         "primary_slot_name": _quote(node.slot),
         # A standby follows the newest timeline, i.e. a promoted peer.
         "recovery_target_timeline": _quote("latest"),
+        # WAL archiving into the stack's pgBackRest repository (infra/render/pgbackrest.py). On
+        # every node: with archive_mode = on only the primary archives, so whichever node is
+        # promoted starts archiving by itself; standbys and restores fetch from the archive.
+        "archive_mode": "on",
+        "archive_command": _quote(archive_command()),
+        "restore_command": _quote(restore_command()),
     }
     tunables = {
         name: value if _is_plain(value) else _quote(value)

@@ -47,6 +47,7 @@ def _containers(decl: Declaration) -> list[Declared]:
 def test_the_program_declares_the_expected_containers(dev: tuple[Declaration, StateFile]) -> None:
     names = sorted(c.inputs["name"] for c in _containers(dev[0]))
     assert names == [
+        "elizadb-dev-backup-agent",
         "elizadb-dev-bootstrap",
         "elizadb-dev-pgbouncer",
         "elizadb-dev-primary",
@@ -111,10 +112,15 @@ def test_data_and_backup_volumes_are_protected(dev: tuple[Declaration, StateFile
     assert sorted(v.inputs["name"] for v in volumes) == [
         "elizadb-dev-backup",
         "elizadb-dev-primary-data",
+        "elizadb-dev-primary-run",
         "elizadb-dev-replica-1-data",
+        "elizadb-dev-replica-1-run",
         "elizadb-dev-replica-2-data",
+        "elizadb-dev-replica-2-run",
     ]
     for v in volumes:
+        if v.inputs["name"].endswith("-run"):  # a server's socket folder: nothing to keep
+            continue
         assert v.protect and v.retain_on_delete, f"volume {v.inputs['name']} is not protected"
 
 

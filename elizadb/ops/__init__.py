@@ -1,0 +1,1 @@
+"""Day-2 operations on a deployed stack: backups, restore, maintenance, failover."""

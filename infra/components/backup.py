@@ -1,0 +1,91 @@
+"""The backup agent: a long-running container that takes the stack's scheduled pgBackRest backups
+(image/backup.sh) and through which `elizadb backup` and `elizadb backups` run.
+
+How it reaches the node that is primary *now*, whichever that is after a failover: pgBackRest
+backs up a server from a local data path and talks to it over its Unix socket. The agent mounts
+every node's data volume (NODES_DIR/<node>/data) and socket volume (NODES_DIR/<node>/run); before
+each backup it asks every socket which server is read-write (peer authentication as the postgres
+OS user — the agent holds no password), then points /var/lib/postgresql/data at that node's data
+volume, because pgBackRest insists that pg1-path equals the server's data_directory, which is
+that same path on every node. Nothing in this declaration names the primary, so a failover
+changes nothing here.
+
+Considered and not chosen: pgBackRest's repository-host mode (`pgbackrest server` over TLS on
+every node, pg1..pgN hosts) needs a second process and client certificates on every node; running
+backups inside the primary through `docker exec` needs the engine's socket inside a container for
+the schedule, which is root on the host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pulumi
+import pulumi_docker as docker
+
+from infra.components.common import child, healthcheck, labels, upload
+from infra.components.postgres import PostgresNode
+from infra.render.pgbackrest import CONF_PATH, NODES_DIR, render_agent_conf
+from infra.settings import StackSettings
+from infra.topology import BACKUP_MOUNT, Topology
+
+AGENT_ROLE = "backup"
+
+
+def agent_name(topo: Topology) -> str:
+    return f"{topo.prefix}-backup-agent"
+
+
+class BackupAgent(pulumi.ComponentResource):
+    container: docker.Container
+
+    def __init__(
+        self,
+        name: str,
+        settings: StackSettings,
+        topo: Topology,
+        image: pulumi.Output[str],
+        network: docker.Network,
+        backup_volume: docker.Volume,
+        nodes: Sequence[PostgresNode],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("elizadb:index:BackupAgent", name, None, opts)
+        volumes = [docker.ContainerVolumeArgs(volume_name=backup_volume.name, container_path=BACKUP_MOUNT)]
+        for node, pg in zip(topo.nodes, nodes):
+            volumes += [
+                docker.ContainerVolumeArgs(
+                    volume_name=pg.volume.name, container_path=f"{NODES_DIR}/{node.short}/data"
+                ),
+                docker.ContainerVolumeArgs(
+                    volume_name=pg.socket_volume.name, container_path=f"{NODES_DIR}/{node.short}/run"
+                ),
+            ]
+        self.container = docker.Container(
+            name,
+            name=agent_name(topo),
+            hostname=agent_name(topo),
+            image=image,
+            command=["backup", "schedule"],
+            envs=[
+                f"ELIZADB_FULL_EVERY={settings.backup.full_every_seconds}",
+                f"ELIZADB_INCR_EVERY={settings.backup.incr_every_seconds}",
+            ],
+            labels=labels(settings, AGENT_ROLE, agent_name(topo)),
+            # It talks to the servers through their sockets only; the network is for uniformity
+            # (every container of the stack is on it and removed with it).
+            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network.name)],
+            volumes=volumes,
+            uploads=[upload(CONF_PATH, render_agent_conf(settings))],
+            # Ready once the stanza exists and WAL archiving was seen to work (`pgbackrest check`).
+            healthcheck=healthcheck(["elizadb-backup", "health"]),
+            restart="unless-stopped",
+            memory=256,
+            # The agent forwards SIGTERM to a running backup, which pgBackRest stops cleanly.
+            stop_signal="SIGTERM",
+            stop_timeout=30,
+            wait=True,
+            wait_timeout=300,
+            opts=child(self, depends_on=opts.depends_on if opts else None),
+        )
+        self.register_outputs({"name": agent_name(topo)})
