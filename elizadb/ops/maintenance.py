@@ -140,7 +140,9 @@ def index_usage(conn: psycopg.Connection[Any]) -> list[IndexUsage]:
 
 def _size(conn: psycopg.Connection[Any], schema: str, name: str) -> int:
     row = conn.execute(
-        "SELECT pg_relation_size(format('%I.%I', %s::text, %s::text)::regclass)", (schema, name)
+        sql.SQL("SELECT pg_relation_size({}::regclass)").format(
+            sql.Literal(sql.Identifier(schema, name).as_string(conn))
+        )
     ).fetchone()
     return int(row[0]) if row else 0
 
