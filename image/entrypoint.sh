@@ -37,6 +37,64 @@ install_private_files() {
   install -d -o postgres -g postgres -m 0700 "$(dirname "$PGDATA")"
 }
 
+# Another node that accepts writes, or nothing. Asked of every peer but this node, as the
+# superuser (pg_rewind will need that connection anyway), over verified TLS.
+other_primary() {
+  local peer
+  IFS=, read -ra peers <<< "${ELIZADB_PEERS:-}"
+  for peer in "${peers[@]}"; do
+    [[ "$peer" == "${ELIZADB_NODE:-}" ]] && continue
+    if as_postgres env PGPASSFILE="$PRIVATE/pgpass" psql -X -q -At -c "SELECT 1" \
+        "host=$peer port=5432 user=postgres dbname=postgres connect_timeout=2 $(tls_params) target_session_attrs=read-write" \
+        >/dev/null 2>&1; then
+      echo "$peer"
+      return 0
+    fi
+  done
+  return 1
+}
+
+tls_params() {
+  if grep -q "^ssl = on" "$CONF"; then echo "sslmode=verify-full sslrootcert=$ETC/tls/ca.crt"; else echo "sslmode=disable"; fi
+}
+
+clone_from_primary() {
+  deadline=$((SECONDS + ${ELIZADB_CLONE_TIMEOUT:-300}))
+  until as_postgres env PGPASSFILE="$PRIVATE/pgpass" pg_basebackup -D "$PGDATA" \
+      -d "$ELIZADB_PRIMARY_CONNINFO" -X stream -S "$ELIZADB_SLOT" -c fast; do
+    rm -rf "${PGDATA:?}"
+    if ((SECONDS >= deadline)); then log "the primary could not be cloned in time"; exit 1; fi
+    log "primary not ready for cloning yet; retrying"
+    sleep 1
+  done
+  # A hot standby from now on. Only the clone decides this: later starts keep whatever the
+  # data directory says, so a promoted node stays primary. primary_conninfo (every node,
+  # read-write target) and primary_slot_name come from the rendered postgresql.conf.
+  as_postgres touch "$PGDATA/standby.signal"
+}
+
+# Never a second primary: a node whose data says "primary" but finds another primary among
+# its peers (it was failed over while down) rewinds onto that primary's timeline and comes back
+# as its standby. When rewind cannot, it is cloned afresh; the old data is kept aside.
+rejoin_if_superseded() {
+  [[ -f "$PGDATA/standby.signal" ]] && return 0
+  local other
+  other=$(other_primary) || return 0
+  log "another primary is running ($other): rejoining it as a standby"
+  if as_postgres env PGPASSFILE="$PRIVATE/pgpass" pg_rewind --target-pgdata="$PGDATA" \
+      --source-server="host=$other port=5432 user=postgres dbname=postgres connect_timeout=5 $(tls_params)" \
+      --progress; then
+    log "pg_rewind done"
+  else
+    local aside
+    aside="$PGDATA.superseded-$(date -u +%Y%m%dT%H%M%SZ)"
+    log "pg_rewind failed: keeping the old data in $aside and cloning afresh"
+    mv "$PGDATA" "$aside"
+    clone_from_primary
+  fi
+  as_postgres touch "$PGDATA/standby.signal"
+}
+
 run_postgres() {
   # PostgreSQL refuses a data directory that others can read.
   chmod 0700 "$PGDATA"
@@ -53,6 +111,8 @@ case "$MODE" in
       as_postgres initdb -D "$PGDATA" --username=postgres --pwfile="$PRIVATE/superuser" \
         --auth-local=peer --auth-host=scram-sha-256 --data-checksums \
         --encoding=UTF8 --locale=C.UTF-8 >/dev/null
+    else
+      rejoin_if_superseded
     fi
     run_postgres
     ;;
@@ -62,18 +122,9 @@ case "$MODE" in
     : "${ELIZADB_PRIMARY_CONNINFO:?}" "${ELIZADB_SLOT:?}"
     if [[ ! -s "$PGDATA/PG_VERSION" ]]; then
       log "empty data directory: cloning the primary with pg_basebackup into slot $ELIZADB_SLOT"
-      deadline=$((SECONDS + ${ELIZADB_CLONE_TIMEOUT:-300}))
-      until as_postgres env PGPASSFILE="$PRIVATE/pgpass" pg_basebackup -D "$PGDATA" \
-          -d "$ELIZADB_PRIMARY_CONNINFO" -X stream -S "$ELIZADB_SLOT" -c fast; do
-        rm -rf "${PGDATA:?}"
-        if ((SECONDS >= deadline)); then log "the primary could not be cloned in time"; exit 1; fi
-        log "primary not ready for cloning yet; retrying"
-        sleep 1
-      done
-      # A hot standby from now on. Only the clone decides this: later starts keep whatever the
-      # data directory says, so a promoted node stays primary. primary_conninfo (every node,
-      # read-write target) and primary_slot_name come from the rendered postgresql.conf.
-      as_postgres touch "$PGDATA/standby.signal"
+      clone_from_primary
+    else
+      rejoin_if_superseded
     fi
     run_postgres
     ;;

@@ -139,11 +139,20 @@ def containers_order(urns: list[str], containers: list[Declared]) -> list[str]:
 
 
 class Applier:
-    def __init__(self, client: docker.DockerClient, stack: str, progress: Progress) -> None:
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        stack: str,
+        progress: Progress,
+        conforming: dict[str, str] | None = None,
+    ) -> None:
         self.client = client
         self.api = client.api
         self.stack = stack
         self.progress = progress
+        # Containers brought in line with a newer declaration in place (a failover repoints the
+        # pooler without recreating it): name -> the spec digest they now match.
+        self.conforming = conforming or {}
 
     # -- resources -------------------------------------------------------------------------
     def apply(self, declaration: Declaration) -> ApplyReport:
@@ -235,7 +244,10 @@ class Applier:
         except docker.errors.NotFound:
             current = None
         if current is not None:
-            same = current.labels.get(LABEL_SPEC) == digest
+            same = current.labels.get(LABEL_SPEC) == digest or (
+                self.conforming.get(name) == digest
+                and current.labels.get(LABEL_SPEC) is not None
+            )
             if same and is_job and current.attrs["State"].get("ExitCode") == 0 and \
                     current.status == "exited":
                 report.unchanged.append(name)

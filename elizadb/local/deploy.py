@@ -9,6 +9,7 @@ from typing import Any
 
 import docker.errors
 
+from elizadb.errors import DeployError
 from elizadb.local.apply import CONTAINER, Applier, ApplyReport, Progress, connect
 from elizadb.local.capture import Declaration, declare
 from elizadb.local.state import StateFile
@@ -20,9 +21,24 @@ SECRET_MASK = "[secret]"
 SERVER_TLS = frozenset({"tls-server-key", "tls-server-csr", "tls-server"})
 
 
+def effective_settings(settings: StackSettings, state: StateFile) -> StackSettings:
+    """The configured settings, following a failover: the node promoted last is the primary."""
+    current = state.runtime("primaryNode")
+    if not current or current == settings.primary_node:
+        return settings
+    nodes = {n.short for n in topology(settings).nodes}
+    if current not in nodes:
+        raise DeployError(
+            f"the current primary is {current}, which this configuration would remove "
+            f"(elizadb:replicas = {settings.replicas}); switch over to a node that stays first: "
+            f"elizadb switchover --to primary"
+        )
+    return settings.model_copy(update={"primary_node": current})
+
+
 def declare_stack(settings: StackSettings) -> Declaration:
     state = StateFile(settings.stack)
-    declaration = declare(settings, state)
+    declaration = declare(effective_settings(settings, state), state)
     state.save()
     return declaration
 
@@ -30,7 +46,8 @@ def declare_stack(settings: StackSettings) -> Declaration:
 def up(settings: StackSettings, progress: Progress, project_dir: Path) -> ApplyReport:
     declaration = declare_stack(settings)
     client = connect()
-    report = Applier(client, settings.stack, progress).apply(declaration)
+    conforming = StateFile(settings.stack).runtime("conforming") or {}
+    report = Applier(client, settings.stack, progress, conforming).apply(declaration)
     _write_ca(declaration, project_dir)
     return report
 
@@ -103,7 +120,7 @@ def _psql(client: Any, name: str, sql: str) -> str | None:
 
 
 def status(settings: StackSettings) -> list[NodeStatus]:
-    topo = topology(settings)
+    topo = topology(effective_settings(settings, StateFile(settings.stack)))
     client = connect()
     rows: list[NodeStatus] = []
     streams: dict[str, str] = {}

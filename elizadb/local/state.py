@@ -60,6 +60,15 @@ class StateFile:
         self.dirty = self.dirty or removed
         return removed
 
+    # Runtime facts the declaration must follow: which node is primary after a failover, and
+    # containers changed in place to match a newer declaration (name -> spec digest).
+    def runtime(self, key: str) -> object:
+        return self.data.get("runtime", {}).get(key)
+
+    def set_runtime(self, key: str, value: object) -> None:
+        self.data.setdefault("runtime", {})[key] = value
+        self.dirty = True
+
     def save(self) -> None:
         if not self.dirty:
             return

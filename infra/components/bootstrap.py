@@ -61,6 +61,9 @@ class BootstrapJob(pulumi.ComponentResource):
                 f"PGSSLMODE={sslmode}",
                 f"PGSSLROOTCERT={paths.CA_CERT}",
                 "PGTARGETSESSIONATTRS=read-write",
+                # The job runs before any standby exists: with synchronous replication on, its
+                # commits would wait for one forever.
+                "PGOPTIONS=-c synchronous_commit=local",
                 f"PGUSER={SUPERUSER}",
             ],
             labels=labels(settings, "job", topo.job_name),

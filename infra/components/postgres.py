@@ -20,7 +20,7 @@ from infra.render.connections import render_pgpass
 from infra.render.pgbackrest import CONF_PATH as PGBACKREST_CONF
 from infra.render.pgbackrest import SOCKET_DIR, render_pgbackrest_conf
 from infra.render.postgres import primary_conninfo, render_pg_hba, render_postgresql_conf
-from infra.roles import REPLICATOR
+from infra.roles import REPLICATOR, SUPERUSER
 from infra.settings import StackSettings
 from infra.topology import BACKUP_MOUNT, DATA_MOUNT, PG_PORT, Node, Topology
 
@@ -83,22 +83,29 @@ class PostgresNode(pulumi.ComponentResource):
             secret_upload(paths.SERVER_KEY_UPLOAD, args.server_key_pem),
             upload(PGBACKREST_CONF, render_pgbackrest_conf(settings)),
         ]
-        # Every node may have to stream from a peer one day (after a failover or a rejoin).
-        pgpass = args.passwords[REPLICATOR.name].apply(
-            lambda pw: render_pgpass([("replication", REPLICATOR.name, pw)])
+        # Every node may have to stream from a peer one day, or rewind against it (pg_rewind
+        # needs a superuser connection to its source), after a failover or a switchover.
+        pgpass = pulumi.Output.all(
+            args.passwords[REPLICATOR.name], args.passwords[SUPERUSER]
+        ).apply(
+            lambda pw: render_pgpass(
+                [("replication", REPLICATOR.name, pw[0]), ("*", SUPERUSER, pw[1])]
+            )
         )
         uploads.append(secret_upload(paths.PGPASS_UPLOAD, pgpass))
-        envs: list[str] = []
         if node.role == "primary":
-            # Only the node that runs initdb needs the superuser's password.
+            # Only the node that runs initdb needs the superuser's password as a file of its own.
             uploads.append(
-                secret_upload(paths.SUPERUSER_PASSWORD_UPLOAD, args.passwords["postgres"])
+                secret_upload(paths.SUPERUSER_PASSWORD_UPLOAD, args.passwords[SUPERUSER])
             )
-        else:
-            envs = [
-                f"ELIZADB_PRIMARY_CONNINFO={primary_conninfo(settings, topo, node)}",
-                f"ELIZADB_SLOT={node.slot}",
-            ]
+        # Static across scaling and failover: the node's name, every possible peer, and how to
+        # reach whichever of them is read-write.
+        envs = [
+            f"ELIZADB_NODE={node.name}",
+            f"ELIZADB_PEERS={','.join(n.name for n in topo.possible_nodes)}",
+            f"ELIZADB_PRIMARY_CONNINFO={primary_conninfo(settings, topo, node)}",
+            f"ELIZADB_SLOT={node.slot}",
+        ]
         self.container = docker.Container(
             name,
             name=node.name,

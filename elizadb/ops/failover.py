@@ -1,0 +1,270 @@
+"""Failover, switchover and rejoin on a locally deployed stack.
+
+What a node is (primary or standby) lives in its data directory, and every node's configuration
+already names every peer (infra/render/postgres.py), so these operations only:
+  - fence the failed or demoted primary (stopped through the engine, so that its restart policy
+    cannot bring it back as a second primary),
+  - promote the most advanced standby (highest received LSN),
+  - make sure the new primary holds a replication slot for every other node,
+  - repoint PgBouncer (the one component that names the primary) and record the new primary in
+    the local state, so that the next `elizadb up` declares the same,
+  - start the old primary again: its entrypoint finds the new primary, rewinds (pg_rewind) and
+    rejoins as a standby — never as a second primary.
+Node queries run inside the containers as the postgres OS user (peer authentication), so no
+password is needed here.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import docker
+import docker.errors
+
+from elizadb.errors import DeployError, UsageError
+from elizadb.local import deploy
+from elizadb.local.apply import CONTAINER, spec_digest
+from elizadb.local.state import StateFile
+from infra.render import paths
+from infra.settings import StackSettings
+from infra.topology import Node, Topology, topology
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class NodeState:
+    node: Node
+    running: bool
+    in_recovery: bool | None
+    receive_lsn: int | None  # standbys: last WAL received; primary: current insert LSN
+    timeline: int | None
+
+
+def lsn_int(text: str) -> int:
+    high, low = text.split("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+class Cluster:
+    """The nodes of one stack, reached through the container engine."""
+
+    def __init__(self, client: docker.DockerClient, settings: StackSettings) -> None:
+        self.client = client
+        self.settings = deploy.effective_settings(settings, StateFile(settings.stack))
+        self.topo: Topology = topology(self.settings)
+
+    # -- queries -----------------------------------------------------------------------------
+    def psql(self, node: Node, sql: str, timeout_s: float = 10) -> str | None:
+        """Run one statement on `node` through its local socket; None when it cannot answer."""
+        api = self.client.api
+        try:
+            exec_id = api.exec_create(
+                node.name,
+                ["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-c",
+                 f"SET statement_timeout = '{int(timeout_s * 1000)}'", "-c", sql],
+                user="postgres",
+            )["Id"]
+            out = api.exec_start(exec_id).decode(errors="replace")
+            if api.exec_inspect(exec_id).get("ExitCode") != 0:
+                return None
+        except docker.errors.APIError:
+            return None
+        lines = [line for line in out.splitlines() if line and line != "SET"]
+        return lines[-1] if lines else ""
+
+    def state(self, node: Node) -> NodeState:
+        try:
+            running = self.client.containers.get(node.name).status == "running"
+        except docker.errors.NotFound:
+            running = False
+        if not running:
+            return NodeState(node, False, None, None, None)
+        row = self.psql(
+            node,
+            "SELECT pg_is_in_recovery(),"
+            " CASE WHEN pg_is_in_recovery()"
+            "   THEN coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())"
+            "   ELSE pg_current_wal_lsn() END,"
+            " (SELECT timeline_id FROM pg_control_checkpoint())",
+        )
+        if not row:
+            return NodeState(node, True, None, None, None)
+        recovery, lsn, timeline = row.split("|")
+        return NodeState(node, True, recovery == "t", lsn_int(lsn) if lsn else None, int(timeline))
+
+    def states(self) -> list[NodeState]:
+        return [self.state(n) for n in self.topo.nodes]
+
+    def primaries(self) -> list[Node]:
+        return [s.node for s in self.states() if s.running and s.in_recovery is False]
+
+    def node(self, short_or_name: str) -> Node:
+        for n in self.topo.nodes:
+            if short_or_name in (n.short, n.name):
+                return n
+        known = ", ".join(n.short for n in self.topo.nodes)
+        raise UsageError(f"no node {short_or_name!r} in stack {self.settings.stack}; nodes: {known}")
+
+    # -- actions -----------------------------------------------------------------------------
+    def fence(self, node: Node) -> None:
+        """Stopped through the engine, a container is not restarted by its restart policy."""
+        try:
+            self.client.containers.get(node.name).stop(timeout=10)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError:
+            self.client.containers.get(node.name).kill()
+
+    def elect(self, exclude: Node) -> Node:
+        """The most advanced running standby: highest received LSN, then lowest index."""
+        candidates = [
+            s for s in self.states()
+            if s.node != exclude and s.running and s.in_recovery and s.receive_lsn is not None
+        ]
+        if not candidates:
+            raise DeployError("no running standby can be promoted")
+        best = max(candidates, key=lambda s: (s.receive_lsn, -s.node.index))
+        return best.node
+
+    def promote(self, node: Node) -> None:
+        if self.psql(node, "SELECT pg_promote(true, 30)", timeout_s=40) != "t":
+            raise DeployError(f"{node.name} did not finish promotion within 30 s")
+
+    def ensure_slots(self, primary: Node) -> None:
+        """Slots for every other node, reserving WAL from now, so that they can follow."""
+        slots = ",".join(f"'{n.slot}'" for n in self.topo.nodes if n != primary)
+        if not slots:
+            return
+        self.psql(
+            primary,
+            f"SELECT count(pg_create_physical_replication_slot(s, true)) FROM unnest(ARRAY[{slots}]) s"
+            " WHERE NOT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = s)",
+        )
+
+    def repoint_pooler(self, primary: Node) -> None:
+        """Rewrite pgbouncer.ini as the declaration for the new primary has it, reload, and
+        record both the new primary and that the running pooler now matches that declaration."""
+        state = StateFile(self.settings.stack)
+        state.set_runtime("primaryNode", primary.short)
+        state.save()
+        self.settings = self.settings.model_copy(update={"primary_node": primary.short})
+        self.topo = topology(self.settings)
+        declaration = deploy.declare_stack(self.settings)
+        pooler = next(
+            c for c in declaration.of_type(CONTAINER) if c.inputs["name"] == self.topo.pooler_name
+        )
+        ini = next(u["content"] for u in pooler.inputs["uploads"] if u["file"] == paths.PGBOUNCER_INI)
+        container = self.client.containers.get(self.topo.pooler_name)
+        container.put_archive("/", _tar_file(paths.PGBOUNCER_INI, ini))
+        # PgBouncer reloads its configuration on SIGHUP; a changed host reconnects its pools.
+        container.kill(signal="SIGHUP")
+        conforming = dict(state.runtime("conforming") or {})
+        conforming[self.topo.pooler_name] = spec_digest(pooler)
+        state = StateFile(self.settings.stack)
+        state.set_runtime("conforming", conforming)
+        state.save()
+
+    def wait_received_all(self, node: Node, timeout_s: float = 30) -> None:
+        started, last, stable = time.monotonic(), None, 0
+        while time.monotonic() - started < timeout_s:
+            lsn = self.state(node).receive_lsn
+            stable = stable + 1 if lsn is not None and lsn == last else 0
+            if stable >= 3:
+                return
+            last = lsn
+            time.sleep(0.1)
+        raise DeployError(f"{node.name} kept receiving WAL for {timeout_s:.0f}s after the primary stopped")
+
+    def start(self, node: Node) -> None:
+        self.client.containers.get(node.name).start()
+
+    def wait_streaming(self, node: Node, primary: Node, timeout_s: float = 120) -> float:
+        """Seconds until `node` streams from `primary` (it may first rewind)."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout_s:
+            row = self.psql(
+                primary,
+                f"SELECT state FROM pg_stat_replication WHERE application_name = '{node.application_name}'",
+            )
+            if row == "streaming":
+                return time.monotonic() - started
+            time.sleep(0.25)
+        logs = self.client.containers.get(node.name).logs(tail=30).decode(errors="replace")
+        raise DeployError(f"{node.name} did not stream from {primary.name} in {timeout_s:.0f}s:\n{logs}")
+
+
+def _tar_file(path: str, content: str) -> bytes:
+    buffer = io.BytesIO()
+    data = content.encode()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo(path.lstrip("/"))
+        info.size, info.mode = len(data), 0o644
+        tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@dataclass
+class Timings:
+    steps: dict[str, float]
+
+
+def failover(cluster: Cluster, progress: Progress, failed: Node | None = None) -> tuple[Node, Timings]:
+    """Promote the most advanced standby in place of a failed primary. Returns the new primary."""
+    steps: dict[str, float] = {}
+    t0 = time.monotonic()
+    old = failed or cluster.topo.current_primary
+    progress(f"fencing {old.name}")
+    cluster.fence(old)
+    steps["fence"] = time.monotonic() - t0
+    new = cluster.elect(exclude=old)
+    steps["elect"] = time.monotonic() - t0
+    progress(f"promoting {new.name} (most advanced standby)")
+    cluster.promote(new)
+    steps["promote"] = time.monotonic() - t0
+    cluster.ensure_slots(new)
+    steps["slots"] = time.monotonic() - t0
+    progress(f"repointing the pooler to {new.name}")
+    cluster.repoint_pooler(new)
+    steps["repoint_pooler"] = time.monotonic() - t0
+    return new, Timings(steps)
+
+
+def rejoin(cluster: Cluster, old: Node, new: Node, progress: Progress) -> float:
+    progress(f"starting {old.name}: it rewinds onto {new.name} and rejoins as a standby")
+    cluster.start(old)
+    seconds = cluster.wait_streaming(old, new)
+    progress(f"{old.name} streams from {new.name} ({seconds:.1f}s)")
+    return seconds
+
+
+def switchover(cluster: Cluster, target: Node, progress: Progress) -> Timings:
+    """Planned: the primary shuts down cleanly (its last WAL reaches the standbys), the target is
+    promoted, the old primary rejoins as its standby. No committed row is lost."""
+    old = cluster.topo.current_primary
+    if target == old:
+        raise UsageError(f"{target.name} is already the primary")
+    target_state = cluster.state(target)
+    if not (target_state.running and target_state.in_recovery):
+        raise UsageError(f"{target.name} is not a running standby; it cannot take over")
+    steps: dict[str, float] = {}
+    t0 = time.monotonic()
+    progress(f"stopping {old.name} cleanly (fast shutdown sends its remaining WAL)")
+    cluster.fence(old)
+    steps["stop_old"] = time.monotonic() - t0
+    # The shutdown checkpoint is the old primary's last WAL: promote only once the target has
+    # stopped receiving, i.e. holds all of it.
+    cluster.wait_received_all(target)
+    steps["caught_up"] = time.monotonic() - t0
+    progress(f"promoting {target.name}")
+    cluster.promote(target)
+    steps["promote"] = time.monotonic() - t0
+    cluster.ensure_slots(target)
+    cluster.repoint_pooler(target)
+    steps["repoint_pooler"] = time.monotonic() - t0
+    steps["rejoin"] = rejoin(cluster, old, target, progress)
+    return Timings(steps)
