@@ -36,6 +36,11 @@ class ElizaDbStack(pulumi.ComponentResource):
             "network",
             name=topo.network_name,
             labels=[docker.NetworkLabelArgs(label="elizadb.stack", value=settings.stack)],
+            ipam_configs=[
+                docker.NetworkIpamConfigArgs(
+                    subnet=str(topo.subnet), gateway=topo.gateway, ip_range=topo.dynamic_range
+                )
+            ],
             opts=child(self),
         )
         backup_volume = docker.Volume(

@@ -117,9 +117,26 @@ class ImageSettings(_Model):
 
 class NetworkSettings(_Model):
     bind_address: str = "127.0.0.1"
+    # The stack network's IPv4 subnet (a /24 or larger). Every container gets a fixed address in
+    # it, so a restarted node keeps its address and nothing depends on a stale DNS answer
+    # (PgBouncer caches them). Default: a /24 in 10.200.0.0/13 derived from the stack name.
+    subnet: str | None = None
     primary_port: int = Field(default=15432, ge=1, le=65535)
     replica_port_base: int = Field(default=15433, ge=1, le=65535)
     pooler_port: int = Field(default=16432, ge=1, le=65535)
+
+    @field_validator("subnet")
+    @classmethod
+    def _subnet(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            net = ipaddress.IPv4Network(value)
+        except ValueError:
+            raise ValueError("must be an IPv4 subnet such as 10.210.7.0/24") from None
+        if net.prefixlen > 24:
+            raise ValueError("must be a /24 or larger (addresses .1 to .127 are assigned)")
+        return str(net)
 
     @field_validator("bind_address")
     @classmethod

@@ -5,6 +5,8 @@ Pure: the Pulumi program, the renderers, the local deploy and `verify` all name 
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 from dataclasses import dataclass
 
 from infra.settings import MAX_REPLICAS, StackSettings
@@ -52,6 +54,35 @@ class Topology:
     # The primary and every replica the stack could ever have. Node configuration names them
     # all, so that neither scaling nor a failover changes (and restarts) a node.
     possible_nodes: tuple[Node, ...]
+    subnet: ipaddress.IPv4Network
+
+    # Fixed addresses: .1 gateway, .5 pooler, .6 bootstrap job, .7 backup agent, .10+ nodes;
+    # the engine hands out .128 and above to anything else.
+    def _host(self, offset: int) -> str:
+        return str(self.subnet.network_address + offset)
+
+    @property
+    def gateway(self) -> str:
+        return self._host(1)
+
+    @property
+    def dynamic_range(self) -> str:
+        return str(ipaddress.IPv4Network((self.subnet.network_address + 128, 25)))
+
+    def address(self, node: Node) -> str:
+        return self._host(10 + node.index)
+
+    @property
+    def pooler_address(self) -> str:
+        return self._host(5)
+
+    @property
+    def job_address(self) -> str:
+        return self._host(6)
+
+    @property
+    def backup_address(self) -> str:
+        return self._host(7)
 
     @property
     def nodes(self) -> tuple[Node, ...]:
@@ -93,6 +124,7 @@ def topology(settings: StackSettings) -> Topology:
     )
     replicas = possible[1 : settings.replicas + 1]
     current = next(n for n in (primary, *replicas) if n.short == settings.primary_node)
+    subnet = ipaddress.IPv4Network(net.subnet or default_subnet(settings.stack))
     return Topology(
         stack=settings.stack,
         prefix=prefix,
@@ -103,4 +135,12 @@ def topology(settings: StackSettings) -> Topology:
         network_name=f"{prefix}-net",
         current_primary=current,
         possible_nodes=possible,
+        subnet=subnet,
     )
+
+
+def default_subnet(stack: str) -> str:
+    """A /24 in 10.200.0.0/13 picked by the stack name: distinct stacks rarely collide, and a
+    collision is reported by the engine when the network is created (set network.subnet)."""
+    h = int.from_bytes(hashlib.sha256(stack.encode()).digest()[:4], "big")
+    return f"10.{200 + h % 8}.{(h >> 3) % 256}.0/24"

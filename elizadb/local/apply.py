@@ -23,7 +23,7 @@ from typing import Any
 
 import docker
 import docker.errors
-from docker.types import Healthcheck, Mount
+from docker.types import Healthcheck, IPAMConfig, IPAMPool, Mount
 
 from elizadb.errors import DeployError, EngineError
 from elizadb.local.capture import Declaration, Declared
@@ -186,10 +186,28 @@ class Applier:
 
     def _ensure_network(self, decl: Declared) -> None:
         name = decl.inputs["name"]
-        if self.client.networks.list(names=[name]):
-            return
+        digest = spec_digest(decl)
+        existing = [n for n in self.client.networks.list(names=[name]) if n.name == name]
+        if existing:
+            if existing[0].attrs.get("Labels", {}).get(LABEL_SPEC) == digest:
+                return
+            # Addressing changed (or the network predates it): containers must leave it first;
+            # they are recreated below, since their declared addresses changed too.
+            self.progress(f"recreating network {name} (its declaration changed)")
+            for container in self._stack_containers():
+                self._remove(container.name)
+            existing[0].remove()
         self.progress(f"creating network {name}")
-        self.client.networks.create(name, driver="bridge", labels=_labels(decl))
+        pools = [
+            IPAMPool(subnet=c.get("subnet"), gateway=c.get("gateway"), iprange=c.get("ipRange"))
+            for c in decl.inputs.get("ipamConfigs") or []
+        ]
+        self.client.networks.create(
+            name,
+            driver="bridge",
+            labels={**_labels(decl), LABEL_SPEC: digest},
+            ipam=IPAMConfig(pool_configs=pools) if pools else None,
+        )
 
     def _ensure_volume(self, decl: Declared) -> None:
         name = decl.inputs["name"]
@@ -291,7 +309,11 @@ class Applier:
         if networks:
             first = networks[0]
             networking = self.api.create_networking_config(
-                {first["name"]: self.api.create_endpoint_config(aliases=first.get("aliases"))}
+                {
+                    first["name"]: self.api.create_endpoint_config(
+                        aliases=first.get("aliases"), ipv4_address=first.get("ipv4Address")
+                    )
+                }
             )
         health = spec.get("healthcheck")
         healthcheck = None
@@ -319,7 +341,10 @@ class Applier:
             stop_timeout=spec.get("stopTimeout"),
         )
         for extra in networks[1:]:
-            self.api.connect_container_to_network(created["Id"], extra["name"], aliases=extra.get("aliases"))
+            self.api.connect_container_to_network(
+                created["Id"], extra["name"], aliases=extra.get("aliases"),
+                ipv4_address=extra.get("ipv4Address"),
+            )
         uploads = spec.get("uploads") or []
         if uploads:
             self.api.put_archive(created["Id"], "/", _tar(uploads))

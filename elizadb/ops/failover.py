@@ -43,6 +43,7 @@ class NodeState:
     in_recovery: bool | None
     receive_lsn: int | None  # standbys: last WAL received; primary: current insert LSN
     timeline: int | None
+    replay_lsn: int | None = None  # standbys: last WAL replayed
 
 
 def lsn_int(text: str) -> int:
@@ -90,12 +91,20 @@ class Cluster:
             " CASE WHEN pg_is_in_recovery()"
             "   THEN coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())"
             "   ELSE pg_current_wal_lsn() END,"
-            " (SELECT timeline_id FROM pg_control_checkpoint())",
+            " (SELECT timeline_id FROM pg_control_checkpoint()),"
+            " pg_last_wal_replay_lsn()",
         )
         if not row:
             return NodeState(node, True, None, None, None)
-        recovery, lsn, timeline = row.split("|")
-        return NodeState(node, True, recovery == "t", lsn_int(lsn) if lsn else None, int(timeline))
+        recovery, lsn, timeline, replay = row.split("|")
+        return NodeState(
+            node,
+            True,
+            recovery == "t",
+            lsn_int(lsn) if lsn else None,
+            int(timeline),
+            lsn_int(replay) if replay else None,
+        )
 
     def states(self) -> list[NodeState]:
         return [self.state(n) for n in self.topo.nodes]
@@ -120,16 +129,33 @@ class Cluster:
         except docker.errors.APIError:
             self.client.containers.get(node.name).kill()
 
-    def elect(self, exclude: Node) -> Node:
-        """The most advanced running standby: highest received LSN, then lowest index."""
-        candidates = [
-            s for s in self.states()
-            if s.node != exclude and s.running and s.in_recovery and s.receive_lsn is not None
-        ]
-        if not candidates:
+    def standby_positions(self, exclude: Node, settle_s: float = 1.0) -> dict[Node, int]:
+        """Replayed LSN of every running standby, read until it stops moving (at most
+        `settle_s`): a standby replays all it received within milliseconds, and the replayed
+        position is data that is really there (the received one is reset to a segment start
+        whenever the WAL receiver restarts, which it does as soon as its primary is gone)."""
+        nodes = [n for n in self.topo.nodes if n != exclude]
+        deadline = time.monotonic() + settle_s
+        last: dict[Node, int] = {}
+        while True:
+            now = {
+                s.node: s.replay_lsn
+                for s in (self.state(n) for n in nodes)
+                if s.running and s.in_recovery and s.replay_lsn is not None
+            }
+            if now == last or time.monotonic() >= deadline:
+                return now
+            last = now
+            time.sleep(0.1)
+
+    def elect(self, exclude: Node) -> tuple[Node, dict[Node, int]]:
+        """The most advanced running standby (highest replayed LSN, then lowest index), and the
+        positions it was chosen from."""
+        positions = self.standby_positions(exclude)
+        if not positions:
             raise DeployError("no running standby can be promoted")
-        best = max(candidates, key=lambda s: (s.receive_lsn, -s.node.index))
-        return best.node
+        best = max(positions, key=lambda n: (positions[n], -n.index))
+        return best, positions
 
     def promote(self, node: Node) -> None:
         if self.psql(node, "SELECT pg_promote(true, 30)", timeout_s=40) != "t":
@@ -208,20 +234,23 @@ def _tar_file(path: str, content: str) -> bytes:
     return buffer.getvalue()
 
 
-@dataclass
-class Timings:
-    steps: dict[str, float]
+@dataclass(frozen=True)
+class FailoverResult:
+    old: Node
+    new: Node
+    positions: dict[Node, int]  # replayed LSN of each standby at election
+    steps: dict[str, float]  # seconds since the start, at the end of each step
 
 
-def failover(cluster: Cluster, progress: Progress, failed: Node | None = None) -> tuple[Node, Timings]:
-    """Promote the most advanced standby in place of a failed primary. Returns the new primary."""
+def failover(cluster: Cluster, progress: Progress, failed: Node | None = None) -> FailoverResult:
+    """Promote the most advanced standby in place of a failed primary."""
     steps: dict[str, float] = {}
     t0 = time.monotonic()
     old = failed or cluster.topo.current_primary
     progress(f"fencing {old.name}")
     cluster.fence(old)
     steps["fence"] = time.monotonic() - t0
-    new = cluster.elect(exclude=old)
+    new, positions = cluster.elect(exclude=old)
     steps["elect"] = time.monotonic() - t0
     progress(f"promoting {new.name} (most advanced standby)")
     cluster.promote(new)
@@ -231,7 +260,7 @@ def failover(cluster: Cluster, progress: Progress, failed: Node | None = None) -
     progress(f"repointing the pooler to {new.name}")
     cluster.repoint_pooler(new)
     steps["repoint_pooler"] = time.monotonic() - t0
-    return new, Timings(steps)
+    return FailoverResult(old, new, positions, steps)
 
 
 def rejoin(cluster: Cluster, old: Node, new: Node, progress: Progress) -> float:
@@ -242,7 +271,7 @@ def rejoin(cluster: Cluster, old: Node, new: Node, progress: Progress) -> float:
     return seconds
 
 
-def switchover(cluster: Cluster, target: Node, progress: Progress) -> Timings:
+def switchover(cluster: Cluster, target: Node, progress: Progress) -> dict[str, float]:
     """Planned: the primary shuts down cleanly (its last WAL reaches the standbys), the target is
     promoted, the old primary rejoins as its standby. No committed row is lost."""
     old = cluster.topo.current_primary
@@ -267,4 +296,4 @@ def switchover(cluster: Cluster, target: Node, progress: Progress) -> Timings:
     cluster.repoint_pooler(target)
     steps["repoint_pooler"] = time.monotonic() - t0
     steps["rejoin"] = rejoin(cluster, old, target, progress)
-    return Timings(steps)
+    return steps

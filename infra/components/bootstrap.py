@@ -67,7 +67,9 @@ class BootstrapJob(pulumi.ComponentResource):
                 f"PGUSER={SUPERUSER}",
             ],
             labels=labels(settings, "job", topo.job_name),
-            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network.name)],
+            networks_advanced=[
+                docker.ContainerNetworksAdvancedArgs(name=network.name, ipv4_address=topo.job_address)
+            ],
             uploads=[
                 upload(paths.CA_CERT, ca_cert_pem),
                 secret_upload(paths.BOOTSTRAP_SQL, bootstrap_sql),

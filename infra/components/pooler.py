@@ -39,7 +39,9 @@ class Pooler(pulumi.ComponentResource):
             command=["pgbouncer"],
             labels=labels(settings, "pgbouncer", topo.pooler_name),
             networks_advanced=[
-                docker.ContainerNetworksAdvancedArgs(name=network.name, aliases=[topo.pooler_name])
+                docker.ContainerNetworksAdvancedArgs(
+                    name=network.name, aliases=[topo.pooler_name], ipv4_address=topo.pooler_address
+                )
             ],
             ports=[
                 docker.ContainerPortArgs(

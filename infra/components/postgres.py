@@ -115,7 +115,9 @@ class PostgresNode(pulumi.ComponentResource):
             envs=envs,
             labels=labels(settings, node.role, node.name),
             networks_advanced=[
-                docker.ContainerNetworksAdvancedArgs(name=args.network.name, aliases=[node.name])
+                docker.ContainerNetworksAdvancedArgs(
+                    name=args.network.name, aliases=[node.name], ipv4_address=topo.address(node)
+                )
             ],
             ports=[
                 docker.ContainerPortArgs(
