@@ -1,11 +1,11 @@
 """Subcommands for backups, restore and maintenance (see elizadb/cli_ops.py):
 
-  elizadb backup      [--type full|diff|incr]            one pgBackRest backup now
-  elizadb backups     [--json]                           what the repository holds
-  elizadb dump        --out FILE                         pg_dump -Fc of the Eliza database
-  elizadb restore     (--to-time T | --latest)
-                      (--into-stack NAME | --in-place --yes-destroy-current-data)
-  elizadb maintenance [--json] [--no-reindex]            VACUUM ANALYZE, REINDEX, reports
+elizadb backup      [--type full|diff|incr]            one pgBackRest backup now
+elizadb backups     [--json]                           what the repository holds
+elizadb dump        --out FILE                         pg_dump -Fc of the Eliza database
+elizadb restore     (--to-time T | --latest)
+                    (--into-stack NAME | --in-place --yes-destroy-current-data)
+elizadb maintenance [--json] [--no-reindex]            VACUUM ANALYZE, REINDEX, reports
 """
 
 from __future__ import annotations
@@ -34,41 +34,69 @@ def _say() -> Any:
 
 def register(sub: argparse._SubParsersAction, with_stack: Any) -> None:  # type: ignore[type-arg]
     backup = with_stack(sub.add_parser("backup", help="take a pgBackRest backup now"))
-    backup.add_argument("--type", dest="backup_type", choices=("full", "diff", "incr"), default="incr",
-                        help="incr (the default) builds on the newest backup; full when none exists")
+    backup.add_argument(
+        "--type",
+        dest="backup_type",
+        choices=("full", "diff", "incr"),
+        default="incr",
+        help="incr (the default) builds on the newest backup; full when none exists",
+    )
     backup.set_defaults(handler=_backup)
 
     backups = with_stack(sub.add_parser("backups", help="list backups: size, time, WAL range"))
     backups.add_argument("--json", action="store_true", help="print JSON")
     backups.set_defaults(handler=_backups)
 
-    dump = with_stack(sub.add_parser("dump", help="logical export (pg_dump -Fc) of the Eliza database"))
+    dump = with_stack(
+        sub.add_parser("dump", help="logical export (pg_dump -Fc) of the Eliza database")
+    )
     dump.add_argument("--out", required=True, metavar="FILE", help="where to write the dump")
     dump.set_defaults(handler=_dump)
 
-    restore = with_stack(sub.add_parser(
-        "restore", help="restore from the backup repository, to a point in time or the latest",
-    ))
+    restore = with_stack(
+        sub.add_parser(
+            "restore",
+            help="restore from the backup repository, to a point in time or the latest",
+        )
+    )
     point = restore.add_mutually_exclusive_group(required=True)
-    point.add_argument("--to-time", metavar="T",
-                       help="ISO 8601 time with zone, e.g. 2025-05-01T12:00:00Z: exactly the "
-                            "transactions committed before it")
+    point.add_argument(
+        "--to-time",
+        metavar="T",
+        help="ISO 8601 time with zone, e.g. 2025-05-01T12:00:00Z: exactly the "
+        "transactions committed before it",
+    )
     point.add_argument("--latest", action="store_true", help="everything in the WAL archive")
     where = restore.add_mutually_exclusive_group(required=True)
-    where.add_argument("--into-stack", metavar="NAME",
-                       help="deploy a new stack NAME (Pulumi.NAME.yaml) from a copy of the repository")
-    where.add_argument("--in-place", action="store_true",
-                       help="replace this stack's data (needs --yes-destroy-current-data)")
-    restore.add_argument("--yes-destroy-current-data", action="store_true",
-                         help="confirm that --in-place discards everything written after the target")
-    restore.add_argument("--no-backup-after", action="store_true",
-                         help="skip the full backup of the new timeline taken at the end")
+    where.add_argument(
+        "--into-stack",
+        metavar="NAME",
+        help="deploy a new stack NAME (Pulumi.NAME.yaml) from a copy of the repository",
+    )
+    where.add_argument(
+        "--in-place",
+        action="store_true",
+        help="replace this stack's data (needs --yes-destroy-current-data)",
+    )
+    restore.add_argument(
+        "--yes-destroy-current-data",
+        action="store_true",
+        help="confirm that --in-place discards everything written after the target",
+    )
+    restore.add_argument(
+        "--no-backup-after",
+        action="store_true",
+        help="skip the full backup of the new timeline taken at the end",
+    )
     restore.add_argument("--json", action="store_true", help="print the report as JSON")
     restore.set_defaults(handler=_restore)
 
-    maintenance = with_stack(sub.add_parser(
-        "maintenance", help="VACUUM ANALYZE, REINDEX vector indexes, retention, usage and bloat reports",
-    ))
+    maintenance = with_stack(
+        sub.add_parser(
+            "maintenance",
+            help="VACUUM ANALYZE, REINDEX vector indexes, retention, usage and bloat reports",
+        )
+    )
     maintenance.add_argument("--no-reindex", action="store_true", help="skip REINDEX CONCURRENTLY")
     maintenance.add_argument("--json", action="store_true", help="print JSON")
     maintenance.set_defaults(handler=_maintenance)

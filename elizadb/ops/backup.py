@@ -75,7 +75,7 @@ class Catalog:
 
 
 def _utc(epoch: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
+    return dt.datetime.fromtimestamp(epoch, dt.UTC)
 
 
 def parse_info(text: str) -> Catalog:
@@ -147,7 +147,9 @@ def read_catalog(
     try:
         client.volumes.get(topo.backup_volume_name)
     except docker.errors.NotFound:
-        raise BackupError(f"stack {settings.stack} has no backup volume ({topo.backup_volume_name})") from None
+        raise BackupError(
+            f"stack {settings.stack} has no backup volume ({topo.backup_volume_name})"
+        ) from None
     out = run_job(
         client,
         image=image,
@@ -171,7 +173,9 @@ def check_archiving(client: docker.DockerClient, settings: StackSettings) -> str
     return result.stderr + result.stdout
 
 
-def take_backup(client: docker.DockerClient, settings: StackSettings, kind: str) -> tuple[Backup, str]:
+def take_backup(
+    client: docker.DockerClient, settings: StackSettings, kind: str
+) -> tuple[Backup, str]:
     """One backup now, on the current primary; waits for a scheduled one that is running.
     Returns the new backup and pgBackRest's log."""
     if kind not in BACKUP_TYPES:
@@ -183,7 +187,9 @@ def take_backup(client: docker.DockerClient, settings: StackSettings, kind: str)
         raise BackupError(f"the {kind} backup failed:\n{result.tail()}")
     made = [b for b in read_catalog(client, settings).backups if b.label not in before]
     if not made:
-        raise BackupError(f"pgBackRest reported success but no new backup is listed:\n{result.tail()}")
+        raise BackupError(
+            f"pgBackRest reported success but no new backup is listed:\n{result.tail()}"
+        )
     return made[-1], result.stderr + result.stdout
 
 
@@ -207,11 +213,26 @@ def human_bytes(count: float) -> str:
 
 
 def render_table(catalog: Catalog, status: dict[str, str] | None = None) -> str:
-    header = ("LABEL", "TYPE", "STARTED (UTC)", "DURATION", "DB SIZE", "STORED", "WAL START", "WAL STOP")
+    header = (
+        "LABEL",
+        "TYPE",
+        "STARTED (UTC)",
+        "DURATION",
+        "DB SIZE",
+        "STORED",
+        "WAL START",
+        "WAL STOP",
+    )
     rows = [header] + [
         (
-            b.label, b.type, b.started.strftime("%Y-%m-%d %H:%M:%S"), f"{b.seconds:.0f}s",
-            human_bytes(b.size), human_bytes(b.repo_size), b.wal_start, b.wal_stop,
+            b.label,
+            b.type,
+            b.started.strftime("%Y-%m-%d %H:%M:%S"),
+            f"{b.seconds:.0f}s",
+            human_bytes(b.size),
+            human_bytes(b.repo_size),
+            b.wal_start,
+            b.wal_stop,
         )
         for b in catalog.backups
     ]
@@ -225,14 +246,16 @@ def render_table(catalog: Catalog, status: dict[str, str] | None = None) -> str:
     start = catalog.recoverable_from
     lines.append(
         "restorable:    "
-        + (f"from {start:%Y-%m-%d %H:%M:%S} UTC to the newest archived WAL" if start else "nothing yet")
+        + (
+            f"from {start:%Y-%m-%d %H:%M:%S} UTC to the newest archived WAL"
+            if start
+            else "nothing yet"
+        )
     )
     if status:
         when = _utc(int(status.get("last_attempt", "0")))
-        lines.append(
-            f"schedule:      last {status.get('last_type', '?')} backup at {when:%Y-%m-%d %H:%M:%S} "
-            f"UTC: {status.get('last_result', '?')}"
-        )
+        kind, result = status.get("last_type", "?"), status.get("last_result", "?")
+        lines.append(f"schedule:      last {kind} backup at {when:%Y-%m-%d %H:%M:%S} UTC: {result}")
     return "\n".join(lines)
 
 
@@ -268,8 +291,9 @@ def dump(client: docker.DockerClient, settings: StackSettings, out: Path) -> Dum
     the local socket). A superuser is needed, not just a role that may read every table: every
     Eliza table has FORCE ROW LEVEL SECURITY, and pg_dump sets row_security = off, so that a role
     subject to a policy gets an error instead of a silently partial dump. Only superusers and
-    BYPASSRLS roles are exempt, and no application role of the stack holds BYPASSRLS (infra/roles.py)
-    — granting it to one just for exports would widen what that role can always read."""
+    BYPASSRLS roles are exempt, and no application role of the stack holds BYPASSRLS
+    (infra/roles.py): granting it to one just for exports would widen what that role can always
+    read."""
     topo = topology(settings)
     primary = running_primary(client, topo)
     if primary is None:
@@ -282,8 +306,11 @@ def dump(client: docker.DockerClient, settings: StackSettings, out: Path) -> Dum
     api = client.api
     started = time.monotonic()
     exec_id = api.exec_create(
-        primary.name, ["pg_dump", "-Fc", "-d", settings.database], user="postgres",
-        stdout=True, stderr=True,
+        primary.name,
+        ["pg_dump", "-Fc", "-d", settings.database],
+        user="postgres",
+        stdout=True,
+        stderr=True,
     )["Id"]
     partial = out.with_name(f".{out.name}.partial")
     errors: list[bytes] = []

@@ -60,7 +60,9 @@ def exec_in(
     )
 
 
-def psql(client: docker.DockerClient, node: Node, *statements: str, database: str = "postgres") -> ExecResult:
+def psql(
+    client: docker.DockerClient, node: Node, *statements: str, database: str = "postgres"
+) -> ExecResult:
     """Statements, each its own `-c` (so each runs outside a transaction block), on one node."""
     cmd = ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", database]
     for statement in statements:
@@ -98,7 +100,10 @@ def running_primary(client: docker.DockerClient, topo: Topology) -> Node | None:
 
 
 def wait_until(
-    what: str, check: Callable[[], bool], timeout_s: float, interval_s: float = 0.5,
+    what: str,
+    check: Callable[[], bool],
+    timeout_s: float,
+    interval_s: float = 0.5,
     on_timeout: Callable[[], str] = lambda: "",
 ) -> float:
     """Seconds until `check()` is true; BackupError after `timeout_s`."""
@@ -168,7 +173,10 @@ def run_job(
     except docker.errors.NotFound:
         pass
     host_config = api.create_host_config(
-        mounts=[Mount(target=m.path, source=m.volume, type="volume", read_only=m.read_only) for m in mounts],
+        mounts=[
+            Mount(target=m.path, source=m.volume, type="volume", read_only=m.read_only)
+            for m in mounts
+        ],
     )
     try:
         created = api.create_container(
@@ -188,7 +196,9 @@ def run_job(
         logs = api.logs(created["Id"]).decode(errors="replace")
         stdout = api.logs(created["Id"], stderr=False).decode(errors="replace")
     except docker.errors.APIError as exc:
-        raise BackupError(f"{name}: the container engine refused: {exc.explanation or exc}") from None
+        raise BackupError(
+            f"{name}: the container engine refused: {exc.explanation or exc}"
+        ) from None
     finally:
         try:
             api.remove_container(created["Id"], force=True)
@@ -196,5 +206,7 @@ def run_job(
             pass
     if result.get("StatusCode") != 0:
         tail = "\n".join(logs.strip().splitlines()[-25:])
-        raise BackupError(f"{name} failed (exit code {result.get('StatusCode')}); its log ends:\n{tail}")
+        raise BackupError(
+            f"{name} failed (exit code {result.get('StatusCode')}); its log ends:\n{tail}"
+        )
     return stdout if stdout_only else logs

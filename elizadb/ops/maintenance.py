@@ -127,7 +127,8 @@ def vector_indexes(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
 
 def index_usage(conn: psycopg.Connection[Any]) -> list[IndexUsage]:
     rows = conn.execute(
-        "SELECT format('%I.%I', s.schemaname, s.relname), format('%I.%I', s.schemaname, s.indexrelname),"
+        "SELECT format('%I.%I', s.schemaname, s.relname),"
+        " format('%I.%I', s.schemaname, s.indexrelname),"
         " a.amname, s.idx_scan, s.idx_tup_read, pg_relation_size(s.indexrelid), i.indisunique"
         " FROM pg_stat_user_indexes s"
         " JOIN pg_index i ON i.indexrelid = s.indexrelid"
@@ -152,7 +153,9 @@ def run(
 ) -> MaintenanceReport:
     """Every step on `conn`, a superuser connection to the Eliza database in autocommit mode."""
     if not conn.autocommit:
-        raise ValueError("maintenance needs an autocommit connection (VACUUM, REINDEX CONCURRENTLY)")
+        raise ValueError(
+            "maintenance needs an autocommit connection (VACUUM, REINDEX CONCURRENTLY)"
+        )
     report = MaintenanceReport(settings.database, settings.maintenance.memory_retention_days)
     started = time.monotonic()
     if report.retention_days is not None:
@@ -173,7 +176,9 @@ def run(
                 sql.SQL("REINDEX INDEX CONCURRENTLY {}").format(sql.Identifier(schema, index))
             )
             report.rebuilt.append(
-                Rebuild(f"{schema}.{index}", before, _size(conn, schema, index), time.monotonic() - one)
+                Rebuild(
+                    f"{schema}.{index}", before, _size(conn, schema, index), time.monotonic() - one
+                )
             )
         report.seconds["reindex"] = time.monotonic() - step
     report.indexes = index_usage(conn)
@@ -205,8 +210,14 @@ def render(report: MaintenanceReport) -> str:
     lines += _table(
         ("TABLE", "LIVE", "DEAD", "DEAD %", "SIZE", "LAST VACUUM"),
         [
-            (t.table, str(t.live_rows), str(t.dead_rows), f"{t.dead_percent:.1f}",
-             _mb(t.size_bytes), (t.last_vacuum or "never")[:19])
+            (
+                t.table,
+                str(t.live_rows),
+                str(t.dead_rows),
+                f"{t.dead_percent:.1f}",
+                _mb(t.size_bytes),
+                (t.last_vacuum or "never")[:19],
+            )
             for t in report.tables
         ],
     )
@@ -215,9 +226,15 @@ def render(report: MaintenanceReport) -> str:
         lines += _table(
             ("INDEX", "BEFORE", "AFTER", "BLOAT REMOVED", "SECONDS"),
             [
-                (r.index, _mb(r.size_before), _mb(r.size_after),
-                 f"{100.0 * (r.size_before - r.size_after) / r.size_before:.1f}%" if r.size_before else "-",
-                 f"{r.seconds:.1f}")
+                (
+                    r.index,
+                    _mb(r.size_before),
+                    _mb(r.size_after),
+                    f"{100.0 * (r.size_before - r.size_after) / r.size_before:.1f}%"
+                    if r.size_before
+                    else "-",
+                    f"{r.seconds:.1f}",
+                )
                 for r in report.rebuilt
             ],
         )
@@ -225,8 +242,15 @@ def render(report: MaintenanceReport) -> str:
     lines += _table(
         ("INDEX", "TABLE", "METHOD", "SCANS", "TUPLES READ", "SIZE", "NOTE"),
         [
-            (i.index, i.table, i.method, str(i.scans), str(i.tuples_read), _mb(i.size_bytes),
-             "unused" if i.unused else "")
+            (
+                i.index,
+                i.table,
+                i.method,
+                str(i.scans),
+                str(i.tuples_read),
+                _mb(i.size_bytes),
+                "unused" if i.unused else "",
+            )
             for i in report.indexes
         ],
     )

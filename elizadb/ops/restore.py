@@ -83,7 +83,7 @@ class RecoveryTarget:
     def pgbackrest_args(self) -> list[str]:
         if self.time is None:
             return ["--type=default"]
-        stamp = self.time.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f+00")
+        stamp = self.time.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
         # Exclusive: exactly the transactions that committed before the target.
         return ["--type=time", f"--target={stamp}", "--target-action=promote", "--target-exclusive"]
 
@@ -94,7 +94,7 @@ class RecoveryTarget:
 def parse_time(text: str) -> dt.datetime:
     """An ISO 8601 time with its offset (`2025-05-01T12:00:00Z`, `2025-05-01 12:00:00+02:00`)."""
     try:
-        value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        value = dt.datetime.fromisoformat(text.strip())
     except ValueError:
         raise UsageError(
             f"--to-time {text!r}: not an ISO 8601 time; write e.g. 2025-05-01T12:00:00Z"
@@ -103,7 +103,7 @@ def parse_time(text: str) -> dt.datetime:
         raise UsageError(
             f"--to-time {text!r}: give the time zone (e.g. a trailing Z for UTC, or +02:00)"
         )
-    return value.astimezone(dt.timezone.utc)
+    return value.astimezone(dt.UTC)
 
 
 def check_target(target: RecoveryTarget, catalog: Catalog, now: dt.datetime) -> None:
@@ -122,7 +122,9 @@ def check_target(target: RecoveryTarget, catalog: Catalog, now: dt.datetime) -> 
             f"point it can reach is {earliest.isoformat()}"
         )
     if target.time >= now:
-        raise UsageError(f"--to-time {target.time.isoformat()}: in the future (now {now.isoformat()})")
+        raise UsageError(
+            f"--to-time {target.time.isoformat()}: in the future (now {now.isoformat()})"
+        )
 
 
 Action = Literal["restore", "restore-standby", "clear"]
@@ -166,7 +168,9 @@ def _declared_primary(declaration: Declaration, topo: Topology) -> Node:
     return next(n for n in topo.nodes if n.name == name)
 
 
-def _prepare(client: docker.DockerClient, declaration: Declaration, stack: str, progress: Progress) -> None:
+def _prepare(
+    client: docker.DockerClient, declaration: Declaration, stack: str, progress: Progress
+) -> None:
     """Network, volumes and image as declared, and no container."""
     partial = Declaration(
         resources=[r for r in declaration.resources if r.typ != CONTAINER],
@@ -177,11 +181,16 @@ def _prepare(client: docker.DockerClient, declaration: Declaration, stack: str, 
 
 
 def _start_alone(
-    client: docker.DockerClient, declaration: Declaration, stack: str, node: Node, progress: Progress
+    client: docker.DockerClient,
+    declaration: Declaration,
+    stack: str,
+    node: Node,
+    progress: Progress,
 ) -> None:
     partial = Declaration(
         resources=[
-            r for r in declaration.resources
+            r
+            for r in declaration.resources
             if r.typ != CONTAINER or r.inputs.get("name") == node.name
         ],
         outputs=declaration.outputs,
@@ -191,8 +200,12 @@ def _start_alone(
 
 
 def _restore_job(
-    client: docker.DockerClient, settings: StackSettings, topo: Topology, image: str,
-    node: Node, command: list[str],
+    client: docker.DockerClient,
+    settings: StackSettings,
+    topo: Topology,
+    image: str,
+    node: Node,
+    command: list[str],
 ) -> str:
     return run_job(
         client,
@@ -210,8 +223,14 @@ def _restore_job(
 
 
 def _restore_nodes(
-    client: docker.DockerClient, settings: StackSettings, image: str, target_node: Node,
-    target: RecoveryTarget, delta: bool, report: RestoreReport, progress: Progress,
+    client: docker.DockerClient,
+    settings: StackSettings,
+    image: str,
+    target_node: Node,
+    target: RecoveryTarget,
+    delta: bool,
+    report: RestoreReport,
+    progress: Progress,
 ) -> None:
     topo = topology(settings)
     delta_args = ["--delta"] if delta else []
@@ -221,20 +240,32 @@ def _restore_nodes(
             _restore_job(client, settings, topo, image, step.node, ["clear-data"])
         elif step.action == "restore-standby":
             progress(f"restoring {step.node.name} as a standby of {target_node.name}")
-            _restore_job(client, settings, topo, image, step.node,
-                         ["restore", *delta_args, "--type=standby"])
+            _restore_job(
+                client, settings, topo, image, step.node, ["restore", *delta_args, "--type=standby"]
+            )
     progress(f"restoring {target_node.name} to {target.describe()}")
     started = time.monotonic()
-    log = _restore_job(client, settings, topo, image, target_node,
-                       ["restore", *delta_args, *target.pgbackrest_args()])
+    log = _restore_job(
+        client,
+        settings,
+        topo,
+        image,
+        target_node,
+        ["restore", *delta_args, *target.pgbackrest_args()],
+    )
     report.seconds["restore"] = time.monotonic() - started
     match = re.search(r"restore backup set (\S+)", log)
     report.backup_set = match.group(1).rstrip(",") if match else ""
 
 
 def _recover(
-    client: docker.DockerClient, declaration: Declaration, settings: StackSettings, node: Node,
-    report: RestoreReport, progress: Progress, timeout_s: float,
+    client: docker.DockerClient,
+    declaration: Declaration,
+    settings: StackSettings,
+    node: Node,
+    report: RestoreReport,
+    progress: Progress,
+    timeout_s: float,
 ) -> None:
     """Start the restored node alone and wait until it has replayed to the target and promoted."""
     started = time.monotonic()
@@ -244,13 +275,16 @@ def _recover(
     def promoted() -> bool:
         state = client.api.inspect_container(node.name)["State"]
         if not state.get("Running") or state.get("Restarting"):
-            raise BackupError(
-                f"{node.name} stopped during recovery; its log ends:\n{container_logs(client, node.name)}"
-            )
+            logs = container_logs(client, node.name)
+            raise BackupError(f"{node.name} stopped during recovery; its log ends:\n{logs}")
         return in_recovery(client, node) is False
 
-    wait_until(f"{node.name} promotion", promoted, timeout_s,
-               on_timeout=lambda: container_logs(client, node.name))
+    wait_until(
+        f"{node.name} promotion",
+        promoted,
+        timeout_s,
+        on_timeout=lambda: container_logs(client, node.name),
+    )
     report.seconds["recovery"] = time.monotonic() - started
     statements = [f"ALTER SYSTEM RESET {p}" for p in RECOVERY_PARAMETERS]
     result = psql(client, node, *statements)
@@ -269,7 +303,8 @@ def _set_superuser_password(
         raise BackupError("the new stack's superuser password is not in its outputs")
     verifier = scram_verifier(password, SUPERUSER, secrets.token_hex(16))
     result = psql(
-        client, node,
+        client,
+        node,
         "SET log_statement = 'none'",
         "SET log_min_duration_statement = -1",
         "SET log_min_error_statement = 'panic'",
@@ -285,18 +320,28 @@ def _wait_archived(client: docker.DockerClient, node: Node, timeout_s: float = 1
 
     def nothing_ready() -> bool:
         result = psql(
-            client, node,
+            client,
+            node,
             "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'",
         )
         return result.code == 0 and result.stdout.strip() == "0"
 
-    wait_until(f"{node.name} WAL archiving", nothing_ready, timeout_s,
-               on_timeout=lambda: container_logs(client, node.name))
+    wait_until(
+        f"{node.name} WAL archiving",
+        nothing_ready,
+        timeout_s,
+        on_timeout=lambda: container_logs(client, node.name),
+    )
 
 
 def _finish(
-    client: docker.DockerClient, settings: StackSettings, node: Node, report: RestoreReport,
-    progress: Progress, project_dir: Path, backup_after: bool,
+    client: docker.DockerClient,
+    settings: StackSettings,
+    node: Node,
+    report: RestoreReport,
+    progress: Progress,
+    project_dir: Path,
+    backup_after: bool,
 ) -> RestoreReport:
     _wait_archived(client, node)
     progress("deploying the rest of the stack (bootstrap job, replicas, pooler, backup agent)")
@@ -314,8 +359,13 @@ def _finish(
 
 # -- the two ways ----------------------------------------------------------------------------
 def restore_in_place(
-    settings: StackSettings, target: RecoveryTarget, progress: Progress, project_dir: Path,
-    *, backup_after: bool = True, recovery_timeout_s: float = 3600,
+    settings: StackSettings,
+    target: RecoveryTarget,
+    progress: Progress,
+    project_dir: Path,
+    *,
+    backup_after: bool = True,
+    recovery_timeout_s: float = 3600,
 ) -> RestoreReport:
     """Replace the stack's data with its state at `target`. Destroys what was written after."""
     total = time.monotonic()
@@ -331,7 +381,7 @@ def restore_in_place(
         )
     image = image_ref(declaration)
     catalog = read_catalog(client, settings, image)
-    check_target(target, catalog, dt.datetime.now(dt.timezone.utc))
+    check_target(target, catalog, dt.datetime.now(dt.UTC))
     report = RestoreReport(settings.stack, node.name, target.describe())
     if running is not None and _agent_running(client, topo):
         progress("archiving the current WAL segment (pgbackrest check)")
@@ -350,13 +400,21 @@ def restore_in_place(
 
 
 def restore_into_stack(
-    source: StackSettings, dest: StackSettings, target: RecoveryTarget, progress: Progress,
-    project_dir: Path, *, backup_after: bool = True, recovery_timeout_s: float = 3600,
+    source: StackSettings,
+    dest: StackSettings,
+    target: RecoveryTarget,
+    progress: Progress,
+    project_dir: Path,
+    *,
+    backup_after: bool = True,
+    recovery_timeout_s: float = 3600,
 ) -> RestoreReport:
     """Deploy `dest` from `source`'s repository at `target`. `source` may be down, or gone
     except for its backup volume."""
     if source.stack == dest.stack:
-        raise UsageError("--into-stack names the stack itself; use --in-place to restore it in place")
+        raise UsageError(
+            "--into-stack names the stack itself; use --in-place to restore it in place"
+        )
     total = time.monotonic()
     client = connect()
     src_topo, topo = topology(source), topology(dest)
@@ -366,7 +424,7 @@ def restore_into_stack(
     try:
         _prepare(client, declaration, dest.stack, progress)
         catalog = read_catalog(client, source, image)
-        check_target(target, catalog, dt.datetime.now(dt.timezone.utc))
+        check_target(target, catalog, dt.datetime.now(dt.UTC))
     except Exception:
         # Nothing of value was made yet: leave no half-made stack behind.
         Applier(client, dest.stack, progress).down(delete_volumes=True)

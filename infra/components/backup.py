@@ -51,14 +51,17 @@ class BackupAgent(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("elizadb:index:BackupAgent", name, None, opts)
-        volumes = [docker.ContainerVolumeArgs(volume_name=backup_volume.name, container_path=BACKUP_MOUNT)]
+        volumes = [
+            docker.ContainerVolumeArgs(volume_name=backup_volume.name, container_path=BACKUP_MOUNT)
+        ]
         for node, pg in zip(topo.nodes, nodes):
             volumes += [
                 docker.ContainerVolumeArgs(
                     volume_name=pg.volume.name, container_path=f"{NODES_DIR}/{node.short}/data"
                 ),
                 docker.ContainerVolumeArgs(
-                    volume_name=pg.socket_volume.name, container_path=f"{NODES_DIR}/{node.short}/run"
+                    volume_name=pg.socket_volume.name,
+                    container_path=f"{NODES_DIR}/{node.short}/run",
                 ),
             ]
         self.container = docker.Container(

@@ -17,8 +17,13 @@ def elizadb(*args: str) -> subprocess.CompletedProcess[str]:
     # No engine: any attempt to reach one would fail differently (exit 1, "no container engine").
     env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent.sock"}
     return subprocess.run(
-        [sys.executable, "-m", "elizadb", *args], cwd=REPO, env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "elizadb", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=120,
+        check=False,
     )
 
 
@@ -29,9 +34,24 @@ def elizadb(*args: str) -> subprocess.CompletedProcess[str]:
         (["restore", "--in-place"], "one of the arguments --to-time --latest is required"),
         (["restore", "--latest", "--in-place"], "add --yes-destroy-current-data to confirm"),
         (["restore", "--latest", "--in-place", "--into-stack", "x"], "not allowed with argument"),
-        (["restore", "--latest", "--to-time", "2025-01-01T00:00:00Z", "--in-place"], "not allowed with argument"),
-        (["restore", "--to-time", "2025-01-01 00:00", "--in-place", "--yes-destroy-current-data"], "give the time zone"),
-        (["restore", "--latest", "--into-stack", "x", "--yes-destroy-current-data"], "goes with --in-place only"),
+        (
+            ["restore", "--latest", "--to-time", "2025-01-01T00:00:00Z", "--in-place"],
+            "not allowed with argument",
+        ),
+        (
+            [
+                "restore",
+                "--to-time",
+                "2025-01-01 00:00",
+                "--in-place",
+                "--yes-destroy-current-data",
+            ],
+            "give the time zone",
+        ),
+        (
+            ["restore", "--latest", "--into-stack", "x", "--yes-destroy-current-data"],
+            "goes with --in-place only",
+        ),
         (["restore", "--latest", "--into-stack", "nosuchstack"], "no such stack file"),
         (["backup", "--type", "weekly"], "invalid choice: 'weekly'"),
         (["dump"], "the following arguments are required: --out"),

@@ -75,9 +75,10 @@ def test_changing_the_backup_schedule_restarts_no_server(tmp_path: Path) -> None
     after = _declare(tmp_path, backup={"retentionFull": 5, "fullEvery": "1d", "incrEvery": "1h"})
     for name in ("elizadb-dev-primary", "elizadb-dev-replica-1", "elizadb-dev-replica-2"):
         assert _container(before, name).inputs == _container(after, name).inputs, name
-    assert _container(before, "elizadb-dev-backup-agent").inputs != _container(
-        after, "elizadb-dev-backup-agent"
-    ).inputs
+    assert (
+        _container(before, "elizadb-dev-backup-agent").inputs
+        != _container(after, "elizadb-dev-backup-agent").inputs
+    )
 
 
 def test_every_node_shares_its_socket_and_carries_the_same_pgbackrest_file(tmp_path: Path) -> None:

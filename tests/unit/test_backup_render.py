@@ -79,4 +79,6 @@ def test_every_node_archives_and_restores_through_pgbackrest() -> None:
 def test_archiving_parameters_cannot_be_overridden(name: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings("dev", {"postgres": {"parameters": {name: "x"}}}, "t")
-    assert caught.value.problems[0].startswith(f"elizadb:postgres.parameters.{name} = 'x': this parameter is set by eliza-db")
+    assert caught.value.problems[0].startswith(
+        f"elizadb:postgres.parameters.{name} = 'x': this parameter is set by eliza-db"
+    )

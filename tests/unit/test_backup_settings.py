@@ -35,7 +35,9 @@ def test_bad_schedule_values_are_reported_together() -> None:
             "maintenance": {"memoryRetentionDays": 0},
         }
     )
-    assert any(p.startswith("elizadb:backup.fullEvery = 'weekly': must be a duration") for p in found)
+    assert any(
+        p.startswith("elizadb:backup.fullEvery = 'weekly': must be a duration") for p in found
+    )
     assert any(p.startswith("elizadb:backup.incrEvery = '5s': must be at least 10s") for p in found)
     assert any(p.startswith("elizadb:backup.retentionFull = 0") for p in found)
     assert any(p.startswith("elizadb:maintenance.memoryRetentionDays = 0") for p in found)
@@ -44,7 +46,9 @@ def test_bad_schedule_values_are_reported_together() -> None:
 
 def test_an_incremental_interval_not_shorter_than_the_full_one_is_refused() -> None:
     (found,) = problems({"backup": {"fullEvery": "1d", "incrEvery": "24h"}})
-    assert found.startswith("elizadb:backup.incrEvery = '24h': must be shorter than elizadb:backup.fullEvery")
+    assert found.startswith(
+        "elizadb:backup.incrEvery = '24h': must be shorter than elizadb:backup.fullEvery"
+    )
     # against the default fullEvery (7d) as well
     (found,) = problems({"backup": {"incrEvery": "8d"}})
     assert "elizadb:backup.fullEvery ('7d')" in found
