@@ -75,9 +75,13 @@ class BackupAgent(pulumi.ComponentResource):
                 f"ELIZADB_INCR_EVERY={settings.backup.incr_every_seconds}",
             ],
             labels=labels(settings, AGENT_ROLE, agent_name(topo)),
-            # It talks to the servers through their sockets only; the network is for uniformity
-            # (every container of the stack is on it and removed with it).
-            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network.name)],
+            # It talks to the servers through their sockets only; it is on the stack's network,
+            # at the stack's fixed address for it, like every container of the stack.
+            networks_advanced=[
+                docker.ContainerNetworksAdvancedArgs(
+                    name=network.name, ipv4_address=topo.backup_address
+                )
+            ],
             volumes=volumes,
             uploads=[upload(CONF_PATH, render_agent_conf(settings))],
             # Ready once the stanza exists and WAL archiving was seen to work (`pgbackrest check`).
