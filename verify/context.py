@@ -2,9 +2,11 @@
 
 Every connection string comes from the outputs; the suite only overrides what it must:
 `sslrootcert` (the outputs name the CA by a path relative to the project, so the run writes the
-`caCert` output to a private temporary file), `host`/`port` (the superuser on a replica is the
-superuser connection string pointed at the replica's endpoint), timeouts and, in read-only mode,
-`default_transaction_read_only=on` on every direct session, checked after connecting.
+`caCert` output to a private temporary file), `host`/`port` (a session on one node is the
+superuser connection string pointed at that node's endpoint; the outputs' read-write strings
+list every node with target_session_attrs=read-write, which a pinned session sets to `any`),
+timeouts and, in read-only mode, `default_transaction_read_only=on` on every direct session,
+checked after connecting.
 
 PgBouncer ignores the `options` startup parameter (it is in `ignore_startup_parameters`), and a
 SET in transaction pooling mode would leak to other clients, so pooled sessions are never in
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from verify.errors import VerifyError
 from verify.model import Unreachable
@@ -115,7 +117,11 @@ class Context:
     def node(self, node: Endpoint, database: str | None = None) -> psycopg.Connection[Any]:
         """The superuser on `node` (the primary or a replica), in `database` (default: the
         superuser connection string's, `postgres`)."""
-        overrides: dict[str, Any] = {"host": node.host, "port": str(node.port)}
+        overrides: dict[str, Any] = {
+            "host": node.host,
+            "port": str(node.port),
+            "target_session_attrs": "any",
+        }
         if database:
             overrides["dbname"] = database
         key = f"superuser@{node.label}/{database or '-'}"
@@ -131,9 +137,16 @@ class Context:
         return self.node(node, self.outputs.database)
 
     def agent(self) -> psycopg.Connection[Any]:
-        """eliza_agent on the primary, directly (agentPrimary)."""
+        """eliza_agent through agentPrimary as the outputs give it: with several hosts, libpq
+        picks the read-write one, as an agent's client would."""
         uri = self.outputs.connections.agent_primary
-        return self._direct("agent@primary", "primary", NODE_ROOT, self.conninfo(uri))
+        overrides: dict[str, Any] = {}
+        if self.read_only and conninfo_to_dict(uri).get("target_session_attrs") == "read-write":
+            # libpq's read-write test asks the server whether sessions are read-only, which
+            # default_transaction_read_only=on makes them all; "primary" (not a hot standby)
+            # picks the same server without that test.
+            overrides["target_session_attrs"] = "primary"
+        return self._direct("agent@primary", "primary", NODE_ROOT, self.conninfo(uri, **overrides))
 
     def readonly(self, index: int) -> psycopg.Connection[Any]:
         """eliza_readonly on replica `index` (0-based), as readonlyReplicas lists it."""

@@ -29,8 +29,13 @@ class DiskUsage:
 
 
 def run_program(conn: psycopg.Connection[Any], command: str) -> None:
-    """Run a shell command on the server (as its OS user); its output is discarded."""
-    conn.execute(sql.SQL("COPY (SELECT 1) TO PROGRAM {}").format(sql.Literal(command)))
+    """Run a shell command on the server (as its OS user); its output is discarded.
+
+    COPY writes its one row to the command's stdin: the command reads it first, or the server
+    may write into a pipe that the command has already closed (EPIPE, "could not close pipe to
+    external command")."""
+    program = f"cat >/dev/null; {command}"
+    conn.execute(sql.SQL("COPY (SELECT 1) TO PROGRAM {}").format(sql.Literal(program)))
 
 
 def remove_file(conn: psycopg.Connection[Any], path: str) -> None:

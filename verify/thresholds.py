@@ -30,6 +30,9 @@ class Thresholds:
     vector_k: int = 10
     recall_min: float = 0.95
     vector_p95_max_ms: float = 50.0
+    # Above this size of memories (table and indexes), the probe's dead rows are left to
+    # autovacuum instead of being vacuumed right away (see verify/checks/vector.py).
+    probe_vacuum_max_mb: int = 512
 
     def __post_init__(self) -> None:
         problems = []

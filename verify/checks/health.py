@@ -30,7 +30,8 @@ def check_reachable(ctx: Context) -> Outcome:
 
 
 def check_role(ctx: Context) -> Outcome:
-    """The primary is not in recovery and every replica is (no split brain, no lost standby)."""
+    """The primary is not in recovery and every replica is (no split brain, no lost standby), and
+    the read-write connection string (agentPrimary) lands on the primary."""
     seen = Findings()
     for node in ctx.outputs.nodes:
         try:
@@ -45,12 +46,35 @@ def check_role(ctx: Context) -> Outcome:
                 f"{node} is {actual}, but the outputs declare it a "
                 f"{'replica' if expected else 'primary'}"
             )
+    _check_read_write_target(ctx, seen)
     return seen.outcome(
-        f"primary is primary, {len(ctx.outputs.replicas)} replica(s) in recovery",
+        f"primary is primary, {len(ctx.outputs.replicas)} replica(s) in recovery; "
+        "agentPrimary lands on it",
         "a promoted replica must be rebuilt from the primary (remove its container and data "
         "volume, then `elizadb up`), or, after a deliberate failover, redeploy so that the "
         "outputs name the new primary",
     )
+
+
+# A server is identified by its system identifier and start time (a promoted replica shares the
+# identifier, not the start time).
+IDENTITY = "SELECT (SELECT system_identifier FROM pg_control_system()), pg_postmaster_start_time()"
+
+
+def _check_read_write_target(ctx: Context, seen: Findings) -> None:
+    """Clients reach the primary through agentPrimary, which may list several hosts for libpq to
+    pick the read-write one: it must pick the primary of the outputs."""
+    try:
+        landed = row(ctx.agent(), IDENTITY)
+        primary = row(ctx.node(ctx.outputs.primary), IDENTITY)
+    except Unreachable as err:
+        seen.unreachable(err)
+        return
+    if landed != primary:
+        seen.problem(
+            f"connections.agentPrimary reaches a read-write server other than {ctx.outputs.primary} "
+            f"(started {landed[1]:%F %T}): two nodes accept writes"
+        )
 
 
 def check_latency(ctx: Context) -> Outcome:

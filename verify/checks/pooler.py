@@ -17,7 +17,7 @@ from verify.thresholds import Thresholds
 # identifier, not the start time); the address is for the message only, as a server may be
 # reached on several.
 IDENTITY = (
-    "SELECT pg_is_in_recovery(), inet_server_addr()::text,"
+    "SELECT pg_is_in_recovery(), host(inet_server_addr()),"
     "       (SELECT system_identifier FROM pg_control_system()),"
     "       pg_postmaster_start_time()"
 )

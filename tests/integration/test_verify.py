@@ -1,0 +1,168 @@
+"""The verify suite against a healthy deployed stack: every check passes and leaves nothing
+behind; in read-only mode the checks that write are skipped and nothing at all is written; the
+`elizadb verify` command reports the same results as a table, JSON and JUnit XML, with the exit
+codes of the issue (0 all passed, 1 a check failed, 2 usage error)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+import psycopg
+import pytest
+
+from tests.integration.stacks import DeployedStack, deployed_stack
+from verify.checks import ALL_CHECKS
+from verify.report import render_table
+from verify.suite import load_outputs, run_checks
+
+pytestmark = pytest.mark.integration
+STACK = "vfy"
+PORT_BASE = 42500
+REPO = Path(__file__).resolve().parents[2]
+WRITING_CHECKS = {c.id for c in ALL_CHECKS if c.writes}
+APP_TABLES = (
+    "accounts",
+    "rooms",
+    "memories",
+    "goals",
+    "participants",
+    "relationships",
+    "logs",
+    "cache",
+    "knowledge",
+)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeployedStack]:
+    with deployed_stack(tmp_path_factory.mktemp("vfy"), STACK, PORT_BASE) as handle:
+        yield handle
+
+
+def _superuser(stack: DeployedStack, node: dict[str, Any], db: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(
+        stack.connections["superuser"],
+        dbname=db,
+        host=node["host"],
+        port=node["port"],
+        target_session_attrs="any",
+        autocommit=True,
+    )
+
+
+def footprint(stack: DeployedStack) -> dict[str, Any]:
+    """Everything the suite could leave behind: rows in every table, the ledger, files in the
+    backup volume and in each node's /tmp."""
+    seen: dict[str, Any] = {}
+    with _superuser(stack, stack.outputs["primary"], "eliza") as conn:
+        for table in APP_TABLES:
+            seen[table] = conn.execute(f"SELECT count(*) FROM public.{table}").fetchone()
+        seen["ledger"] = conn.execute(
+            "SELECT * FROM elizadb.schema_migrations ORDER BY 1"
+        ).fetchall()
+        seen["backup volume"] = sorted(
+            r[0] for r in conn.execute("SELECT pg_ls_dir('/var/lib/pgbackrest')").fetchall()
+        )
+    for node in [stack.outputs["primary"], *stack.outputs["replicas"]]:
+        with _superuser(stack, node, "postgres") as conn:
+            seen[f"{node['name']} /tmp"] = sorted(
+                r[0]
+                for r in conn.execute("SELECT pg_ls_dir('/tmp')").fetchall()
+                if r[0].startswith("elizadb-verify")
+            )
+    return seen
+
+
+def transaction_ids_assigned(stack: DeployedStack) -> int:
+    """The next transaction id: it moves only when some session writes."""
+    with _superuser(stack, stack.outputs["primary"], "postgres") as conn:
+        return int(
+            conn.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint").fetchone()[
+                0
+            ]
+        )
+
+
+def test_read_only_run_passes_every_check_that_does_not_write_and_writes_nothing(
+    stack: DeployedStack,
+) -> None:
+    before, xid_before = footprint(stack), transaction_ids_assigned(stack)
+    results = run_checks(load_outputs(stack.outputs_file()), read_only=True)
+    table = render_table(results)
+    # user_isolation reads only in read-only mode, and a fresh stack has no rows to read.
+    assert {r.id for r in results if r.status == "skip"} == WRITING_CHECKS | {
+        "security.user_isolation"
+    }, table
+    assert all(r.status == "pass" for r in results if r.status != "skip"), table
+    assert len(results) == len(ALL_CHECKS)
+    assert footprint(stack) == before
+    assert transaction_ids_assigned(stack) == xid_before, "a transaction id was assigned"
+
+
+def test_full_run_passes_every_check_and_leaves_nothing_behind(stack: DeployedStack) -> None:
+    before = footprint(stack)
+    results = run_checks(load_outputs(stack.outputs_file()))
+    table = render_table(results)
+    assert [r.status for r in results] == ["pass"] * len(ALL_CHECKS), table
+    assert all(r.seconds >= 0 and r.summary for r in results)
+    assert footprint(stack) == before
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "elizadb", "verify", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_cli_reports_json_and_junit_and_exits_0(stack: DeployedStack, tmp_path: Path) -> None:
+    junit = tmp_path / "verify.xml"
+    done = _cli(
+        "--outputs",
+        str(stack.outputs_file()),
+        "--read-only",
+        "--only",
+        "schema",
+        "--only",
+        "tls",
+        "--json",
+        "--junit-xml",
+        str(junit),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    ids = [r["id"] for r in report["results"]]
+    assert ids and all(i.startswith(("schema.", "tls.")) for i in ids)
+    assert report["totals"]["failed"] == 0 and report["exitCode"] == 0
+    suite = ET.parse(junit).getroot()
+    assert suite.get("tests") == str(len(ids)) and suite.get("failures") == "0"
+
+
+def test_cli_exits_1_when_a_check_fails_and_2_on_a_usage_error(
+    stack: DeployedStack,
+    tmp_path: Path,
+) -> None:
+    broken = json.loads(stack.outputs_file().read_text())
+    broken["pooler"]["port"] = PORT_BASE + 8  # nothing listens there
+    broken["connections"]["agentPooler"] = broken["connections"]["agentPooler"].replace(
+        f":{PORT_BASE + 9}/", f":{PORT_BASE + 8}/"
+    )
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(broken))
+    done = _cli("--outputs", str(path), "--only", "pooler.reachable")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "FAIL    pooler.reachable" in done.stdout and "fix:" in done.stdout
+
+    done = _cli("--outputs", str(stack.outputs_file()), "--only", "no.such.check")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "no check id starts with" in done.stderr
