@@ -82,11 +82,9 @@ def footprint(stack: DeployedStack) -> dict[str, Any]:
 def transaction_ids_assigned(stack: DeployedStack) -> int:
     """The next transaction id: it moves only when some session writes."""
     with _superuser(stack, stack.outputs["primary"], "postgres") as conn:
-        return int(
-            conn.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint").fetchone()[
-                0
-            ]
-        )
+        row = conn.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text").fetchone()
+        assert row is not None
+        return int(row[0])
 
 
 def test_read_only_run_passes_every_check_that_does_not_write_and_writes_nothing(

@@ -24,6 +24,7 @@ import psycopg
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.integration.stacks import DeployedStack, deployed_stack
@@ -78,7 +79,7 @@ def verify(
 def expect(
     results: dict[str, CheckResult],
     fails: set[str],
-    skips: set[str] = frozenset(),
+    skips: set[str] | frozenset[str] = frozenset(),
     says: dict[str, str] | None = None,
 ) -> None:
     """Exactly `fails` fail and `skips` skip; every failure has a summary, a reason and a fix;
@@ -528,6 +529,7 @@ def test_plain_tcp_rule_fails_non_tls_refused(stack: DeployedStack) -> None:
 
 def _self_signed_with_same_key(key_pem: bytes, names: list[str]) -> bytes:
     key = serialization.load_pem_private_key(key_pem, password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)  # the stack's keys are ECDSA P-256
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
@@ -539,7 +541,7 @@ def _self_signed_with_same_key(key_pem: bytes, names: list[str]) -> bytes:
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=365))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
-        .sign(key, hashes.SHA256())  # type: ignore[arg-type]
+        .sign(key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM)
 
