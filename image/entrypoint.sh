@@ -38,16 +38,19 @@ install_private_files() {
 }
 
 # Another node that accepts writes, or nothing. Asked of every peer but this node, as the
-# superuser (pg_rewind will need that connection anyway), over verified TLS.
+# superuser (pg_rewind will need that connection anyway), over verified TLS. ELIZADB_PEERS is
+# "name=address,..." so that no name is looked up (names of replicas that do not exist would be
+# forwarded to upstream DNS and time out).
 other_primary() {
-  local peer
-  IFS=, read -ra peers <<< "${ELIZADB_PEERS:-}"
-  for peer in "${peers[@]}"; do
-    [[ "$peer" == "${ELIZADB_NODE:-}" ]] && continue
+  local pair name addr
+  IFS=, read -ra pairs <<< "${ELIZADB_PEERS:-}"
+  for pair in "${pairs[@]}"; do
+    name=${pair%%=*} addr=${pair#*=}
+    [[ "$name" == "${ELIZADB_NODE:-}" ]] && continue
     if as_postgres env PGPASSFILE="$PRIVATE/pgpass" psql -X -q -At -c "SELECT 1" \
-        "host=$peer port=5432 user=postgres dbname=postgres connect_timeout=2 $(tls_params) target_session_attrs=read-write" \
+        "host=$name hostaddr=$addr port=5432 user=postgres dbname=postgres connect_timeout=2 $(tls_params) target_session_attrs=read-write" \
         >/dev/null 2>&1; then
-      echo "$peer"
+      echo "$name=$addr"
       return 0
     fi
   done
@@ -80,9 +83,9 @@ rejoin_if_superseded() {
   [[ -f "$PGDATA/standby.signal" ]] && return 0
   local other
   other=$(other_primary) || return 0
-  log "another primary is running ($other): rejoining it as a standby"
+  log "another primary is running (${other%%=*}): rejoining it as a standby"
   if as_postgres env PGPASSFILE="$PRIVATE/pgpass" pg_rewind --target-pgdata="$PGDATA" \
-      --source-server="host=$other port=5432 user=postgres dbname=postgres connect_timeout=5 $(tls_params)" \
+      --source-server="host=${other%%=*} hostaddr=${other#*=} port=5432 user=postgres dbname=postgres connect_timeout=5 $(tls_params)" \
       --progress; then
     log "pg_rewind done"
   else

@@ -75,6 +75,9 @@ DEFAULT_PG_PARAMETERS: Mapping[str, str] = {
     "max_wal_size": "1GB",
     "shared_buffers": "256MB",
     "wal_keep_size": "256MB",
+    # How soon a standby retries its primary: after a failover, synchronous commits on the new
+    # primary wait until a standby has found it (the default, 5 s, is most of the RTO).
+    "wal_retrieve_retry_interval": "500ms",
     "work_mem": "8MB",
 }
 

@@ -57,6 +57,7 @@ class BootstrapJob(pulumi.ComponentResource):
                 f"PGDATABASE={settings.database}",
                 # Whichever node is read-write: the job follows a failover by itself.
                 f"PGHOST={','.join(n.name for n in topo.nodes)}",
+                f"PGHOSTADDR={','.join(topo.address(n) for n in topo.nodes)}",
                 f"PGPORT={','.join(str(PG_PORT) for _ in topo.nodes)}",
                 f"PGSSLMODE={sslmode}",
                 f"PGSSLROOTCERT={paths.CA_CERT}",

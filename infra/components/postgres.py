@@ -98,11 +98,11 @@ class PostgresNode(pulumi.ComponentResource):
             uploads.append(
                 secret_upload(paths.SUPERUSER_PASSWORD_UPLOAD, args.passwords[SUPERUSER])
             )
-        # Static across scaling and failover: the node's name, every possible peer, and how to
-        # reach whichever of them is read-write.
+        # Static across failovers: the node's name, its peers, and how to reach whichever of
+        # them is read-write.
         envs = [
             f"ELIZADB_NODE={node.name}",
-            f"ELIZADB_PEERS={','.join(n.name for n in topo.possible_nodes)}",
+            f"ELIZADB_PEERS={','.join(f'{n.name}={topo.address(n)}' for n in topo.nodes)}",
             f"ELIZADB_PRIMARY_CONNINFO={primary_conninfo(settings, topo, node)}",
             f"ELIZADB_SLOT={node.slot}",
         ]

@@ -16,12 +16,17 @@ def _quote(value: str) -> str:
 def primary_conninfo(settings: StackSettings, topo: Topology, node: Node) -> str:
     """How a standby finds the primary: every node is listed and libpq picks the one that is
     read-write (PostgreSQL reports in_hot_standby at connection start), so after a failover the
-    standbys follow the new primary with no configuration change. TLS is verified against the
+    standbys follow the new primary with no configuration change (scaling does change it). TLS is verified against the
     stack CA; the password comes from the private passfile, never from the config."""
     sslmode = "verify-full" if settings.tls.enabled else "disable"
     parts = [
-        f"host={','.join(n.name for n in topo.possible_nodes)}",
-        f"port={','.join(str(PG_PORT) for _ in topo.possible_nodes)}",
+        f"host={','.join(n.name for n in topo.nodes)}",
+        # Fixed addresses, so that no name is looked up (the name of a stopped container is
+        # forwarded to upstream DNS and blocks the WAL receiver, and with it a promotion). Only
+        # deployed nodes are listed: each address that does not answer costs the WAL receiver
+        # seconds per round, which is what a standby spends finding a new primary.
+        f"hostaddr={','.join(topo.address(n) for n in topo.nodes)}",
+        f"port={','.join(str(PG_PORT) for _ in topo.nodes)}",
         "target_session_attrs=read-write",
         f"user={REPLICATOR.name}",
         f"passfile={paths.PGPASS}",
@@ -29,6 +34,9 @@ def primary_conninfo(settings: StackSettings, topo: Topology, node: Node) -> str
         f"sslrootcert={paths.CA_CERT}",
         f"application_name={node.application_name}",
         "connect_timeout=2",
+        # The WAL receiver connects asynchronously, where connect_timeout does not apply: a
+        # fenced primary's address would hold each attempt for minutes of SYN retries.
+        "tcp_user_timeout=1000",
     ]
     return " ".join(parts)
 

@@ -1,0 +1,248 @@
+"""Failover and switchover drills against a locally deployed stack.
+
+A writer commits timeline-tagged rows through the pooler and records every acknowledged commit.
+The primary is killed (SIGKILL, not a clean stop); a watcher notices it, the most advanced
+standby is promoted, the pooler is repointed, the writer carries on; the old primary rejoins as a
+standby. Then the rows are counted: every acknowledged row must be on the new primary.
+
+  RTO  the gap in acknowledged writes: first ack after the kill minus last ack before it.
+  RPO  acknowledged rows missing after promotion (0 is required with synchronous replication).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+import psycopg
+from psycopg import sql
+
+from elizadb.ops import failover as ops
+
+Progress = Callable[[str], None]
+
+SCHEMA = "elizadb_drill"
+SETUP = [
+    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)),
+    sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {}.writes ("
+        " run text NOT NULL, seq integer NOT NULL, node text NOT NULL, timeline text NOT NULL,"
+        " at timestamptz NOT NULL DEFAULT clock_timestamp(), PRIMARY KEY (run, seq))"
+    ).format(sql.Identifier(SCHEMA)),
+    sql.SQL("GRANT USAGE ON SCHEMA {} TO eliza_agent").format(sql.Identifier(SCHEMA)),
+    sql.SQL("GRANT SELECT, INSERT ON {}.writes TO eliza_agent").format(sql.Identifier(SCHEMA)),
+]
+INSERT = sql.SQL(
+    "INSERT INTO {}.writes (run, seq, node, timeline) VALUES (%s, %s,"
+    " current_setting('cluster_name'), substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))"
+    " RETURNING node, timeline"
+).format(sql.Identifier(SCHEMA))
+
+
+@dataclass(frozen=True)
+class Ack:
+    seq: int
+    at: float  # monotonic seconds
+    node: str
+    timeline: str
+
+
+@dataclass
+class Writer:
+    """Commits one row at a time through `uri` until stopped; reconnects on any error."""
+
+    uri: str
+    run: str
+    acks: list[Ack] = field(default_factory=list)
+    errors: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="drill-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        seq = 0
+        conn: psycopg.Connection | None = None
+        while not self._stop.is_set():
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(self.uri, autocommit=True, connect_timeout=2)
+                seq += 1
+                row = conn.execute(INSERT, (self.run, seq)).fetchone()
+                assert row is not None
+                self.acks.append(Ack(seq, time.monotonic(), row[0], row[1]))
+                time.sleep(0.01)
+            except psycopg.Error:
+                # The outcome of that commit is unknown; only acknowledged rows are counted.
+                self.errors += 1
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(0.05)
+        if conn is not None:
+            conn.close()
+
+
+@dataclass
+class DrillResult:
+    kind: str  # "failover" | "switchover"
+    run: str
+    synchronous: bool
+    old_primary: str
+    new_primary: str
+    most_advanced: list[str]  # standbys with the highest replayed LSN at election
+    positions: dict[str, int]
+    acked: int
+    missing: int  # RPO: acknowledged rows not on the new primary
+    rto_s: float
+    events: dict[str, float]  # seconds relative to the kill (or the switchover's start)
+    acks: list[tuple[float, str, str]]  # (seconds relative to the kill, node, timeline)
+    primaries_after: int
+    rejoin_s: float
+    errors: int
+
+    @property
+    def promoted_most_advanced(self) -> bool:
+        return self.new_primary in self.most_advanced
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {k: v for k, v in self.__dict__.items() if k != "acks"}
+        data["promoted_most_advanced"] = self.promoted_most_advanced
+        data["ack_count_by_timeline"] = _count_by(self.acks, 2)
+        return data
+
+
+def _count_by(acks: list[tuple[float, str, str]], index: int) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for ack in acks:
+        counts[ack[index]] = counts.get(ack[index], 0) + 1
+    return counts
+
+
+def _superuser(outputs: dict[str, Any], root_cert: str) -> str:
+    return _with_root(
+        outputs["connections"]["superuser"], outputs["caCertPath"], root_cert
+    ).replace("/postgres?", f"/{outputs['database']}?")
+
+
+def _with_root(uri: str, relative: str, absolute: str) -> str:
+    return uri.replace(f"sslrootcert={relative}", f"sslrootcert={absolute}")
+
+
+def prepare(outputs: dict[str, Any], root_cert: str) -> None:
+    with psycopg.connect(_superuser(outputs, root_cert), autocommit=True) as conn:
+        for statement in SETUP:
+            conn.execute(statement)
+
+
+def _wait_down(cluster: ops.Cluster, node: ops.Node, interval_s: float = 0.2) -> None:
+    """The watcher: the primary is down when its container stops or stops answering."""
+    while True:
+        state = cluster.state(node)
+        if not state.running or state.in_recovery is None:
+            return
+        time.sleep(interval_s)
+
+
+def run_drill(
+    client: docker.DockerClient,
+    settings: Any,
+    outputs: dict[str, Any],
+    root_cert: str,
+    progress: Progress,
+    *,
+    kind: str = "failover",
+    write_before_s: float = 2.0,
+    write_after_s: float = 2.0,
+) -> DrillResult:
+    """One drill. `outputs` are the stack outputs with secrets; `root_cert` the CA file path."""
+    prepare(outputs, root_cert)
+    cluster = ops.Cluster(client, settings)
+    old = cluster.topo.current_primary
+    run = uuid.uuid4().hex[:12]
+    pooler_uri = _with_root(outputs["connections"]["agentPooler"], outputs["caCertPath"], root_cert)
+    writer = Writer(pooler_uri, run)
+    writer.start()
+    time.sleep(write_before_s)
+    events: dict[str, float] = {}
+    if kind == "failover":
+        progress(f"killing {old.name} (SIGKILL)")
+        t0 = time.monotonic()
+        client.containers.get(old.name).kill()
+        _wait_down(cluster, old)
+        events["detected"] = time.monotonic() - t0
+        result = ops.failover(cluster, progress, failed=old)
+        new, positions = result.new, result.positions
+        for step, at in result.steps.items():
+            events[step] = events["detected"] + at
+    else:
+        standbys = [n for n in cluster.topo.nodes if n != old]
+        positions = cluster.standby_positions(old)
+        new = max(standbys, key=lambda n: (positions.get(n, -1), -n.index))
+        t0 = time.monotonic()
+        steps = ops.switchover(cluster, new, progress)
+        events.update(steps)
+    first_after = _wait_for_ack_from(writer, new.short, t0, timeout_s=30)
+    events["first_write_after"] = first_after - t0
+    time.sleep(write_after_s)
+    writer.stop()
+    rejoin_s = 0.0
+    if kind == "failover":
+        rejoin_s = ops.rejoin(cluster, old, new, progress)
+        events["rejoined"] = time.monotonic() - t0
+    # The gap the transition caused: last write the old primary acknowledged to the first the
+    # new one did (a kill takes a few milliseconds to land, so t0 alone would not split them).
+    before = [a for a in writer.acks if a.node == old.short and a.at < t0 + 5]
+    after = [a for a in writer.acks if a.node == new.short and a.at >= t0]
+    rto = (after[0].at - before[-1].at) if before and after else float("nan")
+    present = _present_seqs(outputs, root_cert, run)
+    missing = len({a.seq for a in writer.acks} - present)
+    top = max(positions.values()) if positions else 0
+    return DrillResult(
+        kind=kind,
+        run=run,
+        synchronous=settings.synchronous,
+        old_primary=old.short,
+        new_primary=new.short,
+        most_advanced=sorted(n.short for n, lsn in positions.items() if lsn == top),
+        positions={n.short: lsn for n, lsn in positions.items()},
+        acked=len(writer.acks),
+        missing=missing,
+        rto_s=round(rto, 3),
+        events={k: round(v, 3) for k, v in events.items()},
+        acks=[(round(a.at - t0, 4), a.node, a.timeline) for a in writer.acks],
+        primaries_after=len(cluster.primaries()),
+        rejoin_s=round(rejoin_s, 3),
+        errors=writer.errors,
+    )
+
+
+def _wait_for_ack_from(writer: Writer, node: str, t0: float, timeout_s: float) -> float:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        after = [a.at for a in writer.acks[-50:] if a.at >= t0 and a.node == node]
+        if after:
+            return after[0]
+        time.sleep(0.02)
+    raise TimeoutError(f"{node} acknowledged no write within {timeout_s:.0f}s of the fault")
+
+
+def _present_seqs(outputs: dict[str, Any], root_cert: str, run: str) -> set[int]:
+    with psycopg.connect(_superuser(outputs, root_cert), autocommit=True) as conn:
+        rows = conn.execute(
+            sql.SQL("SELECT seq FROM {}.writes WHERE run = %s").format(sql.Identifier(SCHEMA)),
+            (run,),
+        ).fetchall()
+    return {r[0] for r in rows}
