@@ -85,11 +85,16 @@ def render_pgbackrest_conf(settings: StackSettings) -> str:
 
 
 def render_agent_conf(settings: StackSettings) -> str:
-    """The backup agent's file: the node file plus retention (read by backup and expire)."""
+    """The backup agent's file: the node file plus what only backup and expire read: retention,
+    and block incremental backups (an incremental stores the changed blocks of a changed file,
+    not the whole file: an HNSW index or a table under 1 GB is one file, touched by any write;
+    block incremental needs bundling)."""
     options = {
         **_global(),
         "repo1-retention-full": str(settings.backup.retention_full),
         "repo1-retention-full-type": "count",
+        "repo1-bundle": "y",
+        "repo1-block": "y",
     }
     return _lines(
         {"global": options, STANZA: _stanza()},

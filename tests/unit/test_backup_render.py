@@ -51,6 +51,7 @@ def test_agent_file_adds_retention_from_the_stack_config() -> None:
     conf = _ini(render_agent_conf(settings))
     assert conf["global"]["repo1-retention-full"] == "4"
     assert conf["global"]["repo1-retention-full-type"] == "count"
+    assert (conf["global"]["repo1-bundle"], conf["global"]["repo1-block"]) == ("y", "y")
     node = _ini(render_pgbackrest_conf(settings))
     for key, value in node["global"].items():
         assert conf["global"][key] == value
