@@ -1,10 +1,106 @@
-"""Subcommands: see elizadb/cli_ops.py."""
+"""Subcommands: `failover`, `switchover --to NODE`, `drill failover|switchover`."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
 from typing import Any
+
+from elizadb.errors import DeployError, UsageError
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {message}\n")
+    sys.stderr.flush()
 
 
 def register(sub: argparse._SubParsersAction, with_stack: Any) -> None:  # type: ignore[type-arg]
-    """Nothing yet."""
+    failover = with_stack(
+        sub.add_parser("failover", help="promote the most advanced standby (the primary is down)")
+    )
+    failover.set_defaults(handler=_failover)
+    switchover = with_stack(sub.add_parser("switchover", help="planned change of primary, no loss"))
+    switchover.add_argument("--to", required=True, metavar="NODE", help="replica-1, primary, ...")
+    switchover.set_defaults(handler=_switchover)
+    drill = with_stack(sub.add_parser("drill", help="rehearse a failover or switchover, measured"))
+    drill.add_argument("kind", choices=["failover", "switchover"])
+    drill.add_argument("--runs", type=int, default=1, help="consecutive drills (default 1)")
+    drill.add_argument("--out", metavar="DIR", help="write drill.json, drill.md and drill.svg here")
+    drill.add_argument("--write-seconds", type=float, default=2.0,
+                       help="seconds of writes before the fault and after recovery (default 2)")
+    drill.set_defaults(handler=_drill)
+
+
+def _cluster(settings: Any) -> Any:
+    from elizadb.local.apply import connect
+    from elizadb.ops.failover import Cluster
+
+    return Cluster(connect(), settings)
+
+
+def _failover(args: argparse.Namespace, settings: Any) -> int:
+    from elizadb.ops import failover as ops
+
+    cluster = _cluster(settings)
+    old = cluster.topo.current_primary
+    if cluster.state(old).in_recovery is False:
+        raise UsageError(
+            f"{old.name} is up and primary; for a planned change use "
+            "`elizadb switchover --to NODE`, or `elizadb drill failover` to rehearse one"
+        )
+    result = ops.failover(cluster, _say, failed=old)
+    _say(f"{result.new.name} is the primary; start {old.name} again to rejoin it as a standby")
+    return 0
+
+
+def _switchover(args: argparse.Namespace, settings: Any) -> int:
+    from elizadb.ops import failover as ops
+
+    cluster = _cluster(settings)
+    steps = ops.switchover(cluster, cluster.node(args.to), _say)
+    _say("switchover done: " + ", ".join(f"{k} {v:.2f}s" for k, v in steps.items()))
+    return 0
+
+
+def _drill(args: argparse.Namespace, settings: Any) -> int:
+    from elizadb.local import deploy
+    from elizadb.local.apply import connect
+    from verify.drills import report
+    from verify.drills.failover import run_drill
+
+    if args.runs < 1:
+        raise UsageError(f"--runs {args.runs}: give 1 or more")
+    client = connect()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="elizadb-drill-") as tmp:
+        for i in range(args.runs):
+            outputs = deploy.outputs(settings, show_secrets=True)
+            ca = Path(tmp) / "ca.crt"
+            ca.write_text(outputs["caCert"])
+            _say(f"drill {i + 1}/{args.runs}: {args.kind}")
+            try:
+                result = run_drill(
+                    client, settings, outputs, str(ca), _say, kind=args.kind,
+                    write_before_s=args.write_seconds, write_after_s=args.write_seconds,
+                )
+            except TimeoutError as exc:
+                raise DeployError(f"drill {i + 1} failed: {exc}") from None
+            results.append(result)
+    print(report.render_table(results))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "drill.json").write_text(report.render_json(results))
+        (out / "drill.md").write_text(report.render_table(results))
+        (out / "drill.svg").write_text(report.render_svg(results))
+        _say(f"wrote {out}/drill.json, drill.md, drill.svg")
+    summary = report.summary(results)
+    ok = summary["single_primary_every_time"] and summary["most_advanced_promoted_every_time"]
+    if any(r.synchronous for r in results):
+        ok = ok and summary["rpo_zero_every_time"]
+    print(json.dumps(summary))
+    return 0 if ok else 1

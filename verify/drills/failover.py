@@ -108,7 +108,7 @@ class DrillResult:
     missing: int  # RPO: acknowledged rows not on the new primary
     rto_s: float
     events: dict[str, float]  # seconds relative to the kill (or the switchover's start)
-    acks: list[tuple[float, str, str]]  # (seconds relative to the kill, node, timeline)
+    acks: list[tuple[float, str, str, int]]  # (seconds relative to the kill, node, timeline, seq)
     primaries_after: int
     rejoin_s: float
     errors: int
@@ -124,7 +124,7 @@ class DrillResult:
         return data
 
 
-def _count_by(acks: list[tuple[float, str, str]], index: int) -> dict[str, int]:
+def _count_by(acks: list[tuple[float, str, str, int]], index: int) -> dict[str, int]:
     counts: dict[str, int] = {}
     for ack in acks:
         counts[ack[index]] = counts.get(ack[index], 0) + 1
@@ -222,7 +222,7 @@ def run_drill(
         missing=missing,
         rto_s=round(rto, 3),
         events={k: round(v, 3) for k, v in events.items()},
-        acks=[(round(a.at - t0, 4), a.node, a.timeline) for a in writer.acks],
+        acks=[(round(a.at - t0, 4), a.node, a.timeline, a.seq) for a in writer.acks],
         primaries_after=len(cluster.primaries()),
         rejoin_s=round(rejoin_s, 3),
         errors=writer.errors,

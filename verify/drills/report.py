@@ -103,7 +103,7 @@ def render_svg(results: Sequence[DrillResult], window: tuple[float, float] = (-2
         out.append(
             f'<text x="8" y="{y + 28}" fill="#555">RTO {r.rto_s:.2f}s RPO {r.missing}</text>'
         )
-        for t, node, _ in r.acks:
+        for t, node, _, _ in r.acks:
             if lo <= t <= hi:
                 out.append(
                     f'<line x1="{x(t):.1f}" y1="{y + 4}" x2="{x(t):.1f}" y2="{y + 20}" '
