@@ -37,6 +37,7 @@ PROBE_WRITES = "synthetic memories in a scratch room, rolled back"
 class Probe:
     rows: int
     vacuumed: bool  # the probe's dead rows and index entries were vacuumed away
+    seconds: dict[str, float]  # insert, queries, vacuum: where the probe's time goes
     index_used: dict[str, str | None]  # ordering -> HNSW index in the plan, None if none
     plan_nodes: dict[str, str]  # ordering -> the plan's scan node, for messages
     recall: dict[str, float]
@@ -56,13 +57,41 @@ def _scan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
     return nodes
 
 
+def _insert_rows(conn: psycopg.Connection[Any], vectors: Any) -> None:
+    room = scalar(conn, "INSERT INTO public.rooms DEFAULT VALUES RETURNING id")
+    with conn.cursor(binary=True) as cur:
+        # COPY is refused on tables with row level security; a pipelined executemany is not.
+        cur.executemany(
+            'INSERT INTO public.memories (type, content, embedding, "roomId")'
+            " VALUES (%s, %s, %s, %s)",
+            [(PROBE_TYPE, Jsonb({"elizadbVerify": i}), v, room) for i, v in enumerate(vectors)],
+        )
+
+
+def _search(
+    conn: psycopg.Connection[Any], ordering: str, queries: Any, k: int
+) -> tuple[list[list[Any]], list[float]]:
+    """The top-k ids of every query, and each query's latency in ms as the client sees it."""
+    found, latencies = [], []
+    for q in queries:
+        start = time.perf_counter()
+        found.append([r[0] for r in conn.execute(_top_k(ordering), (q, k)).fetchall()])
+        latencies.append((time.perf_counter() - start) * 1000)
+    return found, latencies
+
+
+def _plan(conn: psycopg.Connection[Any], ordering: str, query: Any, k: int) -> list[dict[str, Any]]:
+    """The nodes of the query's plan, outermost first."""
+    explain = sql.SQL("EXPLAIN (FORMAT JSON) {}").format(_top_k(ordering))
+    return _scan_nodes(scalar(conn, explain, (query, k))[0]["Plan"])
+
+
 def _run_probe(ctx: Context) -> Probe:
     t = ctx.thresholds
     conn = ctx.agent()
     register_vector(conn)
-    vectors = clustered_vectors(
-        t.vector_rows + t.vector_queries, ctx.outputs.embedding_dimensions, seed=SEED
-    )
+    dims = ctx.outputs.embedding_dimensions
+    vectors = clustered_vectors(t.vector_rows + t.vector_queries, dims, seed=SEED)
     data, queries = vectors[: t.vector_rows], vectors[t.vector_rows :]
     hnsw = {
         r[0]
@@ -75,35 +104,21 @@ def _run_probe(ctx: Context) -> Probe:
     plan_nodes: dict[str, str] = {}
     approximate: dict[str, list[list[Any]]] = {}
     latencies: dict[str, list[float]] = {}
-    exact: dict[str, list[list[Any]]] = {}
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
     with conn.transaction(force_rollback=True):
-        room = scalar(conn, "INSERT INTO public.rooms DEFAULT VALUES RETURNING id")
-        with conn.cursor(binary=True) as cur:
-            # COPY is refused on tables with row level security; a pipelined executemany is not.
-            cur.executemany(
-                'INSERT INTO public.memories (type, content, embedding, "roomId")'
-                " VALUES (%s, %s, %s, %s)",
-                [(PROBE_TYPE, Jsonb({"elizadbVerify": i}), v, room) for i, v in enumerate(data)],
-            )
+        _insert_rows(conn, data)
+        seconds["insert"] = time.perf_counter() - clock
         conn.execute("SET LOCAL enable_seqscan = off")
         for name in ORDERINGS:
-            query = _top_k(name)
-            plan = scalar(
-                conn, sql.SQL("EXPLAIN (FORMAT JSON) {}").format(query), (queries[0], t.vector_k)
-            )
-            nodes = _scan_nodes(plan[0]["Plan"])
+            nodes = _plan(conn, name, queries[0], t.vector_k)
             used = [n["Index Name"] for n in nodes if n.get("Index Name") in hnsw]
             index_used[name] = used[0] if used else None
             plan_nodes[name] = " > ".join(
                 n["Node Type"] + (f" using {n['Index Name']}" if n.get("Index Name") else "")
                 for n in nodes
             )
-            approximate[name], latencies[name] = [], []
-            for q in queries:
-                start = time.perf_counter()
-                ids = [r[0] for r in conn.execute(query, (q, t.vector_k)).fetchall()]
-                latencies[name].append((time.perf_counter() - start) * 1000)
-                approximate[name].append(ids)
+            approximate[name], latencies[name] = _search(conn, name, queries, t.vector_k)
         # Exact search: a sequential scan that computes every distance.
         for setting in (
             "enable_seqscan = on",
@@ -112,15 +127,15 @@ def _run_probe(ctx: Context) -> Probe:
             "max_parallel_workers_per_gather = 0",
         ):
             conn.execute(f"SET LOCAL {setting}")
-        for name in ORDERINGS:
-            query = _top_k(name)
-            exact[name] = [
-                [r[0] for r in conn.execute(query, (q, t.vector_k)).fetchall()] for q in queries
-            ]
+        exact = {name: _search(conn, name, queries, t.vector_k)[0] for name in ORDERINGS}
+    seconds["queries"] = time.perf_counter() - clock - seconds["insert"]
+    clock = time.perf_counter()
     vacuumed = _vacuum(ctx)
+    seconds["vacuum"] = time.perf_counter() - clock
     return Probe(
         rows=len(data),
         vacuumed=vacuumed,
+        seconds=seconds,
         index_used=index_used,
         plan_nodes=plan_nodes,
         recall={n: recall_at_k(approximate[n], exact[n], t.vector_k) for n in ORDERINGS},
@@ -218,9 +233,11 @@ def check_recall(ctx: Context) -> Outcome:
                 f"queries on {probe.rows} vectors, under {t.recall_min:g}"
             )
     shown = ", ".join(f"{n} {r:.3f}" for n, r in probe.recall.items())
-    cleanup = "vacuumed" if probe.vacuumed else "left to autovacuum: large table"
+    took = probe.seconds
+    cleanup = f"vacuumed in {took['vacuum']:.1f} s" if probe.vacuumed else "left to autovacuum"
     return seen.outcome(
-        f"recall@{t.vector_k} {shown} ({probe.rows} vectors, rolled back, {cleanup})",
+        f"recall@{t.vector_k} {shown} ({probe.rows} vectors inserted in {took['insert']:.1f} s, "
+        f"queried in {took['queries']:.1f} s, rolled back, {cleanup})",
         "raise hnsw.ef_search (elizadb:postgres.parameters), or rebuild the index with a larger "
         "m / ef_construction; check that the index is valid (schema.indexes)",
     )
