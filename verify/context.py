@@ -105,7 +105,7 @@ class Context:
         if server_options:
             opts = [
                 f"-c statement_timeout={self.thresholds.statement_timeout_ms}",
-                "-c lock_timeout=5000",
+                f"-c lock_timeout={self.thresholds.lock_timeout_ms}",
             ]
             if self.read_only:
                 opts.append("-c default_transaction_read_only=on")

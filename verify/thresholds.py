@@ -10,6 +10,7 @@ class Thresholds:
     # Connections: a node that does not answer in connect_timeout_s counts as unreachable.
     connect_timeout_s: int = 3
     statement_timeout_ms: int = 20_000
+    lock_timeout_ms: int = 5_000  # a check waits this long for a lock, then fails
     # health
     select1_samples: int = 5
     select1_max_ms: float = 50.0  # median SELECT 1 round trip per node

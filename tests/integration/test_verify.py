@@ -15,6 +15,7 @@ from xml.etree import ElementTree as ET
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from tests.integration.stacks import DeployedStack, deployed_stack
 from verify.checks import ALL_CHECKS
@@ -62,7 +63,8 @@ def footprint(stack: DeployedStack) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     with _superuser(stack, stack.outputs["primary"], "eliza") as conn:
         for table in APP_TABLES:
-            seen[table] = conn.execute(f"SELECT count(*) FROM public.{table}").fetchone()
+            query = sql.SQL("SELECT count(*) FROM public.{}").format(sql.Identifier(table))
+            seen[table] = conn.execute(query).fetchone()
         seen["ledger"] = conn.execute(
             "SELECT * FROM elizadb.schema_migrations ORDER BY 1"
         ).fetchall()

@@ -842,6 +842,23 @@ def test_promoted_replica_fails_role_streaming_slots_and_read_only(stack: Deploy
 # ---- backups -----------------------------------------------------------------------------------
 
 
+def test_unmounted_backup_volume_fails_backups_volume(stack: DeployedStack) -> None:
+    # A privileged exec may unmount inside the container: what is left at the path is the
+    # image's empty folder, where backups would die with the container.
+    primary = stack.client.containers.get(PRIMARY)
+    done = primary.exec_run(["umount", "-l", "/var/lib/pgbackrest"], user="root", privileged=True)
+    assert done.exit_code == 0, done.output
+    try:
+        expect(
+            verify(stack),
+            {"backups.volume"},
+            says={"backups.volume": "/var/lib/pgbackrest is not a mount point on the primary"},
+        )
+    finally:
+        primary.restart(timeout=30)  # the engine mounts the volume again
+    expect_healthy(stack)  # a restarted primary: every check, not only the one that failed
+
+
 def test_backup_volume_not_writable_fails_backups_writable(stack: DeployedStack) -> None:
     owner = sh(stack, PRIMARY, "stat -c '%u:%g %a' /var/lib/pgbackrest").split()
     sh(stack, PRIMARY, "chown root:root /var/lib/pgbackrest && chmod 755 /var/lib/pgbackrest")

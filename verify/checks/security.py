@@ -17,7 +17,7 @@ RUNTIME_ROLES = ("eliza_agent", "eliza_user", "eliza_readonly")
 END_USER = "eliza_user"
 # Schemas of the stack's own objects (extensions live in public too).
 APP_SCHEMAS = ("public", "auth", "elizadb", "pgbouncer")
-SYSTEM_SCHEMAS = "('pg_catalog', 'information_schema', 'pg_toast')"
+SYSTEM_SCHEMAS = ["pg_catalog", "information_schema", "pg_toast"]
 
 
 def _primary_app(ctx: Context, seen: Findings) -> psycopg.Connection[Any] | None:
@@ -105,9 +105,9 @@ def check_role_privileges(ctx: Context) -> Outcome:
             "  FROM unnest(ARRAY['CREATE', 'TEMPORARY']) p"
             " WHERE has_database_privilege(%s, current_database(), p)"
             " UNION ALL SELECT 'schema ' || nspname FROM pg_namespace"
-            " WHERE nspname NOT IN " + SYSTEM_SCHEMAS + " AND nspname NOT LIKE 'pg_temp%%'"
+            " WHERE nspname <> ALL (%s) AND nspname NOT LIKE 'pg_temp%%'"
             "   AND nspname NOT LIKE 'pg_toast_temp%%' AND has_schema_privilege(%s, oid, 'CREATE')",
-            (role, role),
+            (role, SYSTEM_SCHEMAS, role),
         ).fetchall():
             seen.problem(f"{role} may CREATE in {what[0]}")
         for (obj,) in conn.execute(
@@ -164,12 +164,13 @@ def check_public_privileges(ctx: Context) -> Outcome:
         " SELECT 'SECURITY DEFINER function ' || p.oid::regprocedure::text || ': EXECUTE'"
         "  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace,"
         "       aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a"
-        " WHERE a.grantee = 0 AND p.prosecdef AND n.nspname NOT IN " + SYSTEM_SCHEMAS + " UNION ALL"
+        " WHERE a.grantee = 0 AND p.prosecdef AND n.nspname <> ALL (%s)"
+        " UNION ALL"
         " SELECT 'default privileges of ' || pg_get_userbyid(d.defaclrole) || ': '"
         "        || a.privilege_type"
         "  FROM pg_default_acl d, aclexplode(d.defaclacl) a WHERE a.grantee = 0"
         " ORDER BY 1",
-        (list(APP_SCHEMAS),),
+        (list(APP_SCHEMAS), SYSTEM_SCHEMAS),
     ).fetchall():
         seen.problem(f"PUBLIC has {what}")
     return seen.outcome(
