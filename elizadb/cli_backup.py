@@ -119,13 +119,11 @@ def _backup(args: argparse.Namespace, settings: StackSettings) -> int:
 
 
 def _backups(args: argparse.Namespace, settings: StackSettings) -> int:
-    from elizadb.local import deploy
     from elizadb.local.apply import connect
     from elizadb.ops import backup
 
     client = connect()
-    image = backup.image_ref(deploy.declare_stack(settings))
-    catalog = backup.read_catalog(client, settings, image)
+    catalog = backup.read_catalog(client, settings, backup.stack_image(settings))
     status = backup.agent_status(client, settings)
     if args.json:
         print(json.dumps(backup.catalog_json(catalog, status), indent=2))

@@ -30,6 +30,7 @@ from elizadb.ops.backup_engine import (
     running_primary,
 )
 from infra.components.backup import agent_name
+from infra.components.image import image_fingerprint
 from infra.render.pgbackrest import CONF_PATH, render_pgbackrest_conf
 from infra.settings import StackSettings
 from infra.topology import BACKUP_MOUNT, topology
@@ -119,6 +120,11 @@ def parse_info(text: str) -> Catalog:
 
 def image_ref(declaration: Declaration) -> str:
     return next(r.inputs["name"] for r in declaration.of_type(REMOTE_IMAGE))
+
+
+def stack_image(settings: StackSettings) -> str:
+    """The image tag the stack declares, without running the program (no state is touched)."""
+    return f"{settings.image.repository}:{image_fingerprint(settings.image.base)}"
 
 
 def _agent(client: docker.DockerClient, settings: StackSettings) -> str:

@@ -91,3 +91,11 @@ def test_every_node_shares_its_socket_and_carries_the_same_pgbackrest_file(tmp_p
         assert mounts["/var/lib/pgbackrest"] == "elizadb-dev-backup"
         files.add(_uploads(node)[CONF_PATH])
     assert len(files) == 1
+
+
+def test_the_image_of_restore_jobs_is_the_declared_one(tmp_path: Path) -> None:
+    from elizadb.ops.backup import image_ref, stack_image
+
+    settings = load_settings("dev", {"image": {"base": "localhost/debian:trixie"}}, "test")
+    declaration = declare(settings, StateFile("dev", tmp_path))
+    assert stack_image(settings) == image_ref(declaration)
