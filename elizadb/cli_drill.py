@@ -32,6 +32,11 @@ def register(sub: argparse._SubParsersAction, with_stack: Any) -> None:  # type:
     drill.add_argument("--out", metavar="DIR", help="write drill.json, drill.md and drill.svg here")
     drill.add_argument("--write-seconds", type=float, default=2.0,
                        help="seconds of writes before the fault and after recovery (default 2)")
+    drill.add_argument(
+        "--lag", action="store_true",
+        help="cut the first standby off before the fault so that it is behind: the election "
+        "must pass it over (failover only)",
+    )
     drill.set_defaults(handler=_drill)
 
 
@@ -82,10 +87,18 @@ def _drill(args: argparse.Namespace, settings: Any) -> int:
             ca = Path(tmp) / "ca.crt"
             ca.write_text(outputs["caCert"])
             _say(f"drill {i + 1}/{args.runs}: {args.kind}")
+            lagging = None
+            if args.lag and args.kind == "failover":
+                primary = deploy.effective_settings(settings, deploy.StateFile(settings.stack))
+                lagging = next(
+                    n.short for n in _cluster(primary).topo.nodes
+                    if n.short != primary.primary_node
+                )
             try:
                 result = run_drill(
                     client, settings, outputs, str(ca), _say, kind=args.kind,
                     write_before_s=args.write_seconds, write_after_s=args.write_seconds,
+                    lagging=lagging,
                 )
             except TimeoutError as exc:
                 raise DeployError(f"drill {i + 1} failed: {exc}") from None

@@ -28,12 +28,12 @@ def sync_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeployedSta
         yield handle
 
 
-def _drill(stack: DeployedStack, kind: str = "failover") -> DrillResult:
+def _drill(stack: DeployedStack, kind: str = "failover", lagging: str | None = None) -> DrillResult:
     outputs = deploy.outputs(stack.settings, show_secrets=True)
     ca = stack.state_dir / outputs["caCertPath"]
     return run_drill(
         stack.client, stack.settings, outputs, str(ca), progress, kind=kind,
-        write_before_s=1.5, write_after_s=1.0,
+        write_before_s=1.5, write_after_s=1.0, lagging=lagging,
     )
 
 
@@ -67,6 +67,22 @@ def test_three_failovers_lose_no_acknowledged_write_and_promote_the_most_advance
     assert [r.new_primary for r in results] == ["replica-1", "primary", "replica-1"]
     (tmp_path / "drill.svg").write_text(report.render_svg(results))
     assert report.summary(results)["rpo_zero_every_time"] is True
+
+
+def test_a_lagging_standby_is_passed_over(sync_stack: DeployedStack) -> None:
+    """replica-1 is frozen while writes go on, so only replica-2 holds the last acknowledged
+    commits: promoting replica-1 (the lower index) would lose them."""
+    current = deploy.effective_settings(
+        sync_stack.settings, deploy.StateFile(sync_stack.settings.stack)
+    ).primary_node
+    standbys = [n for n in ("primary", "replica-1", "replica-2") if n != current]
+    lagging, ahead = standbys[0], standbys[1]
+    r = _drill(sync_stack, lagging=lagging)
+    assert r.positions[ahead] > r.positions[lagging], r.positions
+    assert r.new_primary == ahead
+    assert r.missing == 0
+    assert r.primaries_after == 1
+    _verify_after(sync_stack)
 
 
 def test_switchover_loses_no_row_and_the_old_primary_streams_from_the_new(

@@ -118,7 +118,7 @@ class DrillResult:
         return self.new_primary in self.most_advanced
 
     def as_dict(self) -> dict[str, Any]:
-        data = {k: v for k, v in self.__dict__.items() if k != "acks"}
+        data = dict(self.__dict__)
         data["promoted_most_advanced"] = self.promoted_most_advanced
         data["ack_count_by_timeline"] = _count_by(self.acks, 2)
         return data
@@ -147,6 +147,16 @@ def prepare(outputs: dict[str, Any], root_cert: str) -> None:
             conn.execute(statement)
 
 
+def _set_conninfo(cluster: ops.Cluster, node: ops.Node, value: str | None) -> None:
+    """Override (or, with None, restore) a standby's primary_conninfo; a reload applies it."""
+    statement = (
+        "ALTER SYSTEM RESET primary_conninfo" if value is None
+        else f"ALTER SYSTEM SET primary_conninfo = {value}"
+    )
+    if cluster.psql(node, statement) is None or cluster.psql(node, "SELECT pg_reload_conf()") != "t":
+        raise RuntimeError(f"could not change primary_conninfo on {node.name}")
+
+
 def _wait_down(cluster: ops.Cluster, node: ops.Node, interval_s: float = 0.2) -> None:
     """The watcher: the primary is down when its container stops or stops answering."""
     while True:
@@ -166,8 +176,13 @@ def run_drill(
     kind: str = "failover",
     write_before_s: float = 2.0,
     write_after_s: float = 2.0,
+    lagging: str | None = None,
 ) -> DrillResult:
-    """One drill. `outputs` are the stack outputs with secrets; `root_cert` the CA file path."""
+    """One drill. `outputs` are the stack outputs with secrets; `root_cert` the CA file path.
+
+    `lagging` names a standby that is cut off from the primary for the second half of the writes
+    before the fault (its WAL receiver stopped), so that it is really behind: the election must
+    pass it over."""
     prepare(outputs, root_cert)
     cluster = ops.Cluster(client, settings)
     old = cluster.topo.current_primary
@@ -175,12 +190,21 @@ def run_drill(
     pooler_uri = _with_root(outputs["connections"]["agentPooler"], outputs["caCertPath"], root_cert)
     writer = Writer(pooler_uri, run)
     writer.start()
-    time.sleep(write_before_s)
+    behind = cluster.node(lagging) if lagging else None
+    if behind is not None:
+        time.sleep(write_before_s / 2)
+        progress(f"cutting {behind.name} off its primary so that it falls behind")
+        _set_conninfo(cluster, behind, "''")
+        time.sleep(write_before_s / 2)
+    else:
+        time.sleep(write_before_s)
     events: dict[str, float] = {}
     if kind == "failover":
         progress(f"killing {old.name} (SIGKILL)")
         t0 = time.monotonic()
         client.containers.get(old.name).kill()
+        if behind is not None:
+            _set_conninfo(cluster, behind, None)
         _wait_down(cluster, old)
         events["detected"] = time.monotonic() - t0
         result = ops.failover(cluster, progress, failed=old)

@@ -66,7 +66,7 @@ def render_table(results: Sequence[DrillResult]) -> str:
 def render_svg(results: Sequence[DrillResult], window: tuple[float, float] = (-2.0, 6.0)) -> str:
     """One lane per run: a tick per acknowledged write, coloured by the node that served it,
     the RTO gap shaded, and the steps of the failover marked."""
-    left, right, lane, top = 120, 40, 46, 40
+    left, right, lane, top = 175, 40, 56, 40
     width = 900
     height = top + lane * len(results) + 50
     lo, hi = window
@@ -82,7 +82,7 @@ def render_svg(results: Sequence[DrillResult], window: tuple[float, float] = (-2
         'font-family="sans-serif" font-size="11">',
         f'<rect width="{width}" height="{height}" fill="white"/>',
         f'<text x="{left}" y="18" font-size="13">Acknowledged writes through the pooler around '
-        "the fault (t = 0); shaded: no write acknowledged (RTO)</text>",
+        "the fault (t = 0); shaded: old primary's last ack to the new one's first (RTO)</text>",
     ]
     for t in range(math.ceil(lo), math.floor(hi) + 1):
         out.append(
@@ -91,8 +91,9 @@ def render_svg(results: Sequence[DrillResult], window: tuple[float, float] = (-2
         out.append(f'<text x="{x(t)}" y="{height - 26}" text-anchor="middle">{t}s</text>')
     for i, r in enumerate(results):
         y = top + i * lane
-        before = [a[0] for a in r.acks if a[0] < 0]
-        after = [a[0] for a in r.acks if a[0] >= 0]
+        # The same gap the RTO measures: the old primary's last ack to the new one's first.
+        before = [a[0] for a in r.acks if a[1] == r.old_primary and a[0] < 5]
+        after = [a[0] for a in r.acks if a[1] == r.new_primary and a[0] >= 0]
         if before and after:
             out.append(
                 f'<rect x="{x(before[-1])}" y="{y}" width="{x(after[0]) - x(before[-1])}" '
@@ -106,7 +107,7 @@ def render_svg(results: Sequence[DrillResult], window: tuple[float, float] = (-2
         for t, node, _, _ in r.acks:
             if lo <= t <= hi:
                 out.append(
-                    f'<line x1="{x(t):.1f}" y1="{y + 4}" x2="{x(t):.1f}" y2="{y + 20}" '
+                    f'<line x1="{x(t):.1f}" y1="{y + 4}" x2="{x(t):.1f}" y2="{y + 24}" '
                     f'stroke="{colour[node]}" stroke-width="1"/>'
                 )
         for name, t in r.events.items():
