@@ -22,6 +22,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,9 +144,12 @@ class Cluster:
         deadline = time.monotonic() + settle_s
         last: dict[Node, int] = {}
         while True:
+            # All nodes at once: every query is an exec round trip through the engine.
+            with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+                states = list(pool.map(self.state, nodes))
             now = {
                 s.node: s.replay_lsn
-                for s in (self.state(n) for n in nodes)
+                for s in states
                 if s.running and s.in_recovery and s.replay_lsn is not None
             }
             if now == last or time.monotonic() >= deadline:
@@ -183,13 +187,18 @@ class Cluster:
     def nudge_standbys(self, primary: Node) -> None:
         """Restart the WAL receiver of every other standby, so that it looks for the new primary
         now rather than after its current attempt gives up."""
-        for node in self.topo.nodes:
-            if node != primary:
-                self.psql(
-                    node,
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE backend_type = 'walreceiver'",
+        others = [n for n in self.topo.nodes if n != primary]
+        with ThreadPoolExecutor(max_workers=max(1, len(others))) as pool:
+            list(
+                pool.map(
+                    lambda node: self.psql(
+                        node,
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE backend_type = 'walreceiver'",
+                    ),
+                    others,
                 )
+            )
 
     def repoint_pooler(self, primary: Node) -> None:
         """Rewrite pgbouncer.ini as the declaration for the new primary has it, reload, and

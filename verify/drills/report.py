@@ -67,7 +67,7 @@ def render_svg(results: Sequence[DrillResult], window: tuple[float, float] = (-2
     """One lane per run: a tick per acknowledged write, coloured by the node that served it,
     the RTO gap shaded, and the steps of the failover marked."""
     left, right, lane, top = 175, 40, 56, 40
-    width = 900
+    width = 980
     height = top + lane * len(results) + 50
     lo, hi = window
     scale = (width - left - right) / (hi - lo)
@@ -110,27 +110,27 @@ def render_svg(results: Sequence[DrillResult], window: tuple[float, float] = (-2
                     f'<line x1="{x(t):.1f}" y1="{y + 4}" x2="{x(t):.1f}" y2="{y + 24}" '
                     f'stroke="{colour[node]}" stroke-width="1"/>'
                 )
-        for name, t in r.events.items():
-            if lo <= t <= hi and name in (
-                "detected",
-                "promote",
-                "repoint_pooler",
-                "first_write_after",
-            ):
-                out.append(
-                    f'<line x1="{x(t):.1f}" y1="{y}" x2="{x(t):.1f}" y2="{y + lane - 14}" '
-                    'stroke="black" stroke-dasharray="2,2"/>'
-                )
-                out.append(
-                    f'<text x="{x(t) + 2:.1f}" y="{y + lane - 16}" font-size="9">{escape(name)}</text>'
-                )
+        marks = [
+            (name, t)
+            for name, t in r.events.items()
+            if lo <= t <= hi and name in ("detected", "promote", "repoint_pooler")
+        ]
+        for k, (name, t) in enumerate(marks):
+            out.append(
+                f'<line x1="{x(t):.1f}" y1="{y}" x2="{x(t):.1f}" y2="{y + lane - 14}" '
+                'stroke="black" stroke-dasharray="2,2"/>'
+            )
+            # staggered, so that steps close together do not print over each other
+            out.append(
+                f'<text x="{x(t) + 2:.1f}" y="{y + 31 + 8 * k}" font-size="9">{escape(name)}</text>'
+            )
     legend_y = height - 10
     for j, node in enumerate(nodes):
         out.append(
-            f'<rect x="{left + j * 120}" y="{legend_y - 9}" width="10" height="10" fill="{colour[node]}"/>'
+            f'<rect x="{left + j * 160}" y="{legend_y - 9}" width="10" height="10" fill="{colour[node]}"/>'
         )
         out.append(
-            f'<text x="{left + j * 120 + 14}" y="{legend_y}">served by {escape(node)}</text>'
+            f'<text x="{left + j * 160 + 14}" y="{legend_y}">served by {escape(node)}</text>'
         )
     out.append("</svg>")
     return "\n".join(out) + "\n"
