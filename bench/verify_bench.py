@@ -119,8 +119,15 @@ def render_md(report: dict[str, Any]) -> str:
         "|---|---|---|",
     ]
     lines += [f"| {cid} | {s['median']} | {s['max']} |" for cid, s in slowest]
+    probe = next((r["summary"] for r in report["statuses"][-1] if r["id"] == "vector.recall"), "")
+    lines += ["", f"Vector probe, last run: {probe}."]
     failing = sorted({r["id"] for run in report["statuses"] for r in run if r["status"] != "pass"})
     lines += ["", "Checks that did not pass in some run: " + (", ".join(failing) or "none") + "."]
+    lines += [
+        f"- {r['id']} ({r['status']}, last run): {r['summary']}"
+        for r in report["statuses"][-1]
+        if r["status"] != "pass"
+    ]
     return "\n".join(lines) + "\n"
 
 
