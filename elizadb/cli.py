@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from elizadb.config import PROJECT_DIR, load_stack
@@ -21,7 +21,7 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _progress() -> "callable":  # type: ignore[valid-type]
+def _progress() -> Callable[[str], None]:
     start = time.monotonic()
 
     def say(message: str) -> None:

@@ -59,6 +59,8 @@ FORCED_PG_PARAMETERS: frozenset[str] = frozenset(
 # maintenance_work_mem, and max_slot_wal_keep_size stops a vanished replica's slot from filling
 # the disk.
 DEFAULT_PG_PARAMETERS: Mapping[str, str] = {
+    # A quiet database still ships its newest WAL to the backup repository within a minute.
+    "archive_timeout": "60s",
     "checkpoint_timeout": "5min",
     "effective_cache_size": "512MB",
     "hnsw.ef_search": "40",

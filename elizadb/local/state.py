@@ -62,7 +62,7 @@ class StateFile:
 
     # Runtime facts the declaration must follow: which node is primary after a failover, and
     # containers changed in place to match a newer declaration (name -> spec digest).
-    def runtime(self, key: str) -> object:
+    def runtime(self, key: str) -> Any:
         return self.data.get("runtime", {}).get(key)
 
     def set_runtime(self, key: str, value: object) -> None:

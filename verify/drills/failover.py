@@ -120,15 +120,11 @@ class DrillResult:
     def as_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
         data["promoted_most_advanced"] = self.promoted_most_advanced
-        data["ack_count_by_timeline"] = _count_by(self.acks, 2)
+        timelines: dict[str, int] = {}
+        for _, _, timeline, _ in self.acks:
+            timelines[timeline] = timelines.get(timeline, 0) + 1
+        data["ack_count_by_timeline"] = timelines
         return data
-
-
-def _count_by(acks: list[tuple[float, str, str, int]], index: int) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for ack in acks:
-        counts[ack[index]] = counts.get(ack[index], 0) + 1
-    return counts
 
 
 def _superuser(outputs: dict[str, Any], root_cert: str) -> str:

@@ -84,11 +84,11 @@ def render_svg(results: Sequence[DrillResult], window: tuple[float, float] = (-2
         f'<text x="{left}" y="18" font-size="13">Acknowledged writes through the pooler around '
         "the fault (t = 0); shaded: old primary's last ack to the new one's first (RTO)</text>",
     ]
-    for t in range(math.ceil(lo), math.floor(hi) + 1):
+    for second in range(math.ceil(lo), math.floor(hi) + 1):
         out.append(
-            f'<line x1="{x(t)}" y1="{top - 6}" x2="{x(t)}" y2="{height - 40}" stroke="#eee"/>'
+            f'<line x1="{x(second)}" y1="{top - 6}" x2="{x(second)}" y2="{height - 40}" stroke="#eee"/>'
         )
-        out.append(f'<text x="{x(t)}" y="{height - 26}" text-anchor="middle">{t}s</text>')
+        out.append(f'<text x="{x(second)}" y="{height - 26}" text-anchor="middle">{second}s</text>')
     for i, r in enumerate(results):
         y = top + i * lane
         # The same gap the RTO measures: the old primary's last ack to the new one's first.
