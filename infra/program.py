@@ -11,10 +11,10 @@ import pulumi_docker as docker
 
 from infra.components.backup import BackupAgent
 from infra.components.bootstrap import BootstrapJob
-from infra.components.common import child
+from infra.components.common import StackInputs, child
 from infra.components.image import StackImage
 from infra.components.pooler import Pooler
-from infra.components.postgres import NodeInputs, PostgresNode
+from infra.components.postgres import PostgresNode
 from infra.components.secrets import StackSecrets
 from infra.components.tls import StackTls
 from infra.render.connections import connection_uri
@@ -53,61 +53,29 @@ class ElizaDbStack(pulumi.ComponentResource):
         secrets = StackSecrets("secrets", opts=child(self))
         certs = StackTls("tls", settings, topo, opts=child(self))
 
-        def node_inputs(node_index: int) -> NodeInputs:
-            return NodeInputs(
-                settings=settings,
-                topo=topo,
-                node=topo.nodes[node_index],
-                image=image.ref,
-                network=network,
-                backup_volume=backup_volume,
-                ca_cert_pem=certs.ca_cert_pem,
-                server_cert_pem=certs.server_cert_pem,
-                server_key_pem=certs.server_key_pem,
-                passwords=secrets.passwords,
-            )
-
-        primary = PostgresNode("primary", node_inputs(0), opts=child(self))
-        job = BootstrapJob(
-            "bootstrap",
-            settings,
-            topo,
-            image.ref,
-            network,
-            certs.ca_cert_pem,
-            secrets.passwords,
-            secrets.salt_seed,
-            opts=child(self, depends_on=[primary.container]),
+        args = StackInputs(
+            settings=settings,
+            topo=topo,
+            image=image.ref,
+            network=network,
+            backup_volume=backup_volume,
+            ca_cert_pem=certs.ca_cert_pem,
+            server_cert_pem=certs.server_cert_pem,
+            server_key_pem=certs.server_key_pem,
+            passwords=secrets.passwords,
+            salt_seed=secrets.salt_seed,
         )
+        primary = PostgresNode("primary", args, topo.primary, opts=child(self))
+        job = BootstrapJob("bootstrap", args, opts=child(self, depends_on=[primary.container]))
         # Replicas clone through the replication role and slots the job creates.
         nodes = [primary]
-        for i, node in enumerate(topo.replicas, start=1):
+        for node in topo.replicas:
             nodes.append(
-                PostgresNode(node.short, node_inputs(i), opts=child(self, depends_on=[job.container]))
+                PostgresNode(node.short, args, node, opts=child(self, depends_on=[job.container]))
             )
         # Backups need the stanza's server bootstrapped; the agent finds the primary itself.
-        BackupAgent(
-            "backup-agent",
-            settings,
-            topo,
-            image.ref,
-            network,
-            backup_volume,
-            nodes,
-            opts=child(self, depends_on=[job.container]),
-        )
-        Pooler(
-            "pgbouncer",
-            settings,
-            topo,
-            image.ref,
-            network,
-            certs.ca_cert_pem,
-            certs.server_cert_pem,
-            certs.server_key_pem,
-            secrets.passwords,
-            opts=child(self, depends_on=[job.container]),
-        )
+        BackupAgent("backup-agent", args, nodes, opts=child(self, depends_on=[job.container]))
+        Pooler("pgbouncer", args, opts=child(self, depends_on=[job.container]))
         self.outputs = stack_outputs(settings, topo, certs.ca_cert_pem, secrets.passwords)
         self.register_outputs({})
 

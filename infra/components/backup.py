@@ -23,10 +23,9 @@ from collections.abc import Sequence
 import pulumi
 import pulumi_docker as docker
 
-from infra.components.common import child, healthcheck, labels, upload
+from infra.components.common import StackInputs, child, healthcheck, labels, upload
 from infra.components.postgres import PostgresNode
 from infra.render.pgbackrest import CONF_PATH, NODES_DIR, render_agent_conf
-from infra.settings import StackSettings
 from infra.topology import BACKUP_MOUNT, Topology
 
 AGENT_ROLE = "backup"
@@ -42,15 +41,13 @@ class BackupAgent(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        settings: StackSettings,
-        topo: Topology,
-        image: pulumi.Output[str],
-        network: docker.Network,
-        backup_volume: docker.Volume,
+        args: StackInputs,
         nodes: Sequence[PostgresNode],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("elizadb:index:BackupAgent", name, None, opts)
+        settings, topo, image, network = args.settings, args.topo, args.image, args.network
+        backup_volume = args.backup_volume
         volumes = [
             docker.ContainerVolumeArgs(volume_name=backup_volume.name, container_path=BACKUP_MOUNT)
         ]

@@ -9,13 +9,12 @@ from pathlib import Path
 import pulumi
 import pulumi_docker as docker
 
-from infra.components.common import child, labels, secret_upload, upload
+from infra.components.common import StackInputs, child, labels, secret_upload, upload
 from infra.render import paths
 from infra.render.bootstrap import render_bootstrap_sql
 from infra.render.connections import render_pgpass
 from infra.roles import ROLES, SUPERUSER
-from infra.settings import StackSettings
-from infra.topology import PG_PORT, Topology
+from infra.topology import PG_PORT
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 
@@ -28,20 +27,12 @@ class BootstrapJob(pulumi.ComponentResource):
     container: docker.Container
 
     def __init__(
-        self,
-        name: str,
-        settings: StackSettings,
-        topo: Topology,
-        image: pulumi.Output[str],
-        network: docker.Network,
-        ca_cert_pem: pulumi.Output[str],
-        passwords: dict[str, pulumi.Output[str]],
-        salt_seed: pulumi.Output[str],
-        opts: pulumi.ResourceOptions | None = None,
+        self, name: str, args: StackInputs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("elizadb:index:BootstrapJob", name, None, opts)
+        settings, topo, passwords = args.settings, args.topo, args.passwords
         names = [SUPERUSER, *(r.name for r in ROLES)]
-        secrets = pulumi.Output.all(salt_seed, *(passwords[n] for n in names))
+        secrets = pulumi.Output.all(args.salt_seed, *(passwords[n] for n in names))
         bootstrap_sql = secrets.apply(
             lambda v: render_bootstrap_sql(settings, topo, dict(zip(names, v[1:])), v[0])
         )
@@ -50,7 +41,7 @@ class BootstrapJob(pulumi.ComponentResource):
         self.container = docker.Container(
             name,
             name=topo.job_name,
-            image=image,
+            image=args.image,
             command=["job"],
             envs=[
                 f"ELIZADB_EMBEDDING_DIMS={settings.embedding_dimensions}",
@@ -69,10 +60,12 @@ class BootstrapJob(pulumi.ComponentResource):
             ],
             labels=labels(settings, "job", topo.job_name),
             networks_advanced=[
-                docker.ContainerNetworksAdvancedArgs(name=network.name, ipv4_address=topo.job_address)
+                docker.ContainerNetworksAdvancedArgs(
+                    name=args.network.name, ipv4_address=topo.job_address
+                )
             ],
             uploads=[
-                upload(paths.CA_CERT, ca_cert_pem),
+                upload(paths.CA_CERT, args.ca_cert_pem),
                 secret_upload(paths.BOOTSTRAP_SQL, bootstrap_sql),
                 secret_upload(paths.PGPASS_UPLOAD, pgpass),
                 *(upload(f"{paths.SQL_DIR}/{f.name}", f.read_text()) for f in migration_files()),

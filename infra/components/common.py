@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 import pulumi_docker as docker
 
 from infra.settings import StackSettings
+from infra.topology import Topology
 
 LABEL_STACK = "elizadb.stack"
+
+
+@dataclass(frozen=True)
+class StackInputs:
+    """What the containers of a stack are built from: settings, names, and the shared
+    resources and secrets the stack component made first."""
+
+    settings: StackSettings
+    topo: Topology
+    image: pulumi.Output[str]
+    network: docker.Network
+    backup_volume: docker.Volume
+    ca_cert_pem: pulumi.Output[str]
+    server_cert_pem: pulumi.Output[str]
+    server_key_pem: pulumi.Output[str]
+    passwords: dict[str, pulumi.Output[str]]
+    salt_seed: pulumi.Output[str]
 LABEL_ROLE = "elizadb.role"
 LABEL_NODE = "elizadb.node"
 

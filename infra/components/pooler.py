@@ -5,31 +5,28 @@ from __future__ import annotations
 import pulumi
 import pulumi_docker as docker
 
-from infra.components.common import child, healthcheck, labels, secret_upload, upload
+from infra.components.common import (
+    StackInputs,
+    child,
+    healthcheck,
+    labels,
+    secret_upload,
+    upload,
+)
 from infra.render import paths
 from infra.render.pgbouncer import render_pgbouncer_ini, render_userlist
 from infra.roles import POOLER_AUTH
-from infra.settings import StackSettings
-from infra.topology import POOLER_PORT, Topology
+from infra.topology import POOLER_PORT
 
 
 class Pooler(pulumi.ComponentResource):
     container: docker.Container
 
     def __init__(
-        self,
-        name: str,
-        settings: StackSettings,
-        topo: Topology,
-        image: pulumi.Output[str],
-        network: docker.Network,
-        ca_cert_pem: pulumi.Output[str],
-        server_cert_pem: pulumi.Output[str],
-        server_key_pem: pulumi.Output[str],
-        passwords: dict[str, pulumi.Output[str]],
-        opts: pulumi.ResourceOptions | None = None,
+        self, name: str, args: StackInputs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("elizadb:index:Pooler", name, None, opts)
+        settings, topo, image, network = args.settings, args.topo, args.image, args.network
         sslmode = "require" if settings.tls.enabled else "disable"
         self.container = docker.Container(
             name,
@@ -52,11 +49,11 @@ class Pooler(pulumi.ComponentResource):
             ],
             uploads=[
                 upload(paths.PGBOUNCER_INI, render_pgbouncer_ini(settings, topo)),
-                upload(paths.CA_CERT, ca_cert_pem),
-                upload(paths.SERVER_CERT, server_cert_pem),
-                secret_upload(paths.SERVER_KEY_UPLOAD, server_key_pem),
+                upload(paths.CA_CERT, args.ca_cert_pem),
+                upload(paths.SERVER_CERT, args.server_cert_pem),
+                secret_upload(paths.SERVER_KEY_UPLOAD, args.server_key_pem),
                 secret_upload(
-                    paths.USERLIST_UPLOAD, passwords[POOLER_AUTH.name].apply(render_userlist)
+                    paths.USERLIST_UPLOAD, args.passwords[POOLER_AUTH.name].apply(render_userlist)
                 ),
             ],
             # A URI, not a key=value string: Podman splits health check arguments at spaces.

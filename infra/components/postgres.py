@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pulumi
 import pulumi_docker as docker
 
 from infra.components.common import (
+    StackInputs,
     child,
     healthcheck,
     labels,
@@ -21,22 +20,7 @@ from infra.render.pgbackrest import CONF_PATH as PGBACKREST_CONF
 from infra.render.pgbackrest import SOCKET_DIR, render_pgbackrest_conf
 from infra.render.postgres import primary_conninfo, render_pg_hba, render_postgresql_conf
 from infra.roles import REPLICATOR, SUPERUSER
-from infra.settings import StackSettings
-from infra.topology import BACKUP_MOUNT, DATA_MOUNT, PG_PORT, Node, Topology
-
-
-@dataclass(frozen=True)
-class NodeInputs:
-    settings: StackSettings
-    topo: Topology
-    node: Node
-    image: pulumi.Output[str]
-    network: docker.Network
-    backup_volume: docker.Volume
-    ca_cert_pem: pulumi.Output[str]
-    server_cert_pem: pulumi.Output[str]
-    server_key_pem: pulumi.Output[str]
-    passwords: dict[str, pulumi.Output[str]]
+from infra.topology import BACKUP_MOUNT, DATA_MOUNT, PG_PORT, Node
 
 
 def socket_volume_name(node: Node) -> str:
@@ -49,10 +33,14 @@ class PostgresNode(pulumi.ComponentResource):
     socket_volume: docker.Volume
 
     def __init__(
-        self, name: str, args: NodeInputs, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        args: StackInputs,
+        node: Node,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("elizadb:index:PostgresNode", name, None, opts)
-        settings, topo, node = args.settings, args.topo, args.node
+        settings, topo = args.settings, args.topo
         # Data outlives the container: a replace or a destroy must not take it along.
         self.volume = docker.Volume(
             f"{name}-data",
