@@ -50,7 +50,7 @@ def check_reachable(ctx: Context) -> Outcome:
 
 def check_routes_to_primary(ctx: Context) -> Outcome:
     """A query through the pooler runs on the primary of the outputs: the same server (system
-    identifier, address, start time), not in recovery."""
+    identifier and start time), not in recovery."""
     seen = Findings()
     try:
         pooled = ctx.pooled_fetch("agent", IDENTITY)[0]
