@@ -35,6 +35,9 @@ def render_bootstrap_sql(
     db = settings.database
     out: list[str] = [
         f"-- {HEADER}",
+        "-- Quiet: query results and notices are not the job's output; errors still are.",
+        "\\o /dev/null",
+        "SET client_min_messages = warning;",
         "-- Keep role passwords out of the server log even though they are verifiers.",
         "SET log_statement = 'none';",
         "SET log_min_error_statement = 'panic';",
@@ -62,7 +65,7 @@ def render_bootstrap_sql(
         out.append(f"GRANT CONNECT ON DATABASE {_ident(db)} TO {_ident(role.name)};")
     out += [
         "",
-        "-- Replication slots on the primary: one for every other node of the stack; slots of",
+        "-- Replication slots on the primary: one for every node of the stack but itself; slots of",
         "-- removed nodes are dropped (their walsender is ended first) so that they cannot hold",
         "-- WAL without bound. cluster_name tells which node this is.",
     ]
@@ -93,6 +96,7 @@ def render_bootstrap_sql(
         "END $$;",
         "",
         f"\\connect {db}",
+        "SET client_min_messages = warning;",
         "SET log_statement = 'none';",
         "-- PgBouncer's auth_query: the only way pgbouncer_auth sees a verifier. Superusers and the",
         "-- replication role cannot log in through the pooler.",

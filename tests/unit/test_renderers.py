@@ -110,7 +110,7 @@ def test_bootstrap_sql_sends_verifiers_never_passwords() -> None:
     sql = render_bootstrap_sql(DEV, topo, passwords, "seed")
     assert "plain-" not in sql
     assert sql.count("PASSWORD 'SCRAM-SHA-256$4096:") == len(ROLES)
-    assert "SET log_statement = 'none';" in sql.splitlines()[:5]
+    assert "SET log_statement = 'none';" in sql.splitlines()[:8]
     assert "ARRAY['elizadb_primary', 'elizadb_replica_1', 'elizadb_replica_2']" in sql
 
 
