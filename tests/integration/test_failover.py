@@ -105,6 +105,36 @@ def test_switchover_loses_no_row_and_the_old_primary_streams_from_the_new(
     _verify_after(sync_stack)
 
 
+def test_verify_reports_synchronous_replication_that_cannot_be_satisfied(
+    sync_stack: DeployedStack,
+) -> None:
+    """Both standbys cut off from the primary: every commit would hang. Verify says so (and only
+    the replication checks it should), then passes again once they are back."""
+    from elizadb.ops.failover import Cluster
+    from verify.drills.failover import _set_conninfo
+
+    sync_stack.up()
+    cluster = Cluster(sync_stack.client, sync_stack.settings)
+    standbys = [n for n in cluster.topo.nodes if n != cluster.topo.current_primary]
+    for node in standbys:
+        _set_conninfo(cluster, node, "''")
+    try:
+        results = {
+            r.id: r
+            for r in run_checks(load_outputs(sync_stack.outputs), only=["replication"])
+        }
+        assert results["replication.synchronous"].status == "fail"
+        assert "needs 1 standby(s) to confirm each commit" in results["replication.synchronous"].reason
+        assert results["replication.streaming"].status == "fail"
+    finally:
+        for node in standbys:
+            _set_conninfo(cluster, node, None)
+    for node in standbys:
+        cluster.wait_streaming(node, cluster.topo.current_primary, timeout_s=30)
+    results = run_checks(load_outputs(sync_stack.outputs), only=["replication"])
+    assert all(r.status == "pass" for r in results), [(r.id, r.reason) for r in results]
+
+
 def test_asynchronous_failover_reports_the_loss_it_measured(tmp_path: Path) -> None:
     with deployed_stack(tmp_path, "itfoa", 46600, replicas=1) as stack:
         r = _drill(stack)

@@ -130,3 +130,14 @@ def test_p95_is_an_observed_value_by_nearest_rank() -> None:
     assert percentile([7.0], 50) == 7.0
     with pytest.raises(ValueError):
         percentile([], 95)
+
+
+def test_required_synchronous_standbys_follow_postgresql_syntax() -> None:
+    from verify.checks.replication import required_sync_standbys
+
+    assert required_sync_standbys("") == 0
+    assert required_sync_standbys('ANY 1 ("elizadb_primary", "elizadb_replica_1")') == 1
+    assert required_sync_standbys("FIRST 2 (a, b, c)") == 2
+    assert required_sync_standbys("3 (a, b, c)") == 3
+    assert required_sync_standbys("a, b") == 1
+    assert required_sync_standbys("*") == 1

@@ -6,6 +6,7 @@ a naming convention, so the checks hold for any deployment whose outputs list th
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -278,9 +279,52 @@ def _refuses_read_write(conn: psycopg.Connection[Any]) -> bool | str:
     return "BEGIN READ WRITE succeeded"
 
 
+def required_sync_standbys(names: str) -> int:
+    """How many standbys must confirm a commit under `synchronous_standby_names`: 0 when empty;
+    N for `ANY N (...)`, `FIRST N (...)` or `N (...)`; 1 for a plain list."""
+    text = names.strip()
+    if not text:
+        return 0
+    match = re.match(r"^(?:(?:ANY|FIRST)\s+)?(\d+)\s*\(", text, re.IGNORECASE)
+    return int(match.group(1)) if match else 1
+
+
+def check_synchronous(ctx: Context) -> Outcome:
+    """With synchronous replication on, enough standbys are connected as synchronous candidates
+    to confirm a commit; otherwise every commit hangs until one returns."""
+    seen = Findings()
+    try:
+        primary = ctx.node(ctx.outputs.primary)
+    except Unreachable as err:
+        seen.unreachable(err)
+        return seen.outcome("", "")
+    names = scalar(primary, "SELECT current_setting('synchronous_standby_names')")
+    needed = required_sync_standbys(names)
+    if needed == 0:
+        return seen.outcome("asynchronous replication (synchronous_standby_names is empty)", "")
+    candidates = scalar(
+        primary,
+        "SELECT count(*) FROM pg_stat_replication"
+        " WHERE state = 'streaming' AND sync_state IN ('sync', 'quorum')",
+    )
+    if candidates < needed:
+        seen.problem(
+            f"synchronous replication needs {needed} standby(s) to confirm each commit "
+            f"({names}) but {candidates} is/are streaming as synchronous candidates: commits "
+            "on the primary wait until one returns"
+        )
+    return seen.outcome(
+        f"synchronous replication satisfied: {candidates} candidate(s) for {needed} required",
+        "bring a standby back (elizadb status shows which is down), or lower "
+        "elizadb:replication.synchronousCount / turn elizadb:replication.synchronous off and "
+        "`elizadb up`",
+    )
+
+
 CHECKS = (
     Check("replication.streaming", check_streaming),
     Check("replication.slots", check_slots),
     Check("replication.lag", check_lag),
     Check("replication.read_only", check_read_only),
+    Check("replication.synchronous", check_synchronous),
 )
