@@ -94,7 +94,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "engine": os.environ.get("DOCKER_HOST", "default")},
-        "topology": "primary + 2 replicas + pgbouncer + bootstrap job",
+        "topology": "primary + 2 replicas + pgbouncer + bootstrap job + backup agent",
         "runs": args.runs,
         "cold_up_seconds": [round(v, 2) for v in cold],
         "noop_up_seconds": [round(v, 2) for v in noop],
