@@ -1245,12 +1245,13 @@ process.exit(failed ? 1 : 0);
 
 
 def test_real_adapter_under_node(pg: ScratchPostgres, first_run: ExecResult) -> None:
-    """Opt-in, because it needs a 350 MB npm install: prepare it once with
-        npm install --prefix DIR @elizaos/adapter-postgres@0.1.9 sharp
-    and run with ELIZADB_ADAPTER_DIR=DIR."""
-    adapter_dir = os.environ.get("ELIZADB_ADAPTER_DIR")
-    if not adapter_dir:
-        pytest.skip("set ELIZADB_ADAPTER_DIR to an npm prefix holding @elizaos/adapter-postgres")
+    """The pinned adapter of tests/adapter (installed there by `npm ci` when missing) against the
+    bare migrated schema, including knowledge search, which the stack-level test does not drive."""
+    from tests.integration.test_eliza_adapter import ADAPTER_DIR, _install_adapter, _require_node
+
+    _require_node()
+    _install_adapter()
+    adapter_dir = str(ADAPTER_DIR)
     # Next to its node_modules, where Node resolves the package from.
     script = Path(adapter_dir) / "elizadb-adapter-check.mjs"
     script.write_text(ADAPTER_SCRIPT)
@@ -1259,9 +1260,12 @@ def test_real_adapter_under_node(pg: ScratchPostgres, first_run: ExecResult) -> 
         DB_URL=f"postgresql://eliza_agent:{PASSWORDS['eliza_agent']}@127.0.0.1:{pg.host_port}/eliza",
         USE_OPENAI_EMBEDDING="true",  # 1536 dimensions, as the eliza database was migrated
     )
-    done = subprocess.run(
-        ["node", str(script)], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
+    try:
+        done = subprocess.run(
+            ["node", str(script)], env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+    finally:
+        script.unlink(missing_ok=True)
     checks = [line for line in done.stdout.splitlines() if line.startswith(("ok", "FAIL"))]
     assert done.returncode == 0 and checks and not any(c.startswith("FAIL") for c in checks), (
         "\n".join(checks) + "\n" + done.stderr[-2000:]
