@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from elizadb import cli_backup, cli_drill
 from elizadb.config import PROJECT_DIR, load_stack
 from elizadb.errors import ElizaDbError
 
@@ -62,17 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run only checks whose id starts with ID (repeatable)")
     verify.add_argument("--json", action="store_true", help="print JSON instead of a table")
     verify.add_argument("--junit-xml", metavar="PATH", help="also write a JUnit XML report")
-    for module in _command_modules():
+    # Operations add their own subcommands; each parser's handler(args, settings) runs it.
+    for module in (cli_backup, cli_drill):
         module.register(sub, with_stack)
     return parser
-
-
-def _command_modules() -> list:  # type: ignore[type-arg]
-    """Modules that add their own subcommands: `register(subparsers, with_stack)` adds parsers
-    whose `handler(args, settings) -> int` runs them."""
-    from elizadb import cli_ops
-
-    return [cli_ops]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Subcommands for backups, restore and maintenance (see elizadb/cli_ops.py):
+"""Subcommands for backups, restore and maintenance (registered by elizadb/cli.py):
 
 elizadb backup      [--type full|diff|incr]            one pgBackRest backup now
 elizadb backups     [--json]                           what the repository holds
