@@ -71,7 +71,10 @@ class DeployedStack:
             self.settings = settings
         report = deploy.up(self.settings, progress, self.state_dir)
         self.outputs = deploy.outputs(self.settings, show_secrets=True)
-        self.outputs_file().write_text(json.dumps(self.outputs))
+        # Holds connection strings with passwords: readable by its owner only.
+        path = self.outputs_file()
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(self.outputs))
         self._fix_root_cert()
         return report
 
