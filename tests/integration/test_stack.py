@@ -107,7 +107,7 @@ def test_running_containers_are_exactly_what_the_pulumi_program_declares(
     environment, labels, files, volumes, network aliases, ports, health check and restart policy."""
     declaration = deploy.declare_stack(stack.settings)
     declared = declaration.of_type(CONTAINER)
-    assert len(declared) == 5
+    assert len(declared) == 6  # primary, 2 replicas, pooler, bootstrap job, backup agent
     for decl in declared:
         spec = decl.inputs
         container = stack.client.containers.get(spec["name"])
