@@ -1,4 +1,4 @@
-"""Subcommands: `failover`, `switchover --to NODE`, `drill failover|switchover`."""
+"""Subcommands: `failover`, `watch`, `switchover --to NODE`, `drill failover|switchover`."""
 
 from __future__ import annotations
 
@@ -23,6 +23,12 @@ def register(sub: argparse._SubParsersAction, with_stack: Any) -> None:  # type:
         sub.add_parser("failover", help="promote the most advanced standby (the primary is down)")
     )
     failover.set_defaults(handler=_failover)
+    watch = with_stack(
+        sub.add_parser("watch", help="watch the primary and fail over by itself when it fails")
+    )
+    watch.add_argument("--interval", type=float, default=0.5, help="seconds between checks")
+    watch.add_argument("--misses", type=int, default=3, help="failed checks before acting")
+    watch.set_defaults(handler=_watch)
     switchover = with_stack(sub.add_parser("switchover", help="planned change of primary, no loss"))
     switchover.add_argument("--to", required=True, metavar="NODE", help="replica-1, primary, ...")
     switchover.set_defaults(handler=_switchover)
@@ -59,6 +65,23 @@ def _failover(args: argparse.Namespace, settings: Any) -> int:
         )
     result = ops.failover(cluster, _say, failed=old)
     _say(f"{result.new.name} is the primary; start {old.name} again to rejoin it as a standby")
+    return 0
+
+
+def _watch(args: argparse.Namespace, settings: Any) -> int:
+    import threading
+
+    from elizadb.ops import failover as ops
+
+    if args.interval <= 0 or args.misses < 1:
+        raise UsageError(f"--interval {args.interval} / --misses {args.misses}: give positive values")
+    cluster = _cluster(settings)
+    _say(f"watching {cluster.topo.current_primary.name} every {args.interval}s (Ctrl-C stops)")
+    stop = threading.Event()
+    try:
+        ops.watch(cluster, _say, stop, args.interval, args.misses)
+    except KeyboardInterrupt:
+        stop.set()
     return 0
 
 

@@ -134,6 +134,12 @@ def declare(settings: StackSettings, state: StateFile | None) -> Declaration:
     """Run the program for `settings` and return everything it declared."""
     from infra.program import ElizaDbStack  # after set_mocks, as Pulumi requires
 
+    # Pulumi's runtime needs an event loop in the calling thread (a failover watcher runs this
+    # from a thread of its own).
+    try:
+        asyncio.get_event_loop()
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
     mocks = _LocalMocks(state)
     monitor = _CaptureMonitor(mocks)
     pulumi.runtime.set_mocks(

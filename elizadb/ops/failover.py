@@ -20,6 +20,7 @@ import atexit
 import io
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -365,3 +366,37 @@ def switchover(cluster: Cluster, target: Node, progress: Progress) -> dict[str, 
     steps["repoint_pooler"] = time.monotonic() - t0
     steps["rejoin"] = rejoin(cluster, old, target, progress)
     return steps
+
+
+def watch(
+    cluster: Cluster,
+    progress: Progress,
+    stop: threading.Event,
+    interval_s: float = 0.5,
+    misses_to_act: int = 3,
+) -> list[FailoverResult]:
+    """Fail over by itself: when the primary misses `misses_to_act` checks in a row (container
+    gone, or not answering as a primary), promote the most advanced standby, then start the old
+    primary again so that it rejoins as a standby. Runs until `stop` is set."""
+    done: list[FailoverResult] = []
+    misses = 0
+    while not stop.is_set():
+        primary = cluster.topo.current_primary
+        state = cluster.state(primary)
+        misses = 0 if state.running and state.in_recovery is False else misses + 1
+        if misses >= misses_to_act:
+            progress(f"{primary.name} missed {misses} checks: failing over")
+            try:
+                result = failover(cluster, progress, failed=primary)
+            except DeployError as err:
+                progress(f"failover failed, retrying: {err}")
+                stop.wait(interval_s)
+                continue
+            done.append(result)
+            misses = 0
+            try:
+                rejoin(cluster, result.old, result.new, progress)
+            except (DeployError, docker.errors.APIError) as err:
+                progress(f"{result.old.name} did not rejoin (start it to retry): {err}")
+        stop.wait(interval_s)
+    return done

@@ -103,6 +103,9 @@ def deployed_stack(
     tmp_path: Path, stack: str, port_base: int, keep: bool = False, **values: Any
 ) -> Iterator[DeployedStack]:
     client = require_engine()
+    # The local deploy finds its state through this variable; a stack deployed inside another
+    # test's stack must give it back when it is done.
+    outer_state_dir = os.environ.get("ELIZADB_STATE_DIR")
     os.environ["ELIZADB_STATE_DIR"] = str(tmp_path / "state")
     settings = stack_settings(stack, port_base, **values)
     handle = DeployedStack(settings, {}, client, tmp_path)
@@ -113,3 +116,7 @@ def deployed_stack(
     finally:
         if not keep:
             handle.down(delete_volumes=True)
+        if outer_state_dir is None:
+            os.environ.pop("ELIZADB_STATE_DIR", None)
+        else:
+            os.environ["ELIZADB_STATE_DIR"] = outer_state_dir

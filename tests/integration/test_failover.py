@@ -5,6 +5,7 @@ suite passes after every drill."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -152,3 +153,34 @@ def test_asynchronous_failover_reports_the_loss_it_measured(tmp_path: Path) -> N
         assert r.missing == len(acked - present)  # the report is the recount, not a claim
         assert "| off |" in report.render_table([r])
         assert r.primaries_after == 1
+
+
+def test_watch_fails_over_by_itself_and_the_old_primary_rejoins(sync_stack: DeployedStack) -> None:
+    import threading
+
+    from elizadb.ops.failover import Cluster, watch
+
+    cluster = Cluster(sync_stack.client, sync_stack.settings)
+    old = cluster.topo.current_primary
+    stop = threading.Event()
+    results: list = []
+    watcher = threading.Thread(
+        target=lambda: results.extend(watch(cluster, progress, stop, interval_s=0.3)), daemon=True
+    )
+    watcher.start()
+    try:
+        sync_stack.client.containers.get(old.name).kill()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            primaries = Cluster(sync_stack.client, sync_stack.settings).primaries()
+            rejoined = Cluster(sync_stack.client, sync_stack.settings).state(old)
+            if len(primaries) == 1 and primaries[0] != old and rejoined.in_recovery:
+                break
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        watcher.join(timeout=60)
+    assert len(results) == 1 and results[0].old == old
+    assert Cluster(sync_stack.client, sync_stack.settings).primaries() == [results[0].new]
+    assert Cluster(sync_stack.client, sync_stack.settings).state(old).in_recovery is True
+    _verify_after(sync_stack)
