@@ -105,7 +105,7 @@ def _tar(uploads: Iterable[dict[str, Any]]) -> bytes:
     return buffer.getvalue()
 
 
-def _container_levels(containers: list[Declared], decl: Declaration) -> list[list[Declared]]:
+def _container_levels(containers: list[Declared]) -> list[list[Declared]]:
     """Group containers so that each depends only on containers of earlier groups."""
     by_urn = {c.urn: c for c in containers}
 
@@ -126,14 +126,14 @@ def _container_levels(containers: list[Declared], decl: Declaration) -> list[lis
         ready = [urn for urn, d in remaining.items() if d <= done]
         if not ready:
             raise DeployError(f"dependency cycle among containers: {sorted(remaining)}")
-        levels.append([by_urn[u] for u in containers_order(ready, containers)])
+        levels.append([by_urn[u] for u in _declaration_order(ready, containers)])
         done.update(ready)
         for urn in ready:
             del remaining[urn]
     return levels
 
 
-def containers_order(urns: list[str], containers: list[Declared]) -> list[str]:
+def _declaration_order(urns: list[str], containers: list[Declared]) -> list[str]:
     order = {c.urn: i for i, c in enumerate(containers)}
     return sorted(urns, key=order.__getitem__)
 
@@ -176,7 +176,7 @@ class Applier:
                 self.progress(f"removing {existing.name} (no longer declared)")
                 self._remove(existing.name)
                 report.removed.append(existing.name)
-        for level in _container_levels(containers, declaration):
+        for level in _container_levels(containers):
             started = [c for c in level if self._ensure_container(c, report)]
             self._wait_all(started)
         return report

@@ -12,6 +12,7 @@ import docker.errors
 from elizadb.errors import DeployError
 from elizadb.local.apply import CONTAINER, Applier, ApplyReport, Progress, connect
 from elizadb.local.capture import Declaration, declare
+from elizadb.local.node_exec import exec_as_postgres, psql_lines
 from elizadb.local.state import StateFile
 from infra.settings import StackSettings
 from infra.topology import topology
@@ -107,18 +108,6 @@ class NodeStatus:
     replication: str
 
 
-def _exec(client: Any, name: str, cmd: list[str]) -> tuple[int, str]:
-    api = client.api
-    exec_id = api.exec_create(name, cmd, user="postgres")["Id"]
-    out = api.exec_start(exec_id).decode(errors="replace")
-    return api.exec_inspect(exec_id).get("ExitCode", 1), out
-
-
-def _psql(client: Any, name: str, sql: str) -> str | None:
-    code, out = _exec(client, name, ["psql", "-X", "-At", "-F", "|", "-d", "postgres", "-c", sql])
-    return out.strip() if code == 0 else None
-
-
 def status(settings: StackSettings) -> list[NodeStatus]:
     topo = topology(effective_settings(settings, StateFile(settings.stack)))
     client = connect()
@@ -134,17 +123,17 @@ def status(settings: StackSettings) -> list[NodeStatus]:
         if container.status != "running":
             rows.append(NodeStatus(node.name, node.role, container.status, False, None, "-"))
             continue
-        ready = _exec(client, node.name, ["pg_isready", "-q", "-h", "/run/postgresql"])[0] == 0
-        recovery = _psql(client, node.name, "SELECT pg_is_in_recovery()") if ready else None
-        in_recovery = None if recovery is None else recovery == "t"
+        ready = exec_as_postgres(client, node.name, ["pg_isready", "-q", "-h", "/run/postgresql"])[0] == 0
+        recovery = psql_lines(client, node.name, "SELECT pg_is_in_recovery()") if ready else None
+        in_recovery = None if not recovery else recovery[-1] == "t"
         if in_recovery is False and primary_out is None:
-            primary_out = _psql(
+            primary_out = psql_lines(
                 client,
                 node.name,
                 "SELECT application_name, state, sync_state, "
                 "pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn) FROM pg_stat_replication",
             )
-            for line in (primary_out or "").splitlines():
+            for line in primary_out or []:
                 app, state, sync, lag = line.split("|")
                 streams[app] = f"{state} ({sync}, {int(float(lag or 0))} B behind)"
         rows.append(NodeStatus(node.name, node.role, "running", ready, in_recovery, ""))

@@ -35,6 +35,7 @@ import psycopg
 from elizadb.errors import DeployError, UsageError
 from elizadb.local import deploy
 from elizadb.local.apply import CONTAINER, spec_digest
+from elizadb.local.node_exec import psql_lines
 from elizadb.local.state import StateFile
 from infra.render import paths
 from infra.settings import StackSettings
@@ -68,21 +69,10 @@ class Cluster:
 
     # -- queries -----------------------------------------------------------------------------
     def psql(self, node: Node, sql: str, timeout_s: float = 10) -> str | None:
-        """Run one statement on `node` through its local socket; None when it cannot answer."""
-        api = self.client.api
-        try:
-            exec_id = api.exec_create(
-                node.name,
-                ["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-c",
-                 f"SET statement_timeout = '{int(timeout_s * 1000)}'", "-c", sql],
-                user="postgres",
-            )["Id"]
-            out = api.exec_start(exec_id).decode(errors="replace")
-            if api.exec_inspect(exec_id).get("ExitCode") != 0:
-                return None
-        except docker.errors.APIError:
+        """The last output line of one statement on `node`; None when it cannot answer."""
+        lines = psql_lines(self.client, node.name, sql, timeout_s)
+        if lines is None:
             return None
-        lines = [line for line in out.splitlines() if line and line != "SET"]
         return lines[-1] if lines else ""
 
     def state(self, node: Node) -> NodeState:
