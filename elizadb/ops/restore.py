@@ -168,30 +168,19 @@ def _declared_primary(declaration: Declaration, topo: Topology) -> Node:
     return next(n for n in topo.nodes if n.name == name)
 
 
-def _prepare(
-    client: docker.DockerClient, declaration: Declaration, stack: str, progress: Progress
-) -> None:
-    """Network, volumes and image as declared, and no container."""
-    partial = Declaration(
-        resources=[r for r in declaration.resources if r.typ != CONTAINER],
-        outputs=declaration.outputs,
-        secret_outputs=declaration.secret_outputs,
-    )
-    Applier(client, stack, progress).apply(partial)
-
-
-def _start_alone(
+def _apply_without_containers(
     client: docker.DockerClient,
     declaration: Declaration,
     stack: str,
-    node: Node,
     progress: Progress,
+    keep: str | None = None,
 ) -> None:
+    """Network, volumes and image as declared, and no container but `keep` (a container name)."""
     partial = Declaration(
         resources=[
             r
             for r in declaration.resources
-            if r.typ != CONTAINER or r.inputs.get("name") == node.name
+            if r.typ != CONTAINER or (keep is not None and r.inputs.get("name") == keep)
         ],
         outputs=declaration.outputs,
         secret_outputs=declaration.secret_outputs,
@@ -270,7 +259,7 @@ def _recover(
     """Start the restored node alone and wait until it has replayed to the target and promoted."""
     started = time.monotonic()
     progress(f"starting {node.name}: replaying archived WAL")
-    _start_alone(client, declaration, settings.stack, node, progress)
+    _apply_without_containers(client, declaration, settings.stack, progress, keep=node.name)
 
     def promoted() -> bool:
         state = client.api.inspect_container(node.name)["State"]
@@ -388,7 +377,7 @@ def restore_in_place(
         check_archiving(client, settings)
     progress(f"stopping every container of stack {settings.stack} (data volumes stay)")
     Applier(client, settings.stack, progress).down(delete_volumes=False)
-    _prepare(client, declaration, settings.stack, progress)
+    _apply_without_containers(client, declaration, settings.stack, progress)
     # Read again: the agent may have taken a backup since; now that it is stopped, nothing moves.
     catalog = read_catalog(client, settings, image)
     _restore_nodes(client, settings, image, node, target, True, report, progress)
@@ -422,7 +411,7 @@ def restore_into_stack(
     declaration = deploy.declare_stack(dest)
     image = image_ref(declaration)
     try:
-        _prepare(client, declaration, dest.stack, progress)
+        _apply_without_containers(client, declaration, dest.stack, progress)
         catalog = read_catalog(client, source, image)
         check_target(target, catalog, dt.datetime.now(dt.UTC))
     except Exception:
