@@ -35,10 +35,12 @@ from pgvector.psycopg import register_vector
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.engine import engine_description
 from verify.synthetic import clustered_vectors
 
 RESULTS = ROOT / "bench" / "results"
-STACK, TARGET = "itbak", "itbakr"
+# Names and ports of its own, so that it never meets test_backup.py's stacks.
+STACK, TARGET = "benchbak", "benchbakr"
 MB = 1024 * 1024
 MESSAGE_TEXT = (
     "agent remembers the user asked about deployment schedules vector search latency replicas "
@@ -219,11 +221,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=30000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for backup.json/.md")
     args = parser.parse_args()
     project = Path(tempfile.mkdtemp(prefix="elizadb-backup-bench-"))
     (project / "Pulumi.yaml").write_text((ROOT / "Pulumi.yaml").read_text())
-    stack_file(project, STACK, 45500)
-    stack_file(project, TARGET, 45600)
+    stack_file(project, STACK, 44700)
+    stack_file(project, TARGET, 44800)
     cli = Cli(project)
     for name in (STACK, TARGET):
         cli.run("down", "--delete-volumes", "--stack", name)
@@ -293,7 +296,7 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "load_average_at_end": os.getloadavg(),
-            "engine": os.environ.get("DOCKER_HOST", "default"),
+            "engine": engine_description(),
         },
         "settings": {
             "compress_type": "lz4",
@@ -308,9 +311,9 @@ def main() -> None:
         "restore_into_new_stack_pitr": into,
         "restore_in_place_latest": in_place,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "backup.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "backup.md").write_text(markdown(result))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "backup.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "backup.md").write_text(markdown(result))
     print(markdown(result))
 
 

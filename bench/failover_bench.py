@@ -12,6 +12,7 @@ RTO <= 5 s.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -19,6 +20,10 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.engine import engine_description  # noqa: E402
+
 OUT = ROOT / "bench" / "results" / "failover"
 STACK = "benchfo"
 STACK_FILE = """config:
@@ -35,16 +40,21 @@ STACK_FILE = """config:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=OUT, help="folder for drill.json/.md/.svg")
     args = parser.parse_args()
     project = Path(tempfile.mkdtemp(prefix="elizadb-bench-"))
     (project / "Pulumi.yaml").write_text((ROOT / "Pulumi.yaml").read_text())
     (project / f"Pulumi.{STACK}.yaml").write_text(STACK_FILE)
-    env = {**os.environ, "ELIZADB_PROJECT_DIR": str(project),
-           "ELIZADB_STATE_DIR": str(project / "state")}
+    env = {
+        **os.environ,
+        "ELIZADB_PROJECT_DIR": str(project),
+        "ELIZADB_STATE_DIR": str(project / "state"),
+    }
 
     def elizadb(*argv: str) -> int:
-        return subprocess.run([sys.executable, "-m", "elizadb", *argv, "--stack", STACK],
-                              env=env, check=False).returncode
+        return subprocess.run(
+            [sys.executable, "-m", "elizadb", *argv, "--stack", STACK], env=env, check=False
+        ).returncode
 
     elizadb("down", "--delete-volumes")
     try:
@@ -52,7 +62,11 @@ def main() -> None:
             raise SystemExit("deploy failed")
         # --lag: before every fault one standby is cut off and falls behind, so "the most
         # advanced standby is promoted" is tested, not a tie.
-        code = elizadb("drill", "failover", "--runs", str(args.runs), "--lag", "--out", str(OUT))
+        code = elizadb(
+            "drill", "failover", "--runs", str(args.runs), "--lag", "--out", str(args.out)
+        )
+        engine = engine_description()
+        (args.out / "engine.json").write_text(json.dumps(engine, indent=2) + "\n")
     finally:
         elizadb("down", "--delete-volumes")
     raise SystemExit(code)
