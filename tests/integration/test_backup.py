@@ -366,10 +366,14 @@ def test_in_place_restore_to_a_point_in_time(stack: DeployedStack, project: Path
     assert batches_present(stack) == {"A": 60, "A2": 20, "B": 40, "C": 40, "D": 30, "E": 30}
     assert checksum(stack, keep) == expected
     wait_streaming(stack, 1)
-    # and the stack keeps backing up on its new timeline
-    listed = catalog(project, STACK)
-    assert listed["backups"][-1]["type"] == "full"
-    assert listed["backups"][-1]["wal_start"][:8] == f"{timeline(stack):08X}"
+    # and the stack keeps backing up on its new timeline: the restore's full backup first, then
+    # whatever the agent's schedule (an incremental every 20 s) added while the replica cloned.
+    new_timeline = f"{timeline(stack):08X}"
+    listed = catalog(project, STACK)["backups"]
+    since = [b for b in listed if b["wal_start"][:8] == new_timeline]
+    assert since, f"no backup on timeline {new_timeline}: {listed}"
+    assert since[0]["type"] == "full", since
+    assert all(b["type"] == "incr" for b in since[1:]), since
 
 
 def test_a_target_before_the_oldest_backup_is_refused_and_nothing_stops(

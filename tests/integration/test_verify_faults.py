@@ -843,11 +843,19 @@ def test_promoted_replica_fails_role_streaming_slots_and_read_only(stack: Deploy
 
 
 def test_unmounted_backup_volume_fails_backups_volume(stack: DeployedStack) -> None:
-    # A privileged exec may unmount inside the container: what is left at the path is the
-    # image's empty folder, where backups would die with the container.
+    # Unmounted inside the primary's mount namespace, what is left at the path is the image's
+    # empty folder, where backups would die with the container. Docker Engine refuses a
+    # privileged exec into an unprivileged container ("unable to apply caps"), so a privileged
+    # helper that shares the primary's PID namespace enters its mounts instead (both engines).
     primary = stack.client.containers.get(PRIMARY)
-    done = primary.exec_run(["umount", "-l", "/var/lib/pgbackrest"], user="root", privileged=True)
-    assert done.exit_code == 0, done.output
+    stack.client.containers.run(
+        primary.image.id,
+        entrypoint=["nsenter", "-t", "1", "-m", "umount", "-l", "/var/lib/pgbackrest"],
+        pid_mode=f"container:{primary.id}",
+        privileged=True,
+        user="root",
+        remove=True,
+    )
     try:
         expect(
             verify(stack),
