@@ -366,14 +366,13 @@ def test_in_place_restore_to_a_point_in_time(stack: DeployedStack, project: Path
     assert batches_present(stack) == {"A": 60, "A2": 20, "B": 40, "C": 40, "D": 30, "E": 30}
     assert checksum(stack, keep) == expected
     wait_streaming(stack, 1)
-    # and the stack keeps backing up on its new timeline: the restore's full backup first, then
-    # whatever the agent's schedule (an incremental every 20 s) added while the replica cloned.
+    # and the stack keeps backing up on its new timeline: the restore takes a full backup there.
+    # The agent's schedule (an incremental every 20 s) may add an incremental on the new
+    # timeline before it, on top of the last full of the old one: pgBackRest restores that too.
     new_timeline = f"{timeline(stack):08X}"
     listed = catalog(project, STACK)["backups"]
     since = [b for b in listed if b["wal_start"][:8] == new_timeline]
-    assert since, f"no backup on timeline {new_timeline}: {listed}"
-    assert since[0]["type"] == "full", since
-    assert all(b["type"] == "incr" for b in since[1:]), since
+    assert any(b["type"] == "full" for b in since), f"no full on timeline {new_timeline}: {listed}"
 
 
 def test_a_target_before_the_oldest_backup_is_refused_and_nothing_stops(
