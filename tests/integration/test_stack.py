@@ -84,9 +84,14 @@ def test_replicas_reject_writes(stack: DeployedStack) -> None:
 
 
 def test_second_up_recreates_nothing(stack: DeployedStack) -> None:
-    before = {c.name: c.id for c in stack.client.containers.list(all=True)}
+    # This stack's containers only: other stacks on the same engine come and go meanwhile.
+    def mine() -> dict[str, str]:
+        containers = stack.client.containers.list(all=True)
+        return {c.name: c.id for c in containers if c.name.startswith(f"elizadb-{STACK}-")}
+
+    before = mine()
     report = stack.up()
-    after = {c.name: c.id for c in stack.client.containers.list(all=True)}
+    after = mine()
     assert not report.changed, report
     assert before == after
 
