@@ -317,9 +317,16 @@ def main() -> None:
     print(markdown(result))
 
 
-def rewrite_markdown() -> None:
-    """bench/results/backup.md again from backup.json (after a change to the table only)."""
-    (RESULTS / "backup.md").write_text(markdown(json.loads((RESULTS / "backup.json").read_text())))
+def rewrite_markdown(folder: Path = RESULTS) -> None:
+    """backup.md again from backup.json (after a change to the table only)."""
+    (folder / "backup.md").write_text(markdown(json.loads((folder / "backup.json").read_text())))
+
+
+def engine_line(engine: str | dict[str, str]) -> str:
+    # Results before engines were recorded name only the socket (Podman's, then).
+    if isinstance(engine, str):
+        return f" Engine at {engine}."
+    return f" Engine: {engine['name']} {engine['version']} (API {engine['api_version']})."
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -341,6 +348,7 @@ def markdown(r: dict[str, Any]) -> str:
             f"pgBackRest 2.55, lz4, process-max 2, block incremental, repository on the same disk; "
             f"{r['machine']['cpus']} CPUs shared with other workloads (load average at the end "
             f"{r['machine']['load_average_at_end'][0]:.1f}); {len(fulls)} runs each. {r['when']}."
+            f"{engine_line(r['machine']['engine'])}"
         ),
         "",
         "| measure | median | min | max |",
