@@ -1,7 +1,8 @@
 """Deploy real eliza-db stacks for integration tests, through the same local deploy path that
 `elizadb up` takes, each test stack with its own name, ports and state folder.
 
-In CI (CI=true) a missing container engine fails the test; elsewhere it skips with the reason.
+In CI a missing container engine fails the test; elsewhere it skips with the reason
+(tests/integration/needs.py).
 """
 
 from __future__ import annotations
@@ -16,23 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import docker
-import pytest
 
 from elizadb.config import BASE_IMAGE_ENV
 from elizadb.local import deploy
-from elizadb.local.apply import Applier, connect
-from elizadb.errors import EngineError
+from elizadb.local.apply import Applier
 from infra.settings import StackSettings, load_settings
-
-
-def require_engine() -> docker.DockerClient:
-    try:
-        return connect()
-    except EngineError as err:
-        message = f"container engine needed: {err}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+from tests.integration.needs import require_engine
 
 
 def stack_settings(stack: str, port_base: int, **values: Any) -> StackSettings:
@@ -90,7 +80,9 @@ class DeployedStack:
         conns = self.outputs["connections"]
         for key, value in list(conns.items()):
             if isinstance(value, list):
-                conns[key] = [v.replace(f"sslrootcert={rel}", f"sslrootcert={absolute}") for v in value]
+                conns[key] = [
+                    v.replace(f"sslrootcert={rel}", f"sslrootcert={absolute}") for v in value
+                ]
             else:
                 conns[key] = value.replace(f"sslrootcert={rel}", f"sslrootcert={absolute}")
 
