@@ -23,6 +23,7 @@ from elizadb.local import deploy
 from elizadb.local.apply import Applier
 from infra.settings import StackSettings, load_settings
 from tests.integration.needs import require_engine
+from verify.drills.failover import DrillResult, run_drill
 
 
 def stack_settings(stack: str, port_base: int, **values: Any) -> StackSettings:
@@ -112,3 +113,20 @@ def deployed_stack(
             os.environ.pop("ELIZADB_STATE_DIR", None)
         else:
             os.environ["ELIZADB_STATE_DIR"] = outer_state_dir
+
+
+def drill(stack: DeployedStack, kind: str = "failover", lagging: str | None = None) -> DrillResult:
+    """One short drill (1.5 s of writes before the fault, 1 s after) against a test stack."""
+    outputs = deploy.outputs(stack.settings, show_secrets=True)
+    ca = stack.state_dir / outputs["caCertPath"]
+    return run_drill(
+        stack.client,
+        stack.settings,
+        outputs,
+        str(ca),
+        progress,
+        kind=kind,
+        write_before_s=1.5,
+        write_after_s=1.0,
+        lagging=lagging,
+    )
