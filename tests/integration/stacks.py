@@ -69,6 +69,17 @@ class DeployedStack:
         self._fix_root_cert()
         return report
 
+    def container_identities(self) -> dict[str, tuple[str, str]]:
+        """Each of this stack's containers by name: its id and when it last started, so that a
+        test can tell that nothing was recreated or restarted (other stacks on the machine come
+        and go and are no business of the test)."""
+        prefix = f"elizadb-{self.settings.stack}-"
+        return {
+            c.name: (c.id, c.attrs["State"]["StartedAt"])
+            for c in self.client.containers.list(all=True)
+            if c.name.startswith(prefix)
+        }
+
     def outputs_file(self) -> Path:
         path = self.state_dir / f"{self.settings.stack}.outputs.json"
         return path
