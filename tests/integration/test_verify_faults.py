@@ -1023,6 +1023,44 @@ def test_paused_replay_fails_replication_lag(stack: DeployedStack) -> None:
     )
 
 
+def test_replay_paused_with_little_lag_fails_replication_lag(stack: DeployedStack) -> None:
+    # Nothing written: the lag stays far under its thresholds, but the replica has stopped
+    # converging and will fall behind with the next write.
+    caught(
+        stack,
+        sql_fault(
+            stack,
+            ["SELECT pg_wal_replay_pause()"],
+            ["SELECT pg_wal_replay_resume()"],
+            node=REPLICA_1,
+            db="postgres",
+        ),
+        {"replication.lag"},
+        says={"replication.lag": f"replica-1 (127.0.0.1:{PORT_BASE + 1})'s WAL replay is pause"},
+    )
+
+
+def test_stopped_wal_receiver_fails_streaming_and_slots(stack: DeployedStack) -> None:
+    # replica-1 runs and answers queries, but its WAL receiver is gone (no primary_conninfo):
+    # it receives nothing and its slot on the primary goes idle.
+    caught(
+        stack,
+        sql_fault(
+            stack,
+            ["ALTER SYSTEM SET primary_conninfo = ''", "SELECT pg_reload_conf()"],
+            ["ALTER SYSTEM RESET primary_conninfo", "SELECT pg_reload_conf()"],
+            node=REPLICA_1,
+            db="postgres",
+        ),
+        {"replication.streaming", "replication.slots"},
+        skips={"replication.lag"},
+        says={
+            "replication.streaming": "its WAL receiver is not running",
+            "replication.slots": "elizadb_replica_1 is not active",
+        },
+    )
+
+
 @contextmanager
 def lost_slot(stack: DeployedStack) -> Iterator[None]:
     """An inactive slot whose WAL was removed (wal_status lost): for one checkpoint the primary

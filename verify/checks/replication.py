@@ -38,10 +38,12 @@ class Slot:
 
 @dataclass(frozen=True)
 class ReplicaView:
-    """What a replica says about itself: the slot it asks for and its WAL receiver."""
+    """What a replica says about itself: the slot it asks for, its WAL receiver, and whether
+    its WAL replay is paused (pg_get_wal_replay_pause_state: 'pause requested' or 'paused')."""
 
     slot: str
     receiver_status: str | None
+    replay_pause: str = "not paused"
 
 
 @dataclass(frozen=True)
@@ -78,11 +80,12 @@ def _read_state(ctx: Context) -> State:
         except Unreachable as err:
             replicas[replica.label] = err
             continue
-        slot, status = row(
+        slot, status, pause = row(
             conn,
-            "SELECT current_setting('primary_slot_name'), (SELECT status FROM pg_stat_wal_receiver)",
+            "SELECT current_setting('primary_slot_name'), (SELECT status FROM pg_stat_wal_receiver),"
+            " pg_get_wal_replay_pause_state()",
         )
-        replicas[replica.label] = ReplicaView(slot, status)
+        replicas[replica.label] = ReplicaView(slot, status, pause)
     return State(senders, slots, replicas)
 
 
@@ -202,7 +205,9 @@ def lag_problem(label: str, sender: Sender, t: Thresholds) -> str | None:
 
 
 def check_lag(ctx: Context) -> Outcome:
-    """Every streaming replica replays within lag_max_bytes and lag_max_seconds of the primary."""
+    """Every streaming replica replays within lag_max_bytes and lag_max_seconds of the primary,
+    and none has its replay paused: a paused replica still receives WAL and looks close behind
+    until enough is written, but stops converging at once."""
     seen = Findings()
     try:
         state = _state(ctx)
@@ -216,6 +221,11 @@ def check_lag(ctx: Context) -> Outcome:
             seen.unreachable(view)
             continue
         sender = _sender_for(state, view.slot)
+        if view.replay_pause != "not paused":
+            seen.problem(
+                f"{replica}'s WAL replay is {view.replay_pause}: it receives WAL but applies "
+                "none of it"
+            )
         if sender is None or sender.state != "streaming":
             seen.not_checked(str(replica), "replication.streaming", "not streaming")
             continue
@@ -228,8 +238,8 @@ def check_lag(ctx: Context) -> Outcome:
             seen.problem(problem)
     return seen.outcome(
         "lag " + (", ".join(shown) or "n/a (no replicas)"),
-        "check the replica for paused replay (SELECT pg_is_wal_replay_paused()), long queries "
-        "conflicting with recovery, or an I/O-starved host",
+        "resume a paused replica (SELECT pg_wal_replay_resume() on it); otherwise look for "
+        "long queries conflicting with recovery, or an I/O-starved host",
     )
 
 
