@@ -1000,24 +1000,31 @@ def _wal(megabytes: int) -> str:
     )
 
 
-def test_paused_replay_fails_replication_lag(stack: DeployedStack) -> None:
-    replica = endpoint(stack, REPLICA_1)
+def replica_1_paused(stack: DeployedStack, wal_megabytes: int) -> AbstractContextManager[None]:
+    """replica-1's WAL replay paused, then `wal_megabytes` of WAL written on the primary."""
+    pause = sql_fault(
+        stack,
+        ["SELECT pg_wal_replay_pause()"],
+        ["SELECT pg_wal_replay_resume()"],
+        node=REPLICA_1,
+        db="postgres",
+    )
 
     @contextmanager
     def paused() -> Iterator[None]:
-        with sql_fault(
-            stack,
-            ["SELECT pg_wal_replay_pause()"],
-            ["SELECT pg_wal_replay_resume()"],
-            node=REPLICA_1,
-            db="postgres",
-        ):
-            sql(stack, _wal(80), db="postgres")  # above the 64 MiB threshold
+        with pause:
+            if wal_megabytes:
+                sql(stack, _wal(wal_megabytes), db="postgres")
             yield
 
+    return paused()
+
+
+def test_paused_replay_fails_replication_lag(stack: DeployedStack) -> None:
+    replica = endpoint(stack, REPLICA_1)
     caught(
         stack,
-        paused(),
+        replica_1_paused(stack, 80),  # above the 64 MiB threshold
         {"replication.lag"},
         says={"replication.lag": f"replica-1 ({replica['host']}:{replica['port']}) replays"},
     )
@@ -1026,17 +1033,14 @@ def test_paused_replay_fails_replication_lag(stack: DeployedStack) -> None:
 def test_replay_paused_with_little_lag_fails_replication_lag(stack: DeployedStack) -> None:
     # Nothing written: the lag stays far under its thresholds, but the replica has stopped
     # converging and will fall behind with the next write.
+    replica = endpoint(stack, REPLICA_1)
     caught(
         stack,
-        sql_fault(
-            stack,
-            ["SELECT pg_wal_replay_pause()"],
-            ["SELECT pg_wal_replay_resume()"],
-            node=REPLICA_1,
-            db="postgres",
-        ),
+        replica_1_paused(stack, 0),
         {"replication.lag"},
-        says={"replication.lag": f"replica-1 (127.0.0.1:{PORT_BASE + 1})'s WAL replay is pause"},
+        says={
+            "replication.lag": f"replica-1 ({replica['host']}:{replica['port']})'s WAL replay is"
+        },
     )
 
 
