@@ -74,9 +74,14 @@ class DeployedStack:
         test can tell that nothing was recreated or restarted (other stacks on the machine come
         and go and are no business of the test)."""
         prefix = f"elizadb-{self.settings.stack}-"
+        # Filtered by name at the engine, and tolerant of a container removed between listing
+        # and inspecting: other checkouts' stacks come and go meanwhile.
+        listed = self.client.containers.list(
+            all=True, filters={"name": prefix}, ignore_removed=True
+        )
         return {
             c.name: (c.id, c.attrs["State"]["StartedAt"])
-            for c in self.client.containers.list(all=True)
+            for c in listed
             if c.name.startswith(prefix)
         }
 
