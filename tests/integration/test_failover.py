@@ -119,6 +119,7 @@ def test_verify_reports_synchronous_replication_that_cannot_be_satisfied(
             "replication.streaming": "fail",
             "replication.slots": "fail",
             "replication.lag": "skip",
+            "replication.converging": "pass",  # no streaming slot to follow
             "replication.read_only": "pass",
             "replication.synchronous": "fail",
         }, statuses

@@ -1066,6 +1066,27 @@ def test_stopped_wal_receiver_fails_streaming_and_slots(stack: DeployedStack) ->
 
 
 @contextmanager
+def hung_wal_receiver(stack: DeployedStack) -> Iterator[None]:
+    """replica-1's WAL receiver stopped with SIGSTOP: its connection stays open and both ends
+    still say streaming, but nothing it is sent is flushed or confirmed. SIGCONT resumes it."""
+    ((pid,),) = sql(stack, "SELECT pid FROM pg_stat_wal_receiver", node=REPLICA_1, db="postgres")
+    sh(stack, REPLICA_1, f"kill -STOP {pid}", user="postgres")
+    try:
+        yield
+    finally:
+        sh(stack, REPLICA_1, f"kill -CONT {pid}", user="postgres")
+
+
+def test_hung_wal_receiver_fails_replication_converging(stack: DeployedStack) -> None:
+    caught(
+        stack,
+        hung_wal_receiver(stack),
+        {"replication.converging"},
+        says={"replication.converging": "slot elizadb_replica_1's restart LSN stays at"},
+    )
+
+
+@contextmanager
 def lost_slot(stack: DeployedStack) -> Iterator[None]:
     """An inactive slot whose WAL was removed (wal_status lost): for one checkpoint the primary
     keeps only 1 MB of WAL for slots and none for wal_keep_size, after both replicas have

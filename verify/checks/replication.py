@@ -7,6 +7,7 @@ a naming convention, so the checks hold for any deployment whose outputs list th
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +84,10 @@ def _read_state(ctx: Context) -> State:
         slot, status, pause = row(
             conn,
             "SELECT current_setting('primary_slot_name'), (SELECT status FROM pg_stat_wal_receiver),"
-            " pg_get_wal_replay_pause_state()",
+            # A promoted replica has no replay to pause (and the function errors outside
+            # recovery); health.role reports it.
+            " CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state()"
+            "      ELSE 'not paused' END",
         )
         replicas[replica.label] = ReplicaView(slot, status, pause)
     return State(senders, slots, replicas)
@@ -243,6 +247,57 @@ def check_lag(ctx: Context) -> Outcome:
     )
 
 
+# How long a streaming replica's slot may take to confirm a fresh WAL record: the primary's WAL
+# writer flushes within wal_writer_delay (200 ms) and a standby confirms what it flushes at once.
+CONVERGE_TIMEOUT_S = 5.0
+
+
+def check_converging(ctx: Context) -> Outcome:
+    """Every streaming replica's slot follows new WAL: the suite writes one WAL record (a
+    logical message, no rows) on the primary and each active slot's restart LSN must pass it
+    within CONVERGE_TIMEOUT_S. A replica whose WAL receiver hangs still shows as streaming, and
+    its lag stays small while little is written; its slot stops advancing at once."""
+    seen = Findings()
+    try:
+        primary = ctx.node(ctx.outputs.primary)
+    except Unreachable as err:
+        seen.unreachable(err)
+        return seen.outcome("", "")
+    # Flushed at once (PostgreSQL 17's fourth argument): a record that is not part of a
+    # commit would otherwise wait in the WAL buffers, unsent, until a page fills.
+    # The function returns the LSN at the end of the record it wrote: a slot has followed once
+    # its restart LSN reaches it.
+    marker = scalar(
+        primary,
+        "SELECT pg_logical_emit_message(false, 'elizadb-verify', 'converging', true)::text",
+    )
+    # Only slots with a streaming sender: a replica that is not streaming at all is reported by
+    # replication.streaming and replication.slots.
+    query = (
+        "SELECT s.slot_name, s.restart_lsn::text, s.restart_lsn >= %s::pg_lsn"
+        "  FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid"
+        " WHERE r.state = 'streaming' ORDER BY 1"
+    )
+    deadline = time.monotonic() + CONVERGE_TIMEOUT_S
+    while True:
+        rows = primary.execute(query, (marker,)).fetchall()
+        behind = [(name, lsn) for name, lsn, passed in rows if not passed]
+        if not behind or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    for name, lsn in behind:
+        seen.problem(
+            f"slot {name}'s restart LSN stays at {lsn}: its replica has not confirmed WAL written "
+            f"up to {marker} within {CONVERGE_TIMEOUT_S:g} s (a hung WAL receiver, or a replica "
+            "that cannot flush)"
+        )
+    return seen.outcome(
+        f"{len(rows)} streaming slot(s) confirmed new WAL",
+        "look at the replica's WAL receiver (pg_stat_wal_receiver, its log) and its disk; "
+        "restarting the replica restarts its receiver",
+    )
+
+
 def check_read_only(ctx: Context) -> Outcome:
     """Every replica refuses writes: a read-write transaction is refused on it.
 
@@ -335,6 +390,11 @@ CHECKS = (
     Check("replication.streaming", check_streaming),
     Check("replication.slots", check_slots),
     Check("replication.lag", check_lag),
+    Check(
+        "replication.converging",
+        check_converging,
+        writes="one WAL record (a logical message, no rows) on the primary",
+    ),
     Check("replication.read_only", check_read_only),
     Check("replication.synchronous", check_synchronous),
 )
