@@ -97,6 +97,15 @@ def _state(ctx: Context) -> State:
     return ctx.memo("replication.state", lambda: _read_state(ctx))
 
 
+def _primary(ctx: Context, seen: Findings) -> psycopg.Connection[Any] | None:
+    """The superuser on the primary, or None with the reason recorded in `seen`."""
+    try:
+        return ctx.node(ctx.outputs.primary)
+    except Unreachable as err:
+        seen.unreachable(err)
+        return None
+
+
 def _sender_for(state: State, slot: str) -> Sender | None:
     return next((s for s in state.senders if slot and s.slot == slot), None)
 
@@ -254,19 +263,16 @@ CONVERGE_TIMEOUT_S = 5.0
 
 def check_converging(ctx: Context) -> Outcome:
     """Every streaming replica's slot follows new WAL: the suite writes one WAL record (a
-    logical message, no rows) on the primary and each active slot's restart LSN must pass it
+    logical message, no rows) on the primary and each active slot's restart LSN must reach it
     within CONVERGE_TIMEOUT_S. A replica whose WAL receiver hangs still shows as streaming, and
     its lag stays small while little is written; its slot stops advancing at once."""
     seen = Findings()
-    try:
-        primary = ctx.node(ctx.outputs.primary)
-    except Unreachable as err:
-        seen.unreachable(err)
+    primary = _primary(ctx, seen)
+    if primary is None:
         return seen.outcome("", "")
     # Flushed at once (PostgreSQL 17's fourth argument): a record that is not part of a
-    # commit would otherwise wait in the WAL buffers, unsent, until a page fills.
-    # The function returns the LSN at the end of the record it wrote: a slot has followed once
-    # its restart LSN reaches it.
+    # commit would otherwise wait in the WAL buffers, unsent, until a page fills. The function
+    # returns the LSN at the end of the record: a slot has followed once it reaches that.
     marker = scalar(
         primary,
         "SELECT pg_logical_emit_message(false, 'elizadb-verify', 'converging', true)::text",
@@ -358,10 +364,8 @@ def check_synchronous(ctx: Context) -> Outcome:
     """With synchronous replication on, enough standbys are connected as synchronous candidates
     to confirm a commit; otherwise every commit hangs until one returns."""
     seen = Findings()
-    try:
-        primary = ctx.node(ctx.outputs.primary)
-    except Unreachable as err:
-        seen.unreachable(err)
+    primary = _primary(ctx, seen)
+    if primary is None:
         return seen.outcome("", "")
     names = scalar(primary, "SELECT current_setting('synchronous_standby_names')")
     needed = required_sync_standbys(names)
