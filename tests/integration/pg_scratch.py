@@ -65,9 +65,14 @@ class ScratchTimeout(RuntimeError):
 
 
 def engine_client() -> docker.DockerClient:
-    """A client for the first engine that answers: $DOCKER_HOST, then the usual sockets."""
-    candidates = [os.environ["DOCKER_HOST"]] if os.environ.get("DOCKER_HOST") else []
-    candidates += [c for c in _ENGINE_SOCKETS if c not in candidates]
+    """A client for $DOCKER_HOST when it is set, else for the first usual socket that answers.
+
+    An explicit DOCKER_HOST is the engine the run was told to use: falling back to another one
+    would hide a broken setting (and let CI pass on an engine it was not meant to test)."""
+    if os.environ.get("DOCKER_HOST"):
+        candidates = [os.environ["DOCKER_HOST"]]
+    else:
+        candidates = list(_ENGINE_SOCKETS)
     errors: list[str] = []
     for base_url in candidates:
         try:

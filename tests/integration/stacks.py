@@ -1,7 +1,8 @@
 """Deploy real eliza-db stacks for integration tests, through the same local deploy path that
 `elizadb up` takes, each test stack with its own name, ports and state folder.
 
-In CI (CI=true) a missing container engine fails the test; elsewhere it skips with the reason.
+In CI a missing container engine fails the test; elsewhere it skips with the reason
+(tests/integration/needs.py).
 """
 
 from __future__ import annotations
@@ -16,23 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import docker
-import pytest
 
 from elizadb.config import BASE_IMAGE_ENV
 from elizadb.local import deploy
-from elizadb.local.apply import Applier, connect
-from elizadb.errors import EngineError
+from elizadb.local.apply import Applier
 from infra.settings import StackSettings, load_settings
-
-
-def require_engine() -> docker.DockerClient:
-    try:
-        return connect()
-    except EngineError as err:
-        message = f"container engine needed: {err}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+from tests.integration.needs import require_engine
+from verify.drills.failover import DrillResult, run_drill
 
 
 def stack_settings(stack: str, port_base: int, **values: Any) -> StackSettings:
@@ -78,6 +69,22 @@ class DeployedStack:
         self._fix_root_cert()
         return report
 
+    def container_identities(self) -> dict[str, tuple[str, str]]:
+        """Each of this stack's containers by name: its id and when it last started, so that a
+        test can tell that nothing was recreated or restarted (other stacks on the machine come
+        and go and are no business of the test)."""
+        prefix = f"elizadb-{self.settings.stack}-"
+        # Filtered by name at the engine, and tolerant of a container removed between listing
+        # and inspecting: other checkouts' stacks come and go meanwhile.
+        listed = self.client.containers.list(
+            all=True, filters={"name": prefix}, ignore_removed=True
+        )
+        return {
+            c.name: (c.id, c.attrs["State"]["StartedAt"])
+            for c in listed
+            if c.name.startswith(prefix)
+        }
+
     def outputs_file(self) -> Path:
         path = self.state_dir / f"{self.settings.stack}.outputs.json"
         return path
@@ -90,7 +97,9 @@ class DeployedStack:
         conns = self.outputs["connections"]
         for key, value in list(conns.items()):
             if isinstance(value, list):
-                conns[key] = [v.replace(f"sslrootcert={rel}", f"sslrootcert={absolute}") for v in value]
+                conns[key] = [
+                    v.replace(f"sslrootcert={rel}", f"sslrootcert={absolute}") for v in value
+                ]
             else:
                 conns[key] = value.replace(f"sslrootcert={rel}", f"sslrootcert={absolute}")
 
@@ -120,3 +129,20 @@ def deployed_stack(
             os.environ.pop("ELIZADB_STATE_DIR", None)
         else:
             os.environ["ELIZADB_STATE_DIR"] = outer_state_dir
+
+
+def drill(stack: DeployedStack, kind: str = "failover", lagging: str | None = None) -> DrillResult:
+    """One short drill (1.5 s of writes before the fault, 1 s after) against a test stack."""
+    outputs = deploy.outputs(stack.settings, show_secrets=True)
+    ca = stack.state_dir / outputs["caCertPath"]
+    return run_drill(
+        stack.client,
+        stack.settings,
+        outputs,
+        str(ca),
+        progress,
+        kind=kind,
+        write_before_s=1.5,
+        write_after_s=1.0,
+        lagging=lagging,
+    )

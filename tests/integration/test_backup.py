@@ -378,6 +378,7 @@ def test_in_place_restore_to_a_point_in_time(stack: DeployedStack, project: Path
 def test_a_target_before_the_oldest_backup_is_refused_and_nothing_stops(
     stack: DeployedStack, project: Path
 ) -> None:
+    before = stack.container_identities()
     env = {
         **os.environ,
         "ELIZADB_PROJECT_DIR": str(project),
@@ -405,7 +406,17 @@ def test_a_target_before_the_oldest_backup_is_refused_and_nothing_stops(
     )
     assert result.returncode == 2, result.stderr
     assert "before the oldest backup ends" in result.stderr
-    assert stack.client.containers.get(f"elizadb-{STACK}-primary").status == "running"
+    # Nothing stopped, recreated or restarted: every container of the stack has the id and
+    # the start time it had before, and the running ones still run.
+    assert stack.container_identities() == before
+    running = {
+        c.name
+        for c in stack.client.containers.list(
+            filters={"name": f"elizadb-{STACK}-"}, ignore_removed=True
+        )
+        if c.name.startswith(f"elizadb-{STACK}-")
+    }
+    assert {f"elizadb-{STACK}-primary", f"elizadb-{STACK}-replica-1"} <= running, running
 
 
 # -- 7. maintenance --------------------------------------------------------------------------

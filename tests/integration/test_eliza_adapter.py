@@ -8,7 +8,7 @@ While its pool still holds its connections, the test looks at them from PgBounce
 primary; afterwards it checks the rows as the superuser.
 
 Needs Node >= 20 and npm; node_modules are installed with `npm ci` from the pinned lock file
-when missing. In CI (CI=true) a missing Node, npm or container engine fails the test.
+when missing. In CI (any spelling of CI but an explicit no) a missing Node, npm or container engine fails the test.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.integration.needs import missing
 from tests.integration.stacks import DeployedStack, deployed_stack, progress
 
 pytestmark = pytest.mark.integration
@@ -70,20 +71,14 @@ OPERATIONS = {
 }
 
 
-def _missing(what: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(what)
-    pytest.skip(what)
-
-
 def _require_node() -> None:
     if not shutil.which("node") or not shutil.which("npm"):
-        _missing("node and npm are needed to drive @elizaos/adapter-postgres")
+        missing("node and npm are needed to drive @elizaos/adapter-postgres")
     version = subprocess.run(
         ["node", "--version"], capture_output=True, text=True, timeout=30, check=True
     ).stdout.strip()
     if int(version.lstrip("v").split(".")[0]) < 20:
-        _missing(f"node >= 20 is needed, found {version}")
+        missing(f"node >= 20 is needed, found {version}")
 
 
 def _install_adapter() -> None:

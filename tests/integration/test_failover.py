@@ -13,10 +13,10 @@ import psycopg
 import pytest
 
 from elizadb.local import deploy
+from tests.integration.stacks import DeployedStack, deployed_stack, drill, progress
 from verify.drills import report
-from verify.drills.failover import SCHEMA, DrillResult, run_drill
+from verify.drills.failover import SCHEMA
 from verify.suite import load_outputs, run_checks
-from tests.integration.stacks import DeployedStack, deployed_stack, progress
 
 pytestmark = pytest.mark.integration
 
@@ -29,20 +29,9 @@ def sync_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeployedSta
         yield handle
 
 
-def _drill(stack: DeployedStack, kind: str = "failover", lagging: str | None = None) -> DrillResult:
-    outputs = deploy.outputs(stack.settings, show_secrets=True)
-    ca = stack.state_dir / outputs["caCertPath"]
-    return run_drill(
-        stack.client, stack.settings, outputs, str(ca), progress, kind=kind,
-        write_before_s=1.5, write_after_s=1.0, lagging=lagging,
-    )
-
-
 def _verify_after(stack: DeployedStack) -> None:
     stack.up()  # no change expected; refreshes outputs with the current primary
-    results = run_checks(
-        load_outputs(stack.outputs), only=["health", "replication", "pooler"]
-    )
+    results = run_checks(load_outputs(stack.outputs), only=["health", "replication", "pooler"])
     failed = [f"{r.id}: {r.reason}" for r in results if r.status == "fail"]
     assert not failed, failed
 
@@ -52,7 +41,7 @@ def test_three_failovers_lose_no_acknowledged_write_and_promote_the_most_advance
 ) -> None:
     results = []
     for _ in range(3):
-        r = _drill(sync_stack)
+        r = drill(sync_stack)
         results.append(r)
         assert r.synchronous
         assert r.acked > 50, r.as_dict()
@@ -78,7 +67,7 @@ def test_a_lagging_standby_is_passed_over(sync_stack: DeployedStack) -> None:
     ).primary_node
     standbys = [n for n in ("primary", "replica-1", "replica-2") if n != current]
     lagging, ahead = standbys[0], standbys[1]
-    r = _drill(sync_stack, lagging=lagging)
+    r = drill(sync_stack, lagging=lagging)
     assert r.positions[ahead] > r.positions[lagging], r.positions
     assert r.new_primary == ahead
     assert r.missing == 0
@@ -89,7 +78,7 @@ def test_a_lagging_standby_is_passed_over(sync_stack: DeployedStack) -> None:
 def test_switchover_loses_no_row_and_the_old_primary_streams_from_the_new(
     sync_stack: DeployedStack,
 ) -> None:
-    r = _drill(sync_stack, kind="switchover")
+    r = drill(sync_stack, kind="switchover")
     assert r.missing == 0
     assert r.primaries_after == 1
     # the old primary was demoted and streams from the new one
@@ -121,12 +110,22 @@ def test_verify_reports_synchronous_replication_that_cannot_be_satisfied(
         _set_conninfo(cluster, node, "''")
     try:
         results = {
-            r.id: r
-            for r in run_checks(load_outputs(sync_stack.outputs), only=["replication"])
+            r.id: r for r in run_checks(load_outputs(sync_stack.outputs), only=["replication"])
         }
-        assert results["replication.synchronous"].status == "fail"
-        assert "needs 1 standby(s) to confirm each commit" in results["replication.synchronous"].reason
-        assert results["replication.streaming"].status == "fail"
+        statuses = {check: r.status for check, r in results.items()}
+        # Exactly these: no standby streams, so commits cannot be confirmed and the slots are
+        # idle; lag cannot be measured without a stream; the standbys still refuse writes.
+        assert statuses == {
+            "replication.streaming": "fail",
+            "replication.slots": "fail",
+            "replication.lag": "skip",
+            "replication.converging": "pass",  # no streaming slot to follow
+            "replication.read_only": "pass",
+            "replication.synchronous": "fail",
+        }, statuses
+        assert (
+            "needs 1 standby(s) to confirm each commit" in results["replication.synchronous"].reason
+        )
     finally:
         for node in standbys:
             _set_conninfo(cluster, node, None)
@@ -138,7 +137,7 @@ def test_verify_reports_synchronous_replication_that_cannot_be_satisfied(
 
 def test_asynchronous_failover_reports_the_loss_it_measured(tmp_path: Path) -> None:
     with deployed_stack(tmp_path, "itfoa", 46600, replicas=1) as stack:
-        r = _drill(stack)
+        r = drill(stack)
         assert not r.synchronous
         acked = {seq for *_, seq in r.acks}
         with psycopg.connect(
@@ -146,9 +145,7 @@ def test_asynchronous_failover_reports_the_loss_it_measured(tmp_path: Path) -> N
         ) as conn:
             present = {
                 row[0]
-                for row in conn.execute(
-                    f"SELECT seq FROM {SCHEMA}.writes WHERE run = %s", (r.run,)
-                )
+                for row in conn.execute(f"SELECT seq FROM {SCHEMA}.writes WHERE run = %s", (r.run,))
             }
         assert r.missing == len(acked - present)  # the report is the recount, not a claim
         assert "| off |" in report.render_table([r])

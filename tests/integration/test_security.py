@@ -67,7 +67,11 @@ def test_wrong_password_and_unknown_user_are_refused(stack: DeployedStack) -> No
             # PostgreSQL says the same for both; PgBouncer names an unknown user.
             assert any(
                 text in message
-                for text in ("password authentication failed", "SASL authentication failed", "no such user")
+                for text in (
+                    "password authentication failed",
+                    "SASL authentication failed",
+                    "no such user",
+                )
             ), (name, message)
 
 
@@ -75,8 +79,15 @@ def test_superuser_cannot_log_in_through_the_pooler(stack: DeployedStack) -> Non
     su = stack.connections["superuser"]
     netloc = su.split("@", 1)[1].split("/", 1)[0]
     through_pooler = _swap(su, netloc, f"127.0.0.1:{stack.outputs['pooler']['port']}")
-    with pytest.raises(psycopg.OperationalError):
+    with pytest.raises(psycopg.OperationalError) as refused:
         psycopg.connect(through_pooler, connect_timeout=5).close()
+    # PgBouncer's own refusal: its auth_query finds no superuser (the lookup function skips
+    # them), so the pooler does not know the role at all. Not a timeout, not a TLS failure.
+    assert "FATAL:  no such user" in str(refused.value), str(refused.value)
+    # The same path with the agent's credentials is open: the refusal is about the role.
+    agent = stack.connections["agentPooler"]
+    with psycopg.connect(agent, connect_timeout=5) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("eliza_agent",)
 
 
 def test_agent_role_has_dml_but_no_ddl(stack: DeployedStack) -> None:
@@ -94,7 +105,9 @@ def test_agent_role_has_dml_but_no_ddl(stack: DeployedStack) -> None:
             conn.execute("DROP INDEX idx_memories_embedding")
 
 
-def test_end_user_sees_and_changes_only_its_own_rows_through_the_pooler(stack: DeployedStack) -> None:
+def test_end_user_sees_and_changes_only_its_own_rows_through_the_pooler(
+    stack: DeployedStack,
+) -> None:
     alice, bob, agent, room = (uuid.uuid4() for _ in range(4))
     with psycopg.connect(stack.connections["agentPooler"], autocommit=True) as conn:
         for uid, name in ((alice, "alice"), (bob, "bob"), (agent, "agent")):
@@ -189,4 +202,6 @@ def test_rotate_certs_issues_a_new_certificate_and_keeps_the_data(stack: Deploye
         with psycopg.connect(uri, connect_timeout=10) as conn:
             assert conn.info.pgconn.ssl_in_use
     with psycopg.connect(stack.connections["agentPooler"]) as conn:
-        assert conn.execute("SELECT count(*) FROM rooms WHERE id = %s", (marker,)).fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM rooms WHERE id = %s", (marker,)).fetchone() == (
+            1,
+        )

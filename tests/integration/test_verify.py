@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
@@ -58,12 +60,16 @@ def _superuser(stack: DeployedStack, node: dict[str, Any], db: str) -> psycopg.C
 
 
 def footprint(stack: DeployedStack) -> dict[str, Any]:
-    """Everything the suite could leave behind: rows in every table, the ledger, files in the
-    backup volume and in each node's /tmp."""
+    """Everything the suite could leave behind: the rows of every table (their count and a
+    digest of their contents, so that a changed or replaced row shows as well as an added one),
+    the ledger, files in the backup volume and in each node's /tmp."""
     seen: dict[str, Any] = {}
     with _superuser(stack, stack.outputs["primary"], "eliza") as conn:
         for table in APP_TABLES:
-            query = sql.SQL("SELECT count(*) FROM public.{}").format(sql.Identifier(table))
+            query = sql.SQL(
+                "SELECT count(*), md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), ''))"
+                " FROM public.{} AS t"
+            ).format(sql.Identifier(table))
             seen[table] = conn.execute(query).fetchone()
         seen["ledger"] = conn.execute(
             "SELECT * FROM elizadb.schema_migrations ORDER BY 1"
@@ -105,13 +111,41 @@ def test_read_only_run_passes_every_check_that_does_not_write_and_writes_nothing
     assert transaction_ids_assigned(stack) == xid_before, "a transaction id was assigned"
 
 
+@contextmanager
+def a_users_rows(stack: DeployedStack) -> Iterator[None]:
+    """An account with a room and a memory that exist before the run, so that the digests
+    have contents to compare (on empty tables they would prove nothing); removed afterwards."""
+    account, room = uuid.uuid4(), uuid.uuid4()
+    with _superuser(stack, stack.outputs["primary"], "eliza") as conn:
+        conn.execute(
+            "INSERT INTO public.accounts (id, name, email) VALUES (%s, 'kept', %s)",
+            (account, f"{account}@footprint.test"),
+        )
+        conn.execute("INSERT INTO public.rooms (id) VALUES (%s)", (room,))
+        conn.execute(
+            'INSERT INTO public.memories (type, content, "userId", "roomId")'
+            " VALUES ('footprint', '{\"text\": \"kept\"}', %s, %s)",
+            (account, room),
+        )
+    try:
+        yield
+    finally:
+        with _superuser(stack, stack.outputs["primary"], "eliza") as conn:
+            conn.execute('DELETE FROM public.memories WHERE "userId" = %s', (account,))
+            conn.execute("DELETE FROM public.rooms WHERE id = %s", (room,))
+            conn.execute("DELETE FROM public.accounts WHERE id = %s", (account,))
+
+
 def test_full_run_passes_every_check_and_leaves_nothing_behind(stack: DeployedStack) -> None:
-    before = footprint(stack)
-    results = run_checks(load_outputs(stack.outputs_file()))
+    with a_users_rows(stack):
+        before = footprint(stack)
+        results = run_checks(load_outputs(stack.outputs_file()))
+        after = footprint(stack)
     table = render_table(results)
     assert [r.status for r in results] == ["pass"] * len(ALL_CHECKS), table
     assert all(r.seconds >= 0 and r.summary for r in results)
-    assert footprint(stack) == before
+    assert before["memories"][0] >= 1 and before["accounts"][0] >= 1, before
+    assert after == before
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

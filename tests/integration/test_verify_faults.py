@@ -5,8 +5,14 @@ suite, and asserts the exact set of checks that fail (and of those that skip bec
 became unreachable — each naming the check that reports why), that each failure says what is
 wrong and what to do, then repairs the stack and asserts that every check passes again.
 
-Threshold-only faults (a certificate "near" expiry, a latency "too high") are proved by passing
-thresholds the healthy stack cannot meet: the stack is not touched, the threshold logic is.
+Every fault has one shape (`caught`): a context manager breaks the stack on entry and repairs
+it on exit, whatever the assertions did; faults made by SQL alone are rows of SQL_FAULTS, pooler
+faults rows of POOLER_FAULTS.
+
+Latency and free disk space have no real fault here (a slow host or a full disk cannot be made
+safely on a shared machine); they, and the threshold logic of every other measured check, are
+proved by thresholds the healthy stack cannot meet: the stack is not touched, the threshold
+logic is.
 """
 
 from __future__ import annotations
@@ -15,9 +21,9 @@ import copy
 import datetime
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import replace
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
@@ -26,7 +32,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from psycopg import sql as pg_sql
 
+from elizadb.local.state import StateFile
 from tests.integration.stacks import DeployedStack, deployed_stack
 from verify.model import CheckResult
 from verify.report import render_table
@@ -200,331 +208,374 @@ def wait_for(what: str, predicate: Any, timeout: float = 20.0) -> None:
         time.sleep(0.3)
 
 
-# ---- schema ------------------------------------------------------------------------------------
+# ---- one shape for every fault -----------------------------------------------------------------
 
 
-def test_dropped_extension_fails_schema_extensions(stack: DeployedStack) -> None:
-    sql(stack, "DROP EXTENSION fuzzystrmatch")
-    try:
-        expect(
-            results := verify(stack),
-            {"schema.extensions"},
-            says={"schema.extensions": "fuzzystrmatch is not installed"},
-        )
-    finally:
-        sql(stack, "CREATE EXTENSION IF NOT EXISTS fuzzystrmatch WITH SCHEMA public")
-    expect_repaired(stack, results)
-
-
-def test_renamed_table_fails_schema_tables_and_its_details_skip(stack: DeployedStack) -> None:
-    sql(stack, "ALTER TABLE public.cache RENAME TO cache_renamed")
-    try:
-        expect(
-            results := verify(stack),
-            {"schema.tables"},
-            skips={"schema.columns", "schema.defaults", "schema.constraints", "schema.indexes"},
-            says={"schema.tables": "public.cache is missing"},
-        )
-    finally:
-        sql(stack, "ALTER TABLE public.cache_renamed RENAME TO cache")
-    expect_repaired(stack, results)
-
-
-def test_dropped_column_fails_schema_columns(stack: DeployedStack) -> None:
-    sql(stack, "ALTER TABLE public.participants DROP COLUMN last_message_read")
-    try:
-        expect(
-            results := verify(stack),
-            {"schema.columns"},
-            says={"schema.columns": "participants.last_message_read is missing"},
-        )
-    finally:
-        sql(stack, "ALTER TABLE public.participants ADD COLUMN last_message_read text")
-    expect_repaired(stack, results)
-
-
-def test_dropped_default_fails_schema_defaults(stack: DeployedStack) -> None:
-    sql(stack, "ALTER TABLE public.accounts ALTER COLUMN details DROP DEFAULT")
-    try:
-        expect(
-            results := verify(stack),
-            {"schema.defaults"},
-            says={"schema.defaults": "accounts.details defaults to nothing"},
-        )
-    finally:
-        sql(stack, "ALTER TABLE public.accounts ALTER COLUMN details SET DEFAULT '{}'::jsonb")
-    expect_repaired(stack, results)
-
-
-def test_dropped_check_constraint_fails_schema_constraints(stack: DeployedStack) -> None:
-    sql(stack, "ALTER TABLE public.knowledge DROP CONSTRAINT knowledge_shared_xor_agent")
-    try:
-        expect(
-            results := verify(stack),
-            {"schema.constraints"},
-            says={"schema.constraints": "knowledge: missing constraint CHECK"},
-        )
-    finally:
-        sql(
-            stack,
-            "ALTER TABLE public.knowledge ADD CONSTRAINT knowledge_shared_xor_agent CHECK ("
-            '("isShared" AND "agentId" IS NULL) OR (NOT "isShared" AND "agentId" IS NOT NULL))',
-        )
-    expect_repaired(stack, results)
-
-
-def test_dropped_hnsw_index_fails_schema_indexes_and_the_l2_plan(stack: DeployedStack) -> None:
-    sql(stack, "DROP INDEX public.idx_memories_embedding_l2")
-    try:
-        expect(
-            results := verify(stack),
-            {"schema.indexes", "vector.hnsw_plan"},
-            says={
-                "schema.indexes": "idx_memories_embedding_l2 on memories is missing",
-                "vector.hnsw_plan": "<->",
-            },
-        )
-    finally:
-        sql(
-            stack,
-            "CREATE INDEX idx_memories_embedding_l2 ON public.memories"
-            " USING hnsw (embedding public.vector_l2_ops)",
-        )
-    expect_repaired(stack, results)
-
-
-def test_changed_vector_dimension_fails_dimension_storage_and_the_probe(
+def caught(
     stack: DeployedStack,
-) -> None:
+    fault: AbstractContextManager[Any],
+    fails: set[str],
+    skips: set[str] | frozenset[str] = frozenset(),
+    says: dict[str, str] | None = None,
+    outputs: dict[str, Any] | None = None,
+) -> dict[str, CheckResult]:
+    """Break the stack with `fault` (entering breaks it, leaving repairs it, also when an
+    assertion fails), run the whole suite under it and expect exactly `fails` and `skips`, then
+    see the checks it touched pass again."""
+    with fault:
+        results = verify(stack, outputs=outputs)
+        expect(results, fails, skips, says)
+    expect_repaired(stack, results)
+    return results
+
+
+@contextmanager
+def sql_fault(
+    stack: DeployedStack,
+    breaks: Sequence[str],
+    repairs: Sequence[str],
+    node: str = PRIMARY,
+    db: str = "eliza",
+) -> Iterator[None]:
+    for statement in breaks:
+        sql(stack, statement, node=node, db=db)
+    try:
+        yield
+    finally:
+        for statement in repairs:
+            sql(stack, statement, node=node, db=db)
+
+
+@dataclass(frozen=True)
+class SqlFault:
+    """A fault made and undone by SQL on the primary, and what the suite must say about it."""
+
+    name: str
+    breaks: tuple[str, ...]
+    repairs: tuple[str, ...]
+    fails: frozenset[str]
+    says: dict[str, str]
+    skips: frozenset[str] = frozenset()
+    db: str = "eliza"
+
+
+SQL_FAULTS = [
+    # -- schema
+    SqlFault(
+        "dropped_extension_fails_schema_extensions",
+        ("DROP EXTENSION fuzzystrmatch",),
+        ("CREATE EXTENSION IF NOT EXISTS fuzzystrmatch WITH SCHEMA public",),
+        frozenset({"schema.extensions"}),
+        {"schema.extensions": "fuzzystrmatch is not installed"},
+    ),
+    SqlFault(
+        "renamed_table_fails_schema_tables_and_its_details_skip",
+        ("ALTER TABLE public.cache RENAME TO cache_renamed",),
+        ("ALTER TABLE public.cache_renamed RENAME TO cache",),
+        frozenset({"schema.tables"}),
+        {"schema.tables": "public.cache is missing"},
+        skips=frozenset(
+            {"schema.columns", "schema.defaults", "schema.constraints", "schema.indexes"}
+        ),
+    ),
+    SqlFault(
+        "dropped_column_fails_schema_columns",
+        ("ALTER TABLE public.participants DROP COLUMN last_message_read",),
+        ("ALTER TABLE public.participants ADD COLUMN last_message_read text",),
+        frozenset({"schema.columns"}),
+        {"schema.columns": "participants.last_message_read is missing"},
+    ),
+    SqlFault(
+        "dropped_default_fails_schema_defaults",
+        ("ALTER TABLE public.accounts ALTER COLUMN details DROP DEFAULT",),
+        ("ALTER TABLE public.accounts ALTER COLUMN details SET DEFAULT '{}'::jsonb",),
+        frozenset({"schema.defaults"}),
+        {"schema.defaults": "accounts.details defaults to nothing"},
+    ),
+    SqlFault(
+        "dropped_check_constraint_fails_schema_constraints",
+        ("ALTER TABLE public.knowledge DROP CONSTRAINT knowledge_shared_xor_agent",),
+        (
+            (
+                "ALTER TABLE public.knowledge ADD CONSTRAINT knowledge_shared_xor_agent CHECK ("
+                '("isShared" AND "agentId" IS NULL) OR (NOT "isShared" AND "agentId" IS NOT NULL))'
+            ),
+        ),
+        frozenset({"schema.constraints"}),
+        {"schema.constraints": "knowledge: missing constraint CHECK"},
+    ),
+    SqlFault(
+        "dropped_hnsw_index_fails_schema_indexes_and_the_l2_plan",
+        ("DROP INDEX public.idx_memories_embedding_l2",),
+        (
+            (
+                "CREATE INDEX idx_memories_embedding_l2 ON public.memories"
+                " USING hnsw (embedding public.vector_l2_ops)"
+            ),
+        ),
+        frozenset({"schema.indexes", "vector.hnsw_plan"}),
+        {
+            "schema.indexes": "idx_memories_embedding_l2 on memories is missing",
+            "vector.hnsw_plan": "<->",
+        },
+    ),
     # ALTER ... TYPE also resets the column's storage to the type's default (EXTENDED): a real
     # second fault that schema.columns reports.
-    sql(stack, "ALTER TABLE public.memories ALTER COLUMN embedding TYPE public.vector(768)")
-    try:
-        expect(
-            results := verify(stack),
+    SqlFault(
+        "changed_vector_dimension_fails_dimension_storage_and_the_probe",
+        ("ALTER TABLE public.memories ALTER COLUMN embedding TYPE public.vector(768)",),
+        (
+            "ALTER TABLE public.memories ALTER COLUMN embedding TYPE public.vector(1536)",
+            "ALTER TABLE public.memories ALTER COLUMN embedding SET STORAGE PLAIN",
+        ),
+        frozenset(
             {
                 "schema.vector_dimension",
                 "schema.columns",
                 "vector.hnsw_plan",
                 "vector.recall",
                 "vector.latency",
-            },
-            says={
-                "schema.vector_dimension": "vector(768)",
-                "schema.columns": "storage e, expected p",
-                "vector.recall": "expected 768 dimensions, not 1536",
-            },
-        )
-    finally:
-        sql(stack, "ALTER TABLE public.memories ALTER COLUMN embedding TYPE public.vector(1536)")
-        sql(stack, "ALTER TABLE public.memories ALTER COLUMN embedding SET STORAGE PLAIN")
-    expect_repaired(stack, results)
+            }
+        ),
+        {
+            "schema.vector_dimension": "vector(768)",
+            "schema.columns": "storage e, expected p",
+            "vector.recall": "expected 768 dimensions, not 1536",
+        },
+    ),
+    SqlFault(
+        "disabled_trigger_fails_schema_functions",
+        ("ALTER TABLE public.memories DISABLE TRIGGER memories_sync_unique_flags",),
+        ("ALTER TABLE public.memories ENABLE TRIGGER memories_sync_unique_flags",),
+        frozenset({"schema.functions"}),
+        {"schema.functions": "memories_sync_unique_flags"},
+    ),
+    # -- security
+    SqlFault(
+        "rls_switched_off_fails_rls_and_the_isolation_probe",
+        ("ALTER TABLE public.memories DISABLE ROW LEVEL SECURITY",),
+        ("ALTER TABLE public.memories ENABLE ROW LEVEL SECURITY",),
+        frozenset({"security.rls", "security.user_isolation"}),
+        {
+            "security.rls": "memories: row level security is disabled",
+            "security.user_isolation": "memories: user alice reads user bob's row",
+        },
+    ),
+    # Not forcing RLS lets the owner bypass it; eliza_user is still isolated.
+    SqlFault(
+        "rls_not_forced_fails_only_the_rls_check",
+        ("ALTER TABLE public.accounts NO FORCE ROW LEVEL SECURITY",),
+        ("ALTER TABLE public.accounts FORCE ROW LEVEL SECURITY",),
+        frozenset({"security.rls"}),
+        {"security.rls": "accounts: row level security is not forced"},
+    ),
+    # RLS still on and forced, but eliza_user's policy now names another role: eliza_user
+    # reads nothing, its own rows included.
+    SqlFault(
+        "rls_on_without_the_users_policy_fails_rls_and_the_isolation_probe",
+        ("ALTER POLICY goals_isolation ON public.goals TO eliza_readonly",),
+        ("ALTER POLICY goals_isolation ON public.goals TO eliza_user",),
+        frozenset({"security.rls", "security.user_isolation"}),
+        {
+            "security.rls": "goals: no policy for eliza_user",
+            "security.user_isolation": "goals: user alice cannot read her own row",
+        },
+    ),
+    SqlFault(
+        "permissive_policy_fails_the_isolation_probe",
+        ("CREATE POLICY verify_leak ON public.goals FOR SELECT TO eliza_user USING (true)",),
+        ("DROP POLICY verify_leak ON public.goals",),
+        frozenset({"security.user_isolation"}),
+        {"security.user_isolation": "goals: user alice reads user bob's row"},
+    ),
+    # Reading stays isolated; only the write branch of the probe can see this one.
+    SqlFault(
+        "permissive_insert_policy_fails_the_isolation_probe_on_writes",
+        (
+            (
+                "CREATE POLICY verify_write ON public.memories FOR INSERT TO eliza_user"
+                " WITH CHECK (true)"
+            ),
+        ),
+        ("DROP POLICY verify_write ON public.memories",),
+        frozenset({"security.user_isolation"}),
+        {"security.user_isolation": "memories: user alice wrote a row as user bob"},
+    ),
+    # Through PUBLIC, every runtime role may now create objects: both checks must say so.
+    SqlFault(
+        "create_on_public_granted_to_public_fails_public_and_role_privileges",
+        ("GRANT CREATE ON SCHEMA public TO PUBLIC",),
+        ("REVOKE CREATE ON SCHEMA public FROM PUBLIC",),
+        frozenset({"security.public_privileges", "security.role_privileges"}),
+        {
+            "security.public_privileges": "PUBLIC has schema public: CREATE",
+            "security.role_privileges": "eliza_agent may CREATE in schema public",
+        },
+    ),
+    SqlFault(
+        "truncate_granted_to_agent_fails_role_privileges",
+        ("GRANT TRUNCATE ON public.memories TO eliza_agent",),
+        ("REVOKE TRUNCATE ON public.memories FROM eliza_agent",),
+        frozenset({"security.role_privileges"}),
+        {"security.role_privileges": "eliza_agent has TRUNCATE on memories"},
+    ),
+    # -- vector: ef_search 2 without iterative scans, an index scan stops after 2 candidates
+    SqlFault(
+        "iterative_scan_off_and_tiny_ef_search_fail_settings_and_recall",
+        (
+            "ALTER ROLE eliza_agent SET hnsw.iterative_scan = off",
+            "ALTER ROLE eliza_agent SET hnsw.ef_search = 2",
+        ),
+        ("ALTER ROLE eliza_agent RESET ALL",),
+        frozenset({"vector.settings", "vector.recall"}),
+        {
+            "vector.settings": "hnsw.iterative_scan is off",
+            "vector.recall": "cosine recall@10 is 0.2",
+        },
+    ),
+    SqlFault(
+        "database_without_iterative_scan_fails_vector_settings",
+        ("ALTER DATABASE eliza RESET hnsw.iterative_scan",),
+        ("ALTER DATABASE eliza SET hnsw.iterative_scan = relaxed_order",),
+        frozenset({"vector.settings"}),
+        {"vector.settings": "hnsw.iterative_scan is unset"},
+    ),
+    # -- replication
+    SqlFault(
+        "inactive_extra_slot_fails_replication_slots",
+        ("SELECT pg_create_physical_replication_slot('verify_orphan', true)",),
+        ("SELECT pg_drop_replication_slot('verify_orphan')",),
+        frozenset({"replication.slots"}),
+        {"replication.slots": "inactive slot verify_orphan holds"},
+        db="postgres",
+    ),
+]
 
 
-def test_tampered_ledger_checksum_fails_schema_migrations(stack: DeployedStack) -> None:
-    (original,) = sql(
-        stack, "SELECT checksum FROM elizadb.schema_migrations WHERE version = '0005'"
-    )[0]
-    sql(
+@pytest.mark.parametrize("fault", SQL_FAULTS, ids=[f.name for f in SQL_FAULTS])
+def test_sql_fault_is_caught(stack: DeployedStack, fault: SqlFault) -> None:
+    caught(
         stack,
-        "UPDATE elizadb.schema_migrations SET checksum = repeat('0', 64) WHERE version = '0005'",
+        sql_fault(stack, fault.breaks, fault.repairs, db=fault.db),
+        set(fault.fails),
+        fault.skips,
+        fault.says,
     )
-    try:
-        expect(
-            results := verify(stack),
-            {"schema.migrations"},
-            says={
-                "schema.migrations": "0005_indexes.sql: the ledger records checksum 000000000000"
-            },
-        )
-    finally:
+
+
+@contextmanager
+def ledger_row_changed(stack: DeployedStack, version: str, delete: bool) -> Iterator[None]:
+    """The ledger row of one migration tampered with (checksum zeroed) or deleted, then put
+    back as it was."""
+    (row,) = sql(stack, "SELECT * FROM elizadb.schema_migrations WHERE version = %s", (version,))
+    if delete:
+        sql(stack, "DELETE FROM elizadb.schema_migrations WHERE version = %s", (version,))
+    else:
         sql(
             stack,
-            "UPDATE elizadb.schema_migrations SET checksum = %s WHERE version = '0005'",
-            (original,),
+            "UPDATE elizadb.schema_migrations SET checksum = repeat('0', 64) WHERE version = %s",
+            (version,),
         )
-    expect_repaired(stack, results)
-
-
-def test_missing_ledger_row_fails_schema_migrations(stack: DeployedStack) -> None:
-    row = sql(stack, "DELETE FROM elizadb.schema_migrations WHERE version = '0008' RETURNING *")[0]
     try:
-        expect(
-            results := verify(stack),
-            {"schema.migrations"},
-            says={"schema.migrations": "0008_row_level_security.sql is not applied"},
-        )
+        yield
     finally:
+        sql(stack, "DELETE FROM elizadb.schema_migrations WHERE version = %s", (version,))
         sql(
             stack,
             "INSERT INTO elizadb.schema_migrations (version, name, checksum, applied_at)"
             " VALUES (%s, %s, %s, %s)",
             row,
         )
-    expect_repaired(stack, results)
 
 
-def test_disabled_trigger_fails_schema_functions(stack: DeployedStack) -> None:
-    sql(stack, "ALTER TABLE public.memories DISABLE TRIGGER memories_sync_unique_flags")
-    try:
-        expect(
-            results := verify(stack),
-            {"schema.functions"},
-            says={"schema.functions": "memories_sync_unique_flags"},
+def test_tampered_ledger_checksum_fails_schema_migrations(stack: DeployedStack) -> None:
+    caught(
+        stack,
+        ledger_row_changed(stack, "0005", delete=False),
+        {"schema.migrations"},
+        says={"schema.migrations": "0005_indexes.sql: the ledger records checksum 000000000000"},
+    )
+
+
+def test_missing_ledger_row_fails_schema_migrations(stack: DeployedStack) -> None:
+    caught(
+        stack,
+        ledger_row_changed(stack, "0008", delete=True),
+        {"schema.migrations"},
+        says={"schema.migrations": "0008_row_level_security.sql is not applied"},
+    )
+
+
+@contextmanager
+def md5_password(stack: DeployedStack, role: str) -> Iterator[None]:
+    """`role`'s stored password replaced by an MD5 hash; its SCRAM verifier is put back as is
+    (ALTER ROLE ... PASSWORD takes a verifier and stores it unchanged)."""
+    ((verifier,),) = sql(stack, "SELECT rolpassword FROM pg_authid WHERE rolname = %s", (role,))
+    with psycopg.connect(
+        stack.connections["superuser"], dbname="postgres", autocommit=True
+    ) as conn:
+        conn.execute("SET password_encryption = 'md5'")
+        conn.execute(
+            pg_sql.SQL("ALTER ROLE {} PASSWORD 'not-a-scram-verifier'").format(
+                pg_sql.Identifier(role)
+            )
         )
-    finally:
-        sql(stack, "ALTER TABLE public.memories ENABLE TRIGGER memories_sync_unique_flags")
-    expect_repaired(stack, results)
-
-
-# ---- security ----------------------------------------------------------------------------------
-
-
-def test_rls_switched_off_fails_rls_and_the_isolation_probe(stack: DeployedStack) -> None:
-    sql(stack, "ALTER TABLE public.memories DISABLE ROW LEVEL SECURITY")
     try:
-        expect(
-            results := verify(stack),
-            {"security.rls", "security.user_isolation"},
-            says={
-                "security.rls": "memories: row level security is disabled",
-                "security.user_isolation": "memories: user alice reads user bob's row",
-            },
-        )
+        yield
     finally:
-        sql(stack, "ALTER TABLE public.memories ENABLE ROW LEVEL SECURITY")
-    expect_repaired(stack, results)
-
-
-def test_rls_not_forced_fails_only_the_rls_check(stack: DeployedStack) -> None:
-    # Not forcing RLS lets the owner bypass it; eliza_user is still isolated.
-    sql(stack, "ALTER TABLE public.accounts NO FORCE ROW LEVEL SECURITY")
-    try:
-        expect(
-            results := verify(stack),
-            {"security.rls"},
-            says={"security.rls": "accounts: row level security is not forced"},
+        sql(
+            stack,
+            pg_sql.SQL("ALTER ROLE {} PASSWORD {}")
+            .format(pg_sql.Identifier(role), pg_sql.Literal(verifier))
+            .as_string(),
         )
-    finally:
-        sql(stack, "ALTER TABLE public.accounts FORCE ROW LEVEL SECURITY")
-    expect_repaired(stack, results)
+    assert sql(stack, "SELECT rolpassword FROM pg_authid WHERE rolname = %s", (role,)) == [
+        (verifier,)
+    ]
 
 
-def test_permissive_policy_fails_the_isolation_probe(stack: DeployedStack) -> None:
-    sql(stack, "CREATE POLICY verify_leak ON public.goals FOR SELECT TO eliza_user USING (true)")
-    try:
-        expect(
-            results := verify(stack),
-            {"security.user_isolation"},
-            says={"security.user_isolation": "goals: user alice reads user bob's row"},
-        )
-    finally:
-        sql(stack, "DROP POLICY verify_leak ON public.goals")
-    expect_repaired(stack, results)
-
-
-def test_create_on_public_granted_to_public_fails_public_and_role_privileges(
-    stack: DeployedStack,
-) -> None:
-    # Through PUBLIC, every runtime role may now create objects: both checks must say so.
-    sql(stack, "GRANT CREATE ON SCHEMA public TO PUBLIC")
-    try:
-        expect(
-            results := verify(stack),
-            {"security.public_privileges", "security.role_privileges"},
-            says={
-                "security.public_privileges": "PUBLIC has schema public: CREATE",
-                "security.role_privileges": "eliza_agent may CREATE in schema public",
-            },
-        )
-    finally:
-        sql(stack, "REVOKE CREATE ON SCHEMA public FROM PUBLIC")
-    expect_repaired(stack, results)
-
-
-def test_truncate_granted_to_agent_fails_role_privileges(stack: DeployedStack) -> None:
-    sql(stack, "GRANT TRUNCATE ON public.memories TO eliza_agent")
-    try:
-        expect(
-            results := verify(stack),
-            {"security.role_privileges"},
-            says={"security.role_privileges": "eliza_agent has TRUNCATE on memories"},
-        )
-    finally:
-        sql(stack, "REVOKE TRUNCATE ON public.memories FROM eliza_agent")
-    expect_repaired(stack, results)
-
-
-# ---- vector ------------------------------------------------------------------------------------
-
-
-def test_iterative_scan_off_and_tiny_ef_search_fail_settings_and_recall(
-    stack: DeployedStack,
-) -> None:
-    # ef_search 2 without iterative scans: an index scan stops after 2 candidates.
-    sql(stack, "ALTER ROLE eliza_agent SET hnsw.iterative_scan = off")
-    sql(stack, "ALTER ROLE eliza_agent SET hnsw.ef_search = 2")
-    try:
-        expect(
-            results := verify(stack),
-            {"vector.settings", "vector.recall"},
-            says={
-                "vector.settings": "hnsw.iterative_scan is off",
-                "vector.recall": "cosine recall@10 is 0.2",
-            },
-        )
-    finally:
-        sql(stack, "ALTER ROLE eliza_agent RESET ALL")
-    expect_repaired(stack, results)
-
-
-def test_database_without_iterative_scan_fails_vector_settings(stack: DeployedStack) -> None:
-    sql(stack, "ALTER DATABASE eliza RESET hnsw.iterative_scan")
-    try:
-        expect(
-            results := verify(stack),
-            {"vector.settings"},
-            says={"vector.settings": "hnsw.iterative_scan is unset"},
-        )
-    finally:
-        sql(stack, "ALTER DATABASE eliza SET hnsw.iterative_scan = relaxed_order")
-    expect_repaired(stack, results)
+def test_a_stored_password_that_is_not_scram_fails_hba_auth(stack: DeployedStack) -> None:
+    # eliza_backup: a login role the suite itself never logs in as.
+    caught(
+        stack,
+        md5_password(stack, "eliza_backup"),
+        {"tls.hba_auth"},
+        says={"tls.hba_auth": "role eliza_backup has a password that is not a SCRAM verifier"},
+    )
 
 
 # ---- TLS and authentication --------------------------------------------------------------------
 
 
+@contextmanager
+def hba_edited(stack: DeployedStack, node: str, sed: str) -> Iterator[None]:
+    """pg_hba.conf edited and reloaded; restored and reloaded when the block ends."""
+    try:
+        with edited(stack, node, "/etc/elizadb/pg_hba.conf", sed):
+            reload_postgres(stack, node)
+            yield
+    finally:
+        reload_postgres(stack, node)
+
+
 def test_trust_rule_fails_hba_auth(stack: DeployedStack) -> None:
-    with edited(
+    caught(
         stack,
-        PRIMARY,
-        "/etc/elizadb/pg_hba.conf",
-        "/^hostnossl/a hostssl all eliza_agent all trust",
-    ):
-        reload_postgres(stack, PRIMARY)
-        expect(
-            results := verify(stack),
-            {"tls.hba_auth"},
-            says={"tls.hba_auth": "hostssl all eliza_agent all uses trust"},
-        )
-    reload_postgres(stack, PRIMARY)
-    expect_repaired(stack, results)
+        hba_edited(stack, PRIMARY, "/^hostnossl/a hostssl all eliza_agent all trust"),
+        {"tls.hba_auth"},
+        says={"tls.hba_auth": "hostssl all eliza_agent all uses trust"},
+    )
 
 
 def test_plain_tcp_rule_fails_non_tls_refused(stack: DeployedStack) -> None:
     # A SCRAM rule for plain TCP ahead of the hostnossl reject: passwords are still asked for,
     # but over an unencrypted connection.
-    with edited(
-        stack, REPLICA_1, "/etc/elizadb/pg_hba.conf", "/^hostnossl/i host all all all scram-sha-256"
-    ):
-        reload_postgres(stack, REPLICA_1)
-        expect(
-            results := verify(stack),
-            {"tls.non_tls_refused"},
-            says={"tls.non_tls_refused": "replica-1 (127.0.0.1"},
-        )
-    reload_postgres(stack, REPLICA_1)
-    expect_repaired(stack, results)
+    caught(
+        stack,
+        hba_edited(stack, REPLICA_1, "/^hostnossl/i host all all all scram-sha-256"),
+        {"tls.non_tls_refused"},
+        says={"tls.non_tls_refused": "replica-1 (127.0.0.1"},
+    )
 
 
 def _self_signed_with_same_key(key_pem: bytes, names: list[str]) -> bytes:
@@ -551,9 +602,55 @@ def test_certificate_from_another_ca_fails_reachable_and_certificate(
 ) -> None:
     # replica-1 serves a self-signed certificate (right names, right key, wrong issuer): every
     # client that verifies, the suite included, is refused. Its streaming is unaffected.
-    where = endpoint(stack, REPLICA_1)
     key = sh(stack, REPLICA_1, "cat /var/lib/postgresql/private/server.key").encode()
     fake = _self_signed_with_same_key(key, [REPLICA_1, "localhost"]).decode()
+    caught(
+        stack,
+        served_certificate(stack, REPLICA_1, fake),
+        {"health.reachable", "tls.certificate"},
+        # replica-1 still streams, but the suite cannot ask it which slot is its own.
+        skips=REPLICA_DEPENDENTS | {"replication.streaming"},
+        says={"health.reachable": "certificate verify failed", "tls.certificate": "replica-1"},
+    )
+
+
+def _expiring_from_the_stack_ca(stack: DeployedStack, days: int) -> str:
+    """The stack's own server certificate (same names, key and extensions) issued again by the
+    stack CA, valid for `days` more days."""
+    resources = StateFile(stack.settings.stack).data["resources"]
+
+    def pem(kind: str, name: str, field: str) -> bytes:
+        return str(resources[f"tls:index/{kind}::{name}"]["outputs"][field]).encode()
+
+    ca_key = serialization.load_pem_private_key(
+        pem("privateKey:PrivateKey", "tls-ca-key", "privateKeyPem"), password=None
+    )
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca = x509.load_pem_x509_certificate(pem("selfSignedCert:SelfSignedCert", "tls-ca", "certPem"))
+    current = x509.load_pem_x509_certificate(
+        pem("locallySignedCert:LocallySignedCert", "tls-server", "certPem")
+    )
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(current.subject)
+        .issuer_name(ca.subject)
+        .public_key(current.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+    )
+    for extension in current.extensions:
+        if not isinstance(extension.value, x509.AuthorityKeyIdentifier):
+            builder = builder.add_extension(extension.value, extension.critical)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+@contextmanager
+def served_certificate(stack: DeployedStack, node: str, pem: str) -> Iterator[None]:
+    """`node` serves `pem` (with its own key) until the block ends."""
+    where = endpoint(stack, node)
 
     def serial() -> int:
         return handshake(
@@ -561,20 +658,25 @@ def test_certificate_from_another_ca_fails_reachable_and_certificate(
         ).certificate.serial_number
 
     before = serial()
-    with preserved(stack, REPLICA_1, "/etc/elizadb/tls/server.crt"):
-        sh(stack, REPLICA_1, f"printf '%s' '{fake}' > /etc/elizadb/tls/server.crt")
-        reload_postgres(stack, REPLICA_1)
-        wait_for("replica-1 to serve the self-signed certificate", lambda: serial() != before)
-        expect(
-            results := verify(stack),
-            {"health.reachable", "tls.certificate"},
-            # replica-1 still streams, but the suite cannot ask it which slot is its own.
-            skips=REPLICA_DEPENDENTS | {"replication.streaming"},
-            says={"health.reachable": "certificate verify failed", "tls.certificate": "replica-1"},
-        )
-    reload_postgres(stack, REPLICA_1)
-    wait_for("replica-1 to serve its own certificate again", lambda: serial() == before)
-    expect_repaired(stack, results)
+    try:
+        with preserved(stack, node, "/etc/elizadb/tls/server.crt"):
+            sh(stack, node, f"printf '%s' '{pem}' > /etc/elizadb/tls/server.crt")
+            reload_postgres(stack, node)
+            wait_for(f"{node} to serve the new certificate", lambda: serial() != before)
+            yield
+    finally:
+        reload_postgres(stack, node)
+        wait_for(f"{node} to serve its own certificate again", lambda: serial() == before)
+
+
+def test_certificate_about_to_expire_fails_tls_expiry(stack: DeployedStack) -> None:
+    # Issued by the stack CA for every right name: only its end date is wrong.
+    caught(
+        stack,
+        served_certificate(stack, REPLICA_1, _expiring_from_the_stack_ca(stack, days=5)),
+        {"tls.expiry"},
+        says={"tls.expiry": "expires in 5.0 days"},
+    )
 
 
 def test_certificate_without_a_clients_name_fails_tls_certificate(stack: DeployedStack) -> None:
@@ -582,15 +684,19 @@ def test_certificate_without_a_clients_name_fails_tls_certificate(stack: Deploye
     # after a rename without reissuing the certificate. The stack itself is untouched.
     outputs = copy.deepcopy(stack.outputs)
     outputs["pooler"]["name"] = f"{POOLER}-renamed"
-    expect(
-        verify(stack, outputs=outputs),
+    caught(
+        stack,
+        nullcontext(),
         {"tls.certificate"},
         says={"tls.certificate": f"does not verify for '{POOLER}-renamed'"},
+        outputs=outputs,
     )
 
 
 THRESHOLD_FAULTS = [
-    # (thresholds the healthy stack cannot meet, the one check that must fail, what it says)
+    # (thresholds the healthy stack cannot meet, the one check that must fail, what it says):
+    # the threshold logic of checks whose real faults (a slow host, a full disk) cannot be made
+    # safely on a shared machine; tls.expiry and health.connections also have real faults here.
     (replace(FAST, cert_min_days=100000), "tls.expiry", "under the 100000-day threshold"),
     (replace(FAST, select1_max_ms=0.0), "health.latency", "SELECT 1 takes"),
     (replace(FAST, connections_max_used=0.0), "health.connections", "client connection slots"),
@@ -608,64 +714,199 @@ def test_threshold_is_enforced(
     expect(verify(stack, thresholds), {check_id}, says={check_id: text})
 
 
+# ---- health ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def connections_held(stack: DeployedStack, count: int) -> Iterator[None]:
+    """`count` idle client connections on the primary, as a leaking client would hold them."""
+    conns = [
+        psycopg.connect(stack.connections["agentPrimary"], autocommit=True) for _ in range(count)
+    ]
+    try:
+        yield
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def test_connections_near_the_limit_fail_health_connections(stack: DeployedStack) -> None:
+    ((used, limit),) = sql(
+        stack,
+        "SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),"
+        " current_setting('max_connections')::int"
+        " - current_setting('superuser_reserved_connections')::int"
+        " - current_setting('reserved_connections')::int",
+    )
+    # Enough to pass the 80 % threshold with the suite's own connections, not enough to refuse
+    # them.
+    hold = int(limit * FAST.connections_max_used) - used + 2
+    caught(
+        stack,
+        connections_held(stack, hold),
+        {"health.connections"},
+        says={"health.connections": "client connection slots in use"},
+    )
+
+
+def test_agent_primary_landing_on_a_standby_fails_role_and_the_probes_that_write(
+    stack: DeployedStack,
+) -> None:
+    # Outputs whose agentPrimary names replica-1 alone and accepts any server: what a client
+    # configured by hand against the wrong port would do.
+    outputs = copy.deepcopy(stack.outputs)
+    replica = endpoint(stack, REPLICA_1)
+    uri = outputs["connections"]["agentPrimary"]
+    hosts = uri.split("@", 1)[1].split("/", 1)[0]
+    outputs["connections"]["agentPrimary"] = uri.replace(
+        f"@{hosts}/", f"@{replica['host']}:{replica['port']}/"
+    ).replace("target_session_attrs=read-write", "target_session_attrs=any")
+    caught(
+        stack,
+        nullcontext(),
+        {"health.role", "vector.hnsw_plan", "vector.recall", "vector.latency"},
+        says={
+            "health.role": "connections.agentPrimary lands on a standby",
+            "vector.recall": "cannot execute INSERT in a read-only transaction",
+        },
+        outputs=outputs,
+    )
+
+
 # ---- pooler ------------------------------------------------------------------------------------
 
 
+@contextmanager
+def pooler_fault(
+    stack: DeployedStack, sed: str | None = None, admin: tuple[str, str] | None = None
+) -> Iterator[None]:
+    """pgbouncer.ini edited (and RELOADed), and/or an admin command with the one that undoes it
+    (e.g. ("DISABLE eliza", "ENABLE eliza"))."""
+    with ExitStack() as undo:
+        if sed:
+            # Undone last to first: the file is restored, then RELOADed.
+            undo.callback(pgbouncer_admin, stack, "RELOAD")
+            undo.enter_context(edited(stack, POOLER, "/etc/elizadb/pgbouncer.ini", sed))
+            pgbouncer_admin(stack, "RELOAD")
+        if admin:
+            pgbouncer_admin(stack, admin[0])
+            undo.callback(pgbouncer_admin, stack, admin[1])
+        yield
+
+
 def test_stopped_pooler_fails_pooler_reachable(stack: DeployedStack) -> None:
-    pooler = stack.client.containers.get(POOLER)
-    pooler.stop(timeout=2)  # PgBouncer waits for its clients on SIGTERM; no need here
-    try:
-        expect(
-            results := verify(stack),
-            {"pooler.reachable"},
-            skips={
-                "pooler.routes_to_primary",
-                "pooler.pools",
-                "pooler.config",
-                "tls.non_tls_refused",
-                "tls.certificate",
-                "tls.expiry",
-            },
-            says={"pooler.reachable": "the pooler refuses agent"},
-        )
-    finally:
-        pooler.start()
-    expect_repaired(stack, results)
+    @contextmanager
+    def stopped() -> Iterator[None]:
+        pooler = stack.client.containers.get(POOLER)
+        pooler.stop(timeout=2)  # PgBouncer waits for its clients on SIGTERM; no need here
+        try:
+            yield
+        finally:
+            pooler.start()
 
-
-def test_pooler_pointed_at_a_replica_fails_routes_to_primary(stack: DeployedStack) -> None:
-    with edited(
-        stack, POOLER, "/etc/elizadb/pgbouncer.ini", f"s/host={PRIMARY} /host={REPLICA_1} /"
-    ):
-        pgbouncer_admin(stack, "RELOAD")
-        expect(
-            results := verify(stack),
-            {"pooler.routes_to_primary"},
-            says={"pooler.routes_to_primary": "a server in recovery"},
-        )
-    pgbouncer_admin(stack, "RELOAD")
-    expect_repaired(stack, results)
-
-
-def test_pooler_without_server_verification_fails_pooler_config(stack: DeployedStack) -> None:
-    with edited(
+    caught(
         stack,
-        POOLER,
-        "/etc/elizadb/pgbouncer.ini",
+        stopped(),
+        {"pooler.reachable"},
+        skips={
+            "pooler.routes_to_primary",
+            "pooler.pools",
+            "pooler.config",
+            "tls.non_tls_refused",
+            "tls.certificate",
+            "tls.expiry",
+        },
+        says={"pooler.reachable": "the pooler refuses agent"},
+    )
+
+
+POOLER_FAULTS = [
+    # (name, sed on pgbouncer.ini, admin command and its undo, failing checks, skips, says)
+    (
+        "pointed_at_a_replica_fails_routes_to_primary",
+        f"s/host={PRIMARY} /host={REPLICA_1} /",
+        None,
+        {"pooler.routes_to_primary"},
+        set(),
+        {"pooler.routes_to_primary": "a server in recovery"},
+    ),
+    (
+        "without_server_verification_fails_pooler_config",
         "s/^server_tls_sslmode = .*/server_tls_sslmode = prefer/",
-    ):
-        pgbouncer_admin(stack, "RELOAD")
-        expect(
-            results := verify(stack),
-            {"pooler.config"},
-            says={"pooler.config": "server_tls_sslmode is prefer"},
-        )
-    pgbouncer_admin(stack, "RELOAD")
-    expect_repaired(stack, results)
+        None,
+        {"pooler.config"},
+        set(),
+        {"pooler.config": "server_tls_sslmode is prefer"},
+    ),
+    (
+        "with_md5_auth_fails_pooler_config",
+        "s/^auth_type = .*/auth_type = md5/",
+        None,
+        {"pooler.config"},
+        set(),
+        {"pooler.config": "auth_type is md5, not scram-sha-256"},
+    ),
+    # A deliberately unencrypted client leg: the pooler lets a client in without TLS.
+    (
+        "accepting_plain_clients_fails_non_tls_refused_and_config",
+        "s/^client_tls_sslmode = .*/client_tls_sslmode = prefer/",
+        None,
+        {"tls.non_tls_refused", "pooler.config"},
+        set(),
+        {
+            "tls.non_tls_refused": "pooler (127.0.0.1",
+            "pooler.config": "client_tls_sslmode is prefer",
+        },
+    ),
+    # Plain clients let in, but refused for another reason (the database is disabled): no
+    # refusal for want of TLS, so nothing proves that TLS is required.
+    (
+        "refusing_plain_clients_for_another_reason_fails_non_tls_refused",
+        "s/^client_tls_sslmode = .*/client_tls_sslmode = prefer/",
+        ("DISABLE eliza", "ENABLE eliza"),
+        {"tls.non_tls_refused", "pooler.config", "pooler.reachable", "pooler.pools"},
+        {"pooler.routes_to_primary"},
+        {"tls.non_tls_refused": "not for want of TLS", "pooler.pools": "is disabled"},
+    ),
+    (
+        "disabled_database_fails_reachable_and_pools",
+        None,
+        ("DISABLE eliza", "ENABLE eliza"),
+        {"pooler.reachable", "pooler.pools"},
+        {"pooler.routes_to_primary"},
+        {"pooler.pools": "database eliza is disabled in PgBouncer"},
+    ),
+    (
+        "paused_database_fails_reachable_and_pools",
+        None,
+        ("PAUSE eliza", "RESUME eliza"),
+        {"pooler.reachable", "pooler.pools"},
+        {"pooler.routes_to_primary"},
+        {"pooler.pools": "database eliza is paused in PgBouncer"},
+    ),
+]
 
 
-def test_clients_queueing_in_the_pooler_fail_pooler_pools(stack: DeployedStack) -> None:
-    # Fill eliza_user's pool with sleeping queries, plus two that must wait for a server.
+@pytest.mark.parametrize(
+    ("name", "sed", "admin", "fails", "skips", "says"),
+    POOLER_FAULTS,
+    ids=[f[0] for f in POOLER_FAULTS],
+)
+def test_pooler_fault_is_caught(
+    stack: DeployedStack,
+    name: str,
+    sed: str | None,
+    admin: tuple[str, str] | None,
+    fails: set[str],
+    skips: set[str],
+    says: dict[str, str],
+) -> None:
+    caught(stack, pooler_fault(stack, sed, admin), fails, skips, says)
+
+
+@contextmanager
+def clients_queueing(stack: DeployedStack) -> Iterator[None]:
+    """eliza_user's pool filled with sleeping queries, plus two that must wait for a server."""
     size = stack.settings.pooler.pool_size
     conns = [
         psycopg.connect(stack.connections["userPooler"], autocommit=True, prepare_threshold=None)
@@ -690,11 +931,7 @@ def test_clients_queueing_in_the_pooler_fail_pooler_pools(stack: DeployedStack) 
 
     try:
         wait_for("clients to wait 2 s in eliza_user's pool", queue_waited)
-        expect(
-            results := verify(stack),
-            {"pooler.pools"},
-            says={"pooler.pools": "pool eliza/eliza_user: 2 client(s) waiting"},
-        )
+        yield
     finally:
         deadline = time.monotonic() + 30
         while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
@@ -704,108 +941,231 @@ def test_clients_queueing_in_the_pooler_fail_pooler_pools(stack: DeployedStack) 
             time.sleep(0.5)
         for conn in conns:
             conn.close()
-    expect_repaired(stack, results)
+
+
+def test_clients_queueing_in_the_pooler_fail_pooler_pools(stack: DeployedStack) -> None:
+    caught(
+        stack,
+        clients_queueing(stack),
+        {"pooler.pools"},
+        says={"pooler.pools": "pool eliza/eliza_user: 2 client(s) waiting"},
+    )
 
 
 # ---- replication -------------------------------------------------------------------------------
 
-
-def test_inactive_extra_slot_fails_replication_slots(stack: DeployedStack) -> None:
-    sql(stack, "SELECT pg_create_physical_replication_slot('verify_orphan', true)", db="postgres")
-    try:
-        expect(
-            results := verify(stack),
-            {"replication.slots"},
-            says={"replication.slots": "inactive slot verify_orphan holds"},
-        )
-    finally:
-        sql(stack, "SELECT pg_drop_replication_slot('verify_orphan')", db="postgres")
-    expect_repaired(stack, results)
+# The walsender holds the slot: end it and drop the slot before the replica reconnects.
+DROP_REPLICA_1_SLOT = """
+DO $$
+BEGIN
+  FOR i IN 1..200 LOOP
+    PERFORM pg_terminate_backend(active_pid) FROM pg_replication_slots
+     WHERE slot_name = 'elizadb_replica_1' AND active_pid IS NOT NULL;
+    BEGIN
+      PERFORM pg_drop_replication_slot('elizadb_replica_1');
+      RETURN;
+    EXCEPTION WHEN object_in_use THEN
+      PERFORM pg_sleep(0.02);
+    END;
+  END LOOP;
+  RAISE EXCEPTION 'the slot stayed active';
+END $$"""
 
 
 def test_dropped_slot_of_a_running_replica_fails_streaming_and_slots(
     stack: DeployedStack,
 ) -> None:
-    # The walsender holds the slot: end it and drop the slot before the replica reconnects.
-    sql(
+    caught(
         stack,
-        """
-        DO $$
-        BEGIN
-          FOR i IN 1..200 LOOP
-            PERFORM pg_terminate_backend(active_pid) FROM pg_replication_slots
-             WHERE slot_name = 'elizadb_replica_1' AND active_pid IS NOT NULL;
-            BEGIN
-              PERFORM pg_drop_replication_slot('elizadb_replica_1');
-              RETURN;
-            EXCEPTION WHEN object_in_use THEN
-              PERFORM pg_sleep(0.02);
-            END;
-          END LOOP;
-          RAISE EXCEPTION 'the slot stayed active';
-        END $$""",
+        sql_fault(
+            stack,
+            [DROP_REPLICA_1_SLOT],
+            ["SELECT pg_create_physical_replication_slot('elizadb_replica_1', true)"],
+            db="postgres",
+        ),
+        {"replication.streaming", "replication.slots"},
+        skips={"replication.lag"},
+        says={
+            "replication.streaming": "replica-1",
+            "replication.slots": "slot elizadb_replica_1 does not exist on the primary",
+        },
+    )
+
+
+def _wal(megabytes: int) -> str:
+    """WAL without tables: logical messages of 1 MiB each."""
+    return (
+        "SELECT pg_logical_emit_message(false, 'elizadb-verify-test', repeat('x', 1048576))"
+        f" FROM generate_series(1, {megabytes})"
+    )
+
+
+def replica_1_paused(stack: DeployedStack, wal_megabytes: int) -> AbstractContextManager[None]:
+    """replica-1's WAL replay paused, then `wal_megabytes` of WAL written on the primary."""
+    pause = sql_fault(
+        stack,
+        ["SELECT pg_wal_replay_pause()"],
+        ["SELECT pg_wal_replay_resume()"],
+        node=REPLICA_1,
         db="postgres",
     )
-    try:
-        expect(
-            results := verify(stack),
-            {"replication.streaming", "replication.slots"},
-            skips={"replication.lag"},
-            says={
-                "replication.streaming": "replica-1",
-                "replication.slots": "slot elizadb_replica_1 does not exist on the primary",
-            },
-        )
-    finally:
-        sql(
-            stack,
-            "SELECT pg_create_physical_replication_slot('elizadb_replica_1', true)",
-            db="postgres",
-        )
-    expect_repaired(stack, results)
+
+    @contextmanager
+    def paused() -> Iterator[None]:
+        with pause:
+            if wal_megabytes:
+                sql(stack, _wal(wal_megabytes), db="postgres")
+            yield
+
+    return paused()
 
 
 def test_paused_replay_fails_replication_lag(stack: DeployedStack) -> None:
     replica = endpoint(stack, REPLICA_1)
-    sql(stack, "SELECT pg_wal_replay_pause()", node=REPLICA_1, db="postgres")
-    try:
-        # 80 MiB of WAL (logical messages: WAL without tables), above the 64 MiB threshold.
-        sql(
+    caught(
+        stack,
+        replica_1_paused(stack, 80),  # above the 64 MiB threshold
+        {"replication.lag"},
+        says={"replication.lag": f"replica-1 ({replica['host']}:{replica['port']}) replays"},
+    )
+
+
+def test_replay_paused_with_little_lag_fails_replication_lag(stack: DeployedStack) -> None:
+    # Nothing written: the lag stays far under its thresholds, but the replica has stopped
+    # converging and will fall behind with the next write.
+    replica = endpoint(stack, REPLICA_1)
+    caught(
+        stack,
+        replica_1_paused(stack, 0),
+        {"replication.lag"},
+        says={
+            "replication.lag": f"replica-1 ({replica['host']}:{replica['port']})'s WAL replay is"
+        },
+    )
+
+
+def test_stopped_wal_receiver_fails_streaming_and_slots(stack: DeployedStack) -> None:
+    # replica-1 runs and answers queries, but its WAL receiver is gone (no primary_conninfo):
+    # it receives nothing and its slot on the primary goes idle.
+    caught(
+        stack,
+        sql_fault(
             stack,
-            "SELECT pg_logical_emit_message(false, 'elizadb-verify-test', "
-            "repeat('x', 1048576)) FROM generate_series(1, 80)",
+            ["ALTER SYSTEM SET primary_conninfo = ''", "SELECT pg_reload_conf()"],
+            ["ALTER SYSTEM RESET primary_conninfo", "SELECT pg_reload_conf()"],
+            node=REPLICA_1,
             db="postgres",
-        )
-        expect(
-            results := verify(stack),
-            {"replication.lag"},
-            says={"replication.lag": f"replica-1 ({replica['host']}:{replica['port']}) replays"},
-        )
+        ),
+        {"replication.streaming", "replication.slots"},
+        skips={"replication.lag"},
+        says={
+            "replication.streaming": "its WAL receiver is not running",
+            "replication.slots": "elizadb_replica_1 is not active",
+        },
+    )
+
+
+@contextmanager
+def hung_wal_receiver(stack: DeployedStack) -> Iterator[None]:
+    """replica-1's WAL receiver stopped with SIGSTOP: its connection stays open and both ends
+    still say streaming, but nothing it is sent is flushed or confirmed. SIGCONT resumes it."""
+    ((pid,),) = sql(stack, "SELECT pid FROM pg_stat_wal_receiver", node=REPLICA_1, db="postgres")
+    sh(stack, REPLICA_1, f"kill -STOP {pid}", user="postgres")
+    try:
+        yield
     finally:
-        sql(stack, "SELECT pg_wal_replay_resume()", node=REPLICA_1, db="postgres")
-    expect_repaired(stack, results)
+        sh(stack, REPLICA_1, f"kill -CONT {pid}", user="postgres")
+
+
+def test_hung_wal_receiver_fails_replication_converging(stack: DeployedStack) -> None:
+    caught(
+        stack,
+        hung_wal_receiver(stack),
+        {"replication.converging"},
+        says={"replication.converging": "slot elizadb_replica_1's restart LSN stays at"},
+    )
+
+
+@contextmanager
+def lost_slot(stack: DeployedStack) -> Iterator[None]:
+    """An inactive slot whose WAL was removed (wal_status lost): for one checkpoint the primary
+    keeps only 1 MB of WAL for slots and none for wal_keep_size, after both replicas have
+    replayed everything, so that only the extra slot falls behind."""
+    settings = (
+        "ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'",
+        "ALTER SYSTEM SET wal_keep_size = 0",
+        "SELECT pg_reload_conf()",
+    )
+    resets = (
+        "ALTER SYSTEM RESET max_slot_wal_keep_size",
+        "ALTER SYSTEM RESET wal_keep_size",
+        "SELECT pg_reload_conf()",
+    )
+    with ExitStack() as undo:
+        undo.enter_context(
+            sql_fault(
+                stack,
+                ["SELECT pg_create_physical_replication_slot('verify_lost', true)"],
+                ["SELECT pg_drop_replication_slot('verify_lost')"],
+                db="postgres",
+            )
+        )
+        undo.enter_context(sql_fault(stack, settings, resets, db="postgres"))
+        sql(stack, _wal(40), db="postgres")
+        wait_for(
+            "both replicas to replay all the WAL",
+            lambda: (
+                sql(
+                    stack,
+                    "SELECT count(*) FILTER (WHERE replay_lsn = pg_current_wal_lsn())"
+                    " FROM pg_stat_replication",
+                    db="postgres",
+                )
+                == [(2,)]
+            ),
+        )
+        sql(stack, "SELECT pg_switch_wal()", db="postgres")
+        sql(stack, "CHECKPOINT", db="postgres")
+        states = sql(stack, "SELECT slot_name, wal_status FROM pg_replication_slots", db="postgres")
+        assert ("verify_lost", "lost") in states, states
+        yield
+
+
+def test_slot_that_lost_its_wal_fails_replication_slots(stack: DeployedStack) -> None:
+    caught(
+        stack,
+        lost_slot(stack),
+        {"replication.slots"},
+        says={"replication.slots": "slot verify_lost has lost WAL its replica needs"},
+    )
+
+
+@contextmanager
+def stopped_container(stack: DeployedStack, name: str) -> Iterator[None]:
+    container = stack.client.containers.get(name)
+    container.stop(timeout=20)
+    try:
+        yield
+    finally:
+        container.start()
 
 
 def test_stopped_replica_fails_reachable_streaming_and_slots(stack: DeployedStack) -> None:
-    replica = stack.client.containers.get(REPLICA_2)
-    replica.stop(timeout=20)
-    try:
-        expect(
-            results := verify(stack),
-            {"health.reachable", "replication.streaming", "replication.slots"},
-            skips=REPLICA_DEPENDENTS | {"tls.non_tls_refused", "tls.certificate", "tls.expiry"},
-            says={
-                "health.reachable": "replica-2",
-                "replication.streaming": "replica-2",
-                "replication.slots": "inactive slot elizadb_replica_2",
-            },
-        )
-    finally:
-        replica.start()
-    expect_repaired(stack, results)
+    caught(
+        stack,
+        stopped_container(stack, REPLICA_2),
+        {"health.reachable", "replication.streaming", "replication.slots"},
+        skips=REPLICA_DEPENDENTS | {"tls.non_tls_refused", "tls.certificate", "tls.expiry"},
+        says={
+            "health.reachable": "replica-2",
+            "replication.streaming": "replica-2",
+            "replication.slots": "inactive slot elizadb_replica_2",
+        },
+    )
 
 
-def test_promoted_replica_fails_role_streaming_slots_and_read_only(stack: DeployedStack) -> None:
+@contextmanager
+def promoted_replica_2(stack: DeployedStack) -> Iterator[None]:
     # Every node archives WAL into the shared pgBackRest repository: a rogue primary would put
     # its new timeline there, and every standby that follows the latest timeline would then try
     # to follow it. Stop replica-2 from archiving before promoting it (its data is wiped below).
@@ -813,16 +1173,7 @@ def test_promoted_replica_fails_role_streaming_slots_and_read_only(stack: Deploy
     sql(stack, "SELECT pg_reload_conf()", node=REPLICA_2, db="postgres")
     sql(stack, "SELECT pg_promote()", node=REPLICA_2, db="postgres")
     try:
-        expect(
-            results := verify(stack),
-            {"health.role", "replication.streaming", "replication.slots", "replication.read_only"},
-            skips={"replication.lag"},
-            says={
-                "health.role": "replica-2",
-                "replication.read_only": "replica-2",
-                "replication.slots": "elizadb_replica_2 is not active",
-            },
-        )
+        yield
     finally:
         # A promoted replica cannot follow again: empty its data volume (with a throwaway
         # container of the same image) and start it, which clones the primary afresh.
@@ -836,54 +1187,93 @@ def test_promoted_replica_fails_role_streaming_slots_and_read_only(stack: Deploy
             remove=True,
         )
         container.start()
-    expect_repaired(stack, results)
+
+
+def test_promoted_replica_fails_role_streaming_slots_and_read_only(stack: DeployedStack) -> None:
+    caught(
+        stack,
+        promoted_replica_2(stack),
+        {"health.role", "replication.streaming", "replication.slots", "replication.read_only"},
+        skips={"replication.lag"},
+        says={
+            "health.role": "replica-2",
+            "replication.read_only": "replica-2",
+            "replication.slots": "elizadb_replica_2 is not active",
+        },
+    )
 
 
 # ---- backups -----------------------------------------------------------------------------------
 
 
-def test_unmounted_backup_volume_fails_backups_volume(stack: DeployedStack) -> None:
-    # Unmounted inside the primary's mount namespace, what is left at the path is the image's
-    # empty folder, where backups would die with the container. A helper that shares the
-    # primary's PID namespace enters its mounts with CAP_SYS_ADMIN alone: a privileged exec or
-    # container asks for every capability, and Docker Engine fails it ("unable to apply caps")
-    # where the host's bounding set lacks one, as on these machines (no CAP_SYS_RESOURCE).
+@contextmanager
+def backup_mount(stack: DeployedStack, command: list[str]) -> Iterator[None]:
+    """Change the backup mount inside the primary's mount namespace; a restart has the engine
+    mount the volume again as declared. A helper that shares the primary's PID namespace enters
+    its mounts with CAP_SYS_ADMIN alone: a privileged exec or container asks for every
+    capability, and Docker Engine fails it ("unable to apply caps") where the host's bounding set
+    lacks one, as on these machines (no CAP_SYS_RESOURCE)."""
     primary = stack.client.containers.get(PRIMARY)
     stack.client.containers.run(
         primary.image.id,
-        entrypoint=["nsenter", "-t", "1", "-m", "umount", "-l", "/var/lib/pgbackrest"],
+        entrypoint=["nsenter", "-t", "1", "-m", *command],
         pid_mode=f"container:{primary.id}",
         cap_add=["SYS_ADMIN"],
         user="root",
         remove=True,
     )
     try:
+        yield
+    finally:
+        primary.restart(timeout=30)
+
+
+def test_unmounted_backup_volume_fails_backups_volume(stack: DeployedStack) -> None:
+    # What is left at the path is the image's empty folder, where backups would die with the
+    # container.
+    with backup_mount(stack, ["umount", "-l", "/var/lib/pgbackrest"]):
         expect(
             verify(stack),
             {"backups.volume"},
             says={"backups.volume": "/var/lib/pgbackrest is not a mount point on the primary"},
         )
-    finally:
-        primary.restart(timeout=30)  # the engine mounts the volume again
     expect_healthy(stack)  # a restarted primary: every check, not only the one that failed
+
+
+def test_read_only_backup_mount_fails_backups_volume_and_writable(stack: DeployedStack) -> None:
+    with backup_mount(stack, ["mount", "-o", "remount,ro,bind", "/var/lib/pgbackrest"]):
+        expect(
+            verify(stack),
+            {"backups.volume", "backups.writable"},
+            says={
+                "backups.volume": "/var/lib/pgbackrest is mounted read-only",
+                "backups.writable": "Read-only file system",
+            },
+        )
+    expect_healthy(stack)
 
 
 def test_backup_volume_not_writable_fails_backups_writable(stack: DeployedStack) -> None:
     owner = sh(stack, PRIMARY, "stat -c '%u:%g %a' /var/lib/pgbackrest").split()
-    sh(stack, PRIMARY, "chown root:root /var/lib/pgbackrest && chmod 755 /var/lib/pgbackrest")
-    try:
-        expect(
-            results := verify(stack),
-            {"backups.writable"},
-            says={"backups.writable": "Permission denied"},
-        )
-    finally:
-        sh(
-            stack,
-            PRIMARY,
-            f"chown {owner[0]} /var/lib/pgbackrest && chmod {owner[1]} /var/lib/pgbackrest",
-        )
-    expect_repaired(stack, results)
+
+    @contextmanager
+    def root_owned() -> Iterator[None]:
+        sh(stack, PRIMARY, "chown root:root /var/lib/pgbackrest && chmod 755 /var/lib/pgbackrest")
+        try:
+            yield
+        finally:
+            sh(
+                stack,
+                PRIMARY,
+                f"chown {owner[0]} /var/lib/pgbackrest && chmod {owner[1]} /var/lib/pgbackrest",
+            )
+
+    caught(
+        stack,
+        root_owned(),
+        {"backups.writable"},
+        says={"backups.writable": "Permission denied"},
+    )
 
 
 def test_every_check_passes_after_all_the_faults(stack: DeployedStack) -> None:

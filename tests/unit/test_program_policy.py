@@ -11,6 +11,7 @@ import pytest
 from elizadb.local.capture import Declaration, Declared, declare
 from elizadb.local.state import StateFile
 from infra.settings import load_settings
+from tests.unit.hashseeds import assert_same_under_hash_seeds
 
 CONTAINER = "docker:index/container:Container"
 VOLUME = "docker:index/volume:Volume"
@@ -56,7 +57,9 @@ def test_the_program_declares_the_expected_containers(dev: tuple[Declaration, St
     ]
 
 
-def test_every_long_running_container_has_a_health_check(dev: tuple[Declaration, StateFile]) -> None:
+def test_every_long_running_container_has_a_health_check(
+    dev: tuple[Declaration, StateFile],
+) -> None:
     for c in _containers(dev[0]):
         if c.inputs.get("attach"):  # the bootstrap job runs to completion instead
             assert c.inputs.get("mustRun") is False, c.name
@@ -66,7 +69,9 @@ def test_every_long_running_container_has_a_health_check(dev: tuple[Declaration,
         assert c.inputs.get("restart") == "unless-stopped", c.name
 
 
-def test_ports_are_published_on_loopback_only_by_default(dev: tuple[Declaration, StateFile]) -> None:
+def test_ports_are_published_on_loopback_only_by_default(
+    dev: tuple[Declaration, StateFile],
+) -> None:
     published = [(c.name, p) for c in _containers(dev[0]) for p in c.inputs.get("ports") or []]
     assert len(published) == 4
     for name, port in published:
@@ -99,7 +104,9 @@ def test_no_secret_appears_in_plain_inputs_or_outputs(dev: tuple[Declaration, St
     assert "uploads" in primary.secret_inputs
 
 
-def test_no_password_is_passed_in_a_container_environment(dev: tuple[Declaration, StateFile]) -> None:
+def test_no_password_is_passed_in_a_container_environment(
+    dev: tuple[Declaration, StateFile],
+) -> None:
     _, state = dev
     secrets = _secrets(state)
     for c in _containers(dev[0]):
@@ -124,7 +131,9 @@ def test_data_and_backup_volumes_are_protected(dev: tuple[Declaration, StateFile
         assert v.protect and v.retain_on_delete, f"volume {v.inputs['name']} is not protected"
 
 
-def test_replicas_and_pooler_depend_on_the_bootstrap_job(dev: tuple[Declaration, StateFile]) -> None:
+def test_replicas_and_pooler_depend_on_the_bootstrap_job(
+    dev: tuple[Declaration, StateFile],
+) -> None:
     decl = dev[0]
     job = next(c for c in _containers(decl) if c.inputs.get("attach"))
     primary = next(c for c in _containers(decl) if c.name == "primary")
@@ -143,21 +152,32 @@ def test_secrets_are_generated_once_per_stack(tmp_path: Path) -> None:
     assert (tmp_path / "dev.state.json").stat().st_mode & 0o077 == 0
 
 
+DECLARE = """
+import json, sys
+from pathlib import Path
+from elizadb.local.capture import declare
+from elizadb.local.state import StateFile
+from infra.settings import load_settings
+declaration = declare(load_settings("dev", {}, "test"), StateFile("dev", Path(sys.argv[1])))
+# Registration order is async and may vary; what is declared must not.
+print(json.dumps(sorted([r.typ, r.name, r.inputs] for r in declaration.resources), sort_keys=True))
+"""
+
+
 def test_declarations_are_deterministic(tmp_path: Path) -> None:
-    first, state = _declare(tmp_path)
+    """The same declaration from fresh interpreters under several hash seeds (the secrets come
+    from one saved state file, as on a real machine)."""
+    _, state = _declare(tmp_path)
     state.save()
-    second, _ = _declare(tmp_path)
-    # Registration order is async and may vary; what is declared must not.
-    assert {(r.typ, r.name): r.inputs for r in first.resources} == {
-        (r.typ, r.name): r.inputs for r in second.resources
-    }
+    script = DECLARE.replace("sys.argv[1]", repr(str(tmp_path)))
+    assert_same_under_hash_seeds(script)
 
 
 def test_scaling_changes_only_what_it_must(tmp_path: Path) -> None:
     two, state = _declare(tmp_path)
     state.save()
     one, _ = _declare(tmp_path, replicas=1)
-    by_name = lambda d: {c.inputs["name"]: c.inputs for c in _containers(d)}  # noqa: E731
+    by_name = lambda d: {c.inputs["name"]: c.inputs for c in _containers(d)}
     a, b = by_name(two), by_name(one)
     assert set(a) - set(b) == {"elizadb-dev-replica-2"}
     # the certificate and the pooler do not change; nodes learn their new set of peers

@@ -14,7 +14,7 @@ from verify import expected_schema as want
 from verify.checks.pooler import config_problems
 from verify.checks.replication import Slot, slot_problems
 from verify.checks.schema import LiveColumn, LiveIndex, column_problems, index_problems
-from verify.checks.tls import hba_problems
+from verify.checks.tls import hba_problems, tls_refusal
 from verify.migrations import SQL_DIR, Migration, ledger_problems, migration_files
 from verify.server_files import mount_point, parse_df
 from verify.synthetic import clustered_vectors
@@ -299,3 +299,32 @@ def test_synthetic_vectors_are_unit_length_deterministic_and_clustered() -> None
     iid_sims = iid @ iid.T
     np.fill_diagonal(iid_sims, -1)
     assert iid_sims.max(axis=1).mean() < 0.35  # what the tripwire warns about
+
+
+# The first and the last as a deployed stack's primary and pooler answered a connection with
+# sslmode=disable (measured); the second is PostgreSQL's wording when pg_hba.conf has hostssl
+# rules only.
+AT = 'connection failed: connection to server at "127.0.0.1", port 49200 failed: FATAL:  '
+FOR = 'for host "10.201.84.1", user "postgres", database "postgres"'
+TLS_REFUSALS = [
+    f"{AT}pg_hba.conf rejects connection {FOR}, no encryption",
+    f"{AT}no pg_hba.conf entry {FOR}, no encryption",
+    f"{AT}SSL required",
+]
+OTHER_REFUSALS = [
+    f"{AT}sorry, too many clients already",
+    f"{AT}no more connections allowed (max_client_conn)",
+    f'{AT}password authentication failed for user "postgres"',
+    f"{AT}pg_hba.conf rejects connection {FOR}, SSL encryption",
+    f'{AT}database "eliza" is disabled',
+]
+
+
+@pytest.mark.parametrize("message", TLS_REFUSALS)
+def test_the_servers_tls_refusals_are_recognised(message: str) -> None:
+    assert tls_refusal(message)
+
+
+@pytest.mark.parametrize("message", OTHER_REFUSALS)
+def test_other_refusals_are_not_taken_for_a_tls_refusal(message: str) -> None:
+    assert not tls_refusal(message)

@@ -66,11 +66,17 @@ def _check_read_write_target(ctx: Context, seen: Findings) -> None:
     pick the read-write one: it must pick the primary of the outputs."""
     try:
         landed = row(ctx.agent(), IDENTITY)
+        in_recovery = scalar(ctx.agent(), "SELECT pg_is_in_recovery()")
         primary = row(ctx.node(ctx.outputs.primary), IDENTITY)
     except Unreachable as err:
         seen.unreachable(err)
         return
-    if landed != primary:
+    if in_recovery:
+        seen.problem(
+            "connections.agentPrimary lands on a standby (in recovery, started "
+            f"{landed[1]:%F %T}): every write through it fails"
+        )
+    elif landed != primary:
         seen.problem(
             f"connections.agentPrimary reaches a read-write server other than {ctx.outputs.primary} "
             f"(started {landed[1]:%F %T}): two nodes accept writes"

@@ -7,6 +7,7 @@ a naming convention, so the checks hold for any deployment whose outputs list th
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,10 +39,12 @@ class Slot:
 
 @dataclass(frozen=True)
 class ReplicaView:
-    """What a replica says about itself: the slot it asks for and its WAL receiver."""
+    """What a replica says about itself: the slot it asks for, its WAL receiver, and whether
+    its WAL replay is paused (pg_get_wal_replay_pause_state: 'pause requested' or 'paused')."""
 
     slot: str
     receiver_status: str | None
+    replay_pause: str = "not paused"
 
 
 @dataclass(frozen=True)
@@ -78,16 +81,29 @@ def _read_state(ctx: Context) -> State:
         except Unreachable as err:
             replicas[replica.label] = err
             continue
-        slot, status = row(
+        slot, status, pause = row(
             conn,
-            "SELECT current_setting('primary_slot_name'), (SELECT status FROM pg_stat_wal_receiver)",
+            "SELECT current_setting('primary_slot_name'), (SELECT status FROM pg_stat_wal_receiver),"
+            # A promoted replica has no replay to pause (and the function errors outside
+            # recovery); health.role reports it.
+            " CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state()"
+            "      ELSE 'not paused' END",
         )
-        replicas[replica.label] = ReplicaView(slot, status)
+        replicas[replica.label] = ReplicaView(slot, status, pause)
     return State(senders, slots, replicas)
 
 
 def _state(ctx: Context) -> State:
     return ctx.memo("replication.state", lambda: _read_state(ctx))
+
+
+def _primary(ctx: Context, seen: Findings) -> psycopg.Connection[Any] | None:
+    """The superuser on the primary, or None with the reason recorded in `seen`."""
+    try:
+        return ctx.node(ctx.outputs.primary)
+    except Unreachable as err:
+        seen.unreachable(err)
+        return None
 
 
 def _sender_for(state: State, slot: str) -> Sender | None:
@@ -202,7 +218,9 @@ def lag_problem(label: str, sender: Sender, t: Thresholds) -> str | None:
 
 
 def check_lag(ctx: Context) -> Outcome:
-    """Every streaming replica replays within lag_max_bytes and lag_max_seconds of the primary."""
+    """Every streaming replica replays within lag_max_bytes and lag_max_seconds of the primary,
+    and none has its replay paused: a paused replica still receives WAL and looks close behind
+    until enough is written, but stops converging at once."""
     seen = Findings()
     try:
         state = _state(ctx)
@@ -216,6 +234,11 @@ def check_lag(ctx: Context) -> Outcome:
             seen.unreachable(view)
             continue
         sender = _sender_for(state, view.slot)
+        if view.replay_pause != "not paused":
+            seen.problem(
+                f"{replica}'s WAL replay is {view.replay_pause}: it receives WAL but applies "
+                "none of it"
+            )
         if sender is None or sender.state != "streaming":
             seen.not_checked(str(replica), "replication.streaming", "not streaming")
             continue
@@ -228,8 +251,56 @@ def check_lag(ctx: Context) -> Outcome:
             seen.problem(problem)
     return seen.outcome(
         "lag " + (", ".join(shown) or "n/a (no replicas)"),
-        "check the replica for paused replay (SELECT pg_is_wal_replay_paused()), long queries "
-        "conflicting with recovery, or an I/O-starved host",
+        "resume a paused replica (SELECT pg_wal_replay_resume() on it); otherwise look for "
+        "long queries conflicting with recovery, or an I/O-starved host",
+    )
+
+
+# How long a streaming replica's slot may take to confirm a fresh WAL record: the primary's WAL
+# writer flushes within wal_writer_delay (200 ms) and a standby confirms what it flushes at once.
+CONVERGE_TIMEOUT_S = 5.0
+
+
+def check_converging(ctx: Context) -> Outcome:
+    """Every streaming replica's slot follows new WAL: the suite writes one WAL record (a
+    logical message, no rows) on the primary and each active slot's restart LSN must reach it
+    within CONVERGE_TIMEOUT_S. A replica whose WAL receiver hangs still shows as streaming, and
+    its lag stays small while little is written; its slot stops advancing at once."""
+    seen = Findings()
+    primary = _primary(ctx, seen)
+    if primary is None:
+        return seen.outcome("", "")
+    # Flushed at once (PostgreSQL 17's fourth argument): a record that is not part of a
+    # commit would otherwise wait in the WAL buffers, unsent, until a page fills. The function
+    # returns the LSN at the end of the record: a slot has followed once it reaches that.
+    marker = scalar(
+        primary,
+        "SELECT pg_logical_emit_message(false, 'elizadb-verify', 'converging', true)::text",
+    )
+    # Only slots with a streaming sender: a replica that is not streaming at all is reported by
+    # replication.streaming and replication.slots.
+    query = (
+        "SELECT s.slot_name, s.restart_lsn::text, s.restart_lsn >= %s::pg_lsn"
+        "  FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid"
+        " WHERE r.state = 'streaming' ORDER BY 1"
+    )
+    deadline = time.monotonic() + CONVERGE_TIMEOUT_S
+    while True:
+        rows = primary.execute(query, (marker,)).fetchall()
+        behind = [(name, lsn) for name, lsn, passed in rows if not passed]
+        if not behind or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    for name, lsn in behind:
+        seen.problem(
+            f"slot {name}'s restart LSN stays at {lsn}: its replica has not confirmed WAL written "
+            f"up to {marker} within {CONVERGE_TIMEOUT_S:g} s (a hung WAL receiver, or a replica "
+            "that cannot flush)"
+        )
+    return seen.outcome(
+        f"{len(rows)} streaming slot(s) confirmed new WAL",
+        "look at the replica's WAL receiver (pg_stat_wal_receiver, its log) and its disk; "
+        "restarting the replica restarts its receiver",
     )
 
 
@@ -293,10 +364,8 @@ def check_synchronous(ctx: Context) -> Outcome:
     """With synchronous replication on, enough standbys are connected as synchronous candidates
     to confirm a commit; otherwise every commit hangs until one returns."""
     seen = Findings()
-    try:
-        primary = ctx.node(ctx.outputs.primary)
-    except Unreachable as err:
-        seen.unreachable(err)
+    primary = _primary(ctx, seen)
+    if primary is None:
         return seen.outcome("", "")
     names = scalar(primary, "SELECT current_setting('synchronous_standby_names')")
     needed = required_sync_standbys(names)
@@ -325,6 +394,11 @@ CHECKS = (
     Check("replication.streaming", check_streaming),
     Check("replication.slots", check_slots),
     Check("replication.lag", check_lag),
+    Check(
+        "replication.converging",
+        check_converging,
+        writes="one WAL record (a logical message, no rows) on the primary",
+    ),
     Check("replication.read_only", check_read_only),
     Check("replication.synchronous", check_synchronous),
 )

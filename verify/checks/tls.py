@@ -19,6 +19,20 @@ _NO_SERVER = re.compile(
     r"Connection refused|timeout expired|could not connect|No route to host"
     r"|could not translate host name|server closed the connection unexpectedly"
 )
+# The refusal of a connection because it is not encrypted, in the server's own words:
+# PostgreSQL's pg_hba.conf ("... rejects connection for ..., no encryption" from a hostnossl
+# reject rule, "no pg_hba.conf entry for ..., no encryption" when only hostssl rules exist) and
+# PgBouncer's client_tls_sslmode=require ("SSL required"). Any other refusal (too many clients,
+# a database that does not exist, a password rule) says nothing about TLS.
+_TLS_REFUSAL = re.compile(
+    r"FATAL:\s+(?:pg_hba\.conf rejects connection|no pg_hba\.conf entry) for .*, no encryption"
+    r"|FATAL:\s+SSL required"
+)
+
+
+def tls_refusal(message: str) -> bool:
+    """Whether a failed connection's error is the server refusing it for want of TLS."""
+    return _TLS_REFUSAL.search(message) is not None
 
 
 def _root(endpoint: Endpoint) -> str:
@@ -51,7 +65,7 @@ def _endpoint_uris(ctx: Context) -> list[tuple[Endpoint, str]]:
 
 def check_non_tls_refused(ctx: Context) -> Outcome:
     """Every endpoint (primary, replicas, pooler) refuses a connection with sslmode=disable,
-    although the user and password are right."""
+    although the user and password are right, and says that it refuses it for want of TLS."""
     off = _tls_off(ctx)
     if off:
         return off
@@ -67,10 +81,17 @@ def check_non_tls_refused(ctx: Context) -> Outcome:
         try:
             conn = psycopg.connect(info)
         except psycopg.OperationalError as err:
+            if tls_refusal(str(err)):
+                continue  # refused by the server for want of TLS: what we want
             message = first_line(err)
             if _NO_SERVER.search(str(err)):
                 seen.unreachable(Unreachable(endpoint.label, _root(endpoint), message))
-            continue  # refused by the server itself: what we want
+            else:
+                seen.problem(
+                    f"{endpoint} refused a connection without TLS, but not for want of TLS, so "
+                    f"whether it requires TLS is unknown: {str(err).strip()}"
+                )
+            continue
         user = conn.info.user
         conn.close()
         seen.problem(f"{endpoint} accepted a connection without TLS (as {user})")

@@ -7,6 +7,11 @@ standby. Then the rows are counted: every acknowledged row must be on the new pr
 
   RTO  the gap in acknowledged writes: first ack after the kill minus last ack before it.
   RPO  acknowledged rows missing after promotion (0 is required with synchronous replication).
+
+Whether the most advanced standby was promoted is judged from the standbys' replayed positions
+as the drill itself reads them, over its own connections, once the primary is down and before
+the failover starts: the election's own positions are recorded beside them but never used to
+judge it, so a wrong election cannot grade itself right.
 """
 
 from __future__ import annotations
@@ -95,6 +100,65 @@ class Writer:
             conn.close()
 
 
+class PositionReader:
+    """Each standby's replayed LSN as the standby reports it, read over a connection of the
+    drill's own (to its published port, opened before the fault so that reading costs one
+    round trip), not through the failover code's engine exec."""
+
+    def __init__(self, outputs: dict[str, Any], root_cert: str, names: list[str]) -> None:
+        endpoints = {e["name"]: e for e in (outputs["primary"], *outputs["replicas"])}
+        uri = _superuser(outputs, root_cert)
+        self.conns: dict[str, psycopg.Connection[Any]] = {}
+        for name in names:
+            endpoint = endpoints[name]
+            self.conns[name] = psycopg.connect(
+                uri,
+                host=endpoint["host"],
+                port=endpoint["port"],
+                target_session_attrs="any",
+                autocommit=True,
+                connect_timeout=5,
+            )
+
+    def read(self) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for name, conn in self.conns.items():
+            try:
+                row = conn.execute(
+                    "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text"
+                ).fetchone()
+            except psycopg.Error:
+                continue  # a node that cannot answer cannot be promoted either
+            if row and row[0] and row[1]:
+                found[name] = ops.lsn_int(row[1])
+        return found
+
+    def settled(self, timeout_s: float = 1.0) -> dict[str, int]:
+        """Positions once two reads 50 ms apart agree: a standby replays what it received
+        within milliseconds, and nothing more arrives once the primary is dead."""
+        deadline = time.monotonic() + timeout_s
+        last = self.read()
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            now = self.read()
+            if now == last:
+                break
+            last = now
+        return last
+
+    def close(self) -> None:
+        for conn in self.conns.values():
+            conn.close()
+
+
+def most_advanced(positions: dict[str, int]) -> list[str]:
+    """Every standby at the highest position: on a tie, each of them is a right choice."""
+    if not positions:
+        return []
+    top = max(positions.values())
+    return sorted(name for name, lsn in positions.items() if lsn == top)
+
+
 @dataclass
 class DrillResult:
     kind: str  # "failover" | "switchover"
@@ -102,8 +166,9 @@ class DrillResult:
     synchronous: bool
     old_primary: str
     new_primary: str
-    most_advanced: list[str]  # standbys with the highest replayed LSN at election
-    positions: dict[str, int]
+    most_advanced: list[str]  # standbys at the highest observed position (ties: all of them)
+    positions: dict[str, int]  # replayed LSN of each standby as the drill read it itself
+    election_positions: dict[str, int]  # what the election read (for the record only)
     acked: int
     missing: int  # RPO: acknowledged rows not on the new primary
     rto_s: float
@@ -146,10 +211,14 @@ def prepare(outputs: dict[str, Any], root_cert: str) -> None:
 def _set_conninfo(cluster: ops.Cluster, node: ops.Node, value: str | None) -> None:
     """Override (or, with None, restore) a standby's primary_conninfo; a reload applies it."""
     statement = (
-        "ALTER SYSTEM RESET primary_conninfo" if value is None
+        "ALTER SYSTEM RESET primary_conninfo"
+        if value is None
         else f"ALTER SYSTEM SET primary_conninfo = {value}"
     )
-    if cluster.psql(node, statement) is None or cluster.psql(node, "SELECT pg_reload_conf()") != "t":
+    if (
+        cluster.psql(node, statement) is None
+        or cluster.psql(node, "SELECT pg_reload_conf()") != "t"
+    ):
         raise RuntimeError(f"could not change primary_conninfo on {node.name}")
 
 
@@ -195,25 +264,36 @@ def run_drill(
     else:
         time.sleep(write_before_s)
     events: dict[str, float] = {}
-    if kind == "failover":
-        progress(f"killing {old.name} (SIGKILL)")
-        t0 = time.monotonic()
-        client.containers.get(old.name).kill()
-        if behind is not None:
-            _set_conninfo(cluster, behind, None)
-        _wait_down(cluster, old)
-        events["detected"] = time.monotonic() - t0
-        result = ops.failover(cluster, progress, failed=old)
-        new, positions = result.new, result.positions
-        for step, at in result.steps.items():
-            events[step] = events["detected"] + at
-    else:
-        standbys = [n for n in cluster.topo.nodes if n != old]
-        positions = cluster.standby_positions(old)
-        new = max(standbys, key=lambda n: (positions.get(n, -1), -n.index))
-        t0 = time.monotonic()
-        steps = ops.switchover(cluster, new, progress)
-        events.update(steps)
+    standbys = [n for n in cluster.topo.nodes if n != old]
+    reader = PositionReader(outputs, root_cert, [n.name for n in standbys])
+    try:
+        if kind == "failover":
+            progress(f"killing {old.name} (SIGKILL)")
+            t0 = time.monotonic()
+            client.containers.get(old.name).kill()
+            if behind is not None:
+                _set_conninfo(cluster, behind, None)
+            _wait_down(cluster, old)
+            events["detected"] = time.monotonic() - t0
+            # Read before the failover starts: once a standby is promoted the others follow it
+            # onto a new timeline and their positions no longer describe the fault.
+            observed = reader.settled()
+            events["observed"] = time.monotonic() - t0
+            result = ops.failover(cluster, progress, failed=old)
+            new, elected_from = result.new, result.positions
+            for step, at in result.steps.items():
+                events[step] = events["observed"] + at
+        else:
+            # A switchover has no election: the drill picks the target itself (the furthest
+            # along, then the lowest index) and the switchover waits until it has all the WAL.
+            observed = reader.settled()
+            elected_from = cluster.standby_positions(old)
+            new = max(standbys, key=lambda n: (observed.get(n.name, -1), -n.index))
+            t0 = time.monotonic()
+            steps = ops.switchover(cluster, new, progress)
+            events.update(steps)
+    finally:
+        reader.close()
     first_after = _wait_for_ack_from(writer, new.short, t0, timeout_s=30)
     events["first_write_after"] = first_after - t0
     time.sleep(write_after_s)
@@ -229,15 +309,17 @@ def run_drill(
     rto = (after[0].at - before[-1].at) if before and after else float("nan")
     present = _present_seqs(outputs, root_cert, run)
     missing = len({a.seq for a in writer.acks} - present)
-    top = max(positions.values()) if positions else 0
+    short = {n.name: n.short for n in cluster.topo.nodes}
+    positions = {short[name]: lsn for name, lsn in observed.items()}
     return DrillResult(
         kind=kind,
         run=run,
         synchronous=settings.synchronous,
         old_primary=old.short,
         new_primary=new.short,
-        most_advanced=sorted(n.short for n, lsn in positions.items() if lsn == top),
-        positions={n.short: lsn for n, lsn in positions.items()},
+        most_advanced=most_advanced(positions),
+        positions=positions,
+        election_positions={n.short: lsn for n, lsn in elected_from.items()},
         acked=len(writer.acks),
         missing=missing,
         rto_s=round(rto, 3),
