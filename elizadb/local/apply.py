@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import re
 import tarfile
 import time
 from collections.abc import Callable, Iterable
@@ -28,6 +27,7 @@ from docker.types import Healthcheck, IPAMConfig, IPAMPool, Mount
 from elizadb.errors import DeployError, EngineError
 from elizadb.local.capture import Declaration, Declared
 from infra.components.common import LABEL_STACK
+from infra.durations import parse_go_duration
 
 NETWORK = "docker:index/network:Network"
 VOLUME = "docker:index/volume:Volume"
@@ -49,7 +49,9 @@ class ApplyReport:
 
     @property
     def changed(self) -> bool:
-        return bool(self.created or self.replaced or self.started or self.removed or self.built_image)
+        return bool(
+            self.created or self.replaced or self.started or self.removed or self.built_image
+        )
 
 
 def connect() -> docker.DockerClient:
@@ -67,14 +69,6 @@ def connect() -> docker.DockerClient:
 
 def spec_digest(decl: Declared) -> str:
     return hashlib.sha256(json.dumps(decl.inputs, sort_keys=True).encode()).hexdigest()[:20]
-
-
-def _duration_ns(text: str) -> int:
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
-    if not match:
-        raise ValueError(f"unsupported duration {text!r}")
-    scale = {"ms": 1e6, "s": 1e9, "m": 60e9, "h": 3600e9}[match.group(2)]
-    return int(float(match.group(1)) * scale)
 
 
 def _labels(decl: Declared) -> dict[str, str]:
@@ -182,7 +176,9 @@ class Applier:
         return report
 
     def _stack_containers(self) -> list[Any]:
-        return self.client.containers.list(all=True, filters={"label": f"{LABEL_STACK}={self.stack}"})
+        return self.client.containers.list(
+            all=True, filters={"label": f"{LABEL_STACK}={self.stack}"}
+        )
 
     def _ensure_network(self, decl: Declared) -> None:
         name = decl.inputs["name"]
@@ -242,7 +238,7 @@ class Applier:
             line = chunk.get("stream", "")
             if line.strip():
                 tail = (tail + [line])[-20:]
-                if line.startswith("STEP") or line.startswith("Step"):
+                if line.startswith(("STEP", "Step")):
                     self.progress(f"  {line.strip()}")
         try:
             self.client.images.get(tag)
@@ -263,11 +259,14 @@ class Applier:
             current = None
         if current is not None:
             same = current.labels.get(LABEL_SPEC) == digest or (
-                self.conforming.get(name) == digest
-                and current.labels.get(LABEL_SPEC) is not None
+                self.conforming.get(name) == digest and current.labels.get(LABEL_SPEC) is not None
             )
-            if same and is_job and current.attrs["State"].get("ExitCode") == 0 and \
-                    current.status == "exited":
+            if (
+                same
+                and is_job
+                and current.attrs["State"].get("ExitCode") == 0
+                and current.status == "exited"
+            ):
                 report.unchanged.append(name)
                 return False
             if same and current.status == "running":
@@ -278,8 +277,9 @@ class Applier:
                 current.start()
                 report.started.append(name)
                 return True
-            self.progress(f"replacing {name} (its declaration changed)" if not same
-                          else f"re-running {name}")
+            self.progress(
+                f"replacing {name} (its declaration changed)" if not same else f"re-running {name}"
+            )
             self._remove(name)
             report.replaced.append(name)
         else:
@@ -291,7 +291,10 @@ class Applier:
         spec = decl.inputs
         name = spec["name"]
         labels = {**_labels(decl), LABEL_SPEC: digest}
-        ports = {p["internal"]: (p.get("ip") or "127.0.0.1", p["external"]) for p in spec.get("ports") or []}
+        ports = {
+            p["internal"]: (p.get("ip") or "127.0.0.1", p["external"])
+            for p in spec.get("ports") or []
+        }
         mounts = [
             Mount(target=v["containerPath"], source=v["volumeName"], type="volume")
             for v in spec.get("volumes") or []
@@ -320,10 +323,10 @@ class Applier:
         if health:
             healthcheck = Healthcheck(
                 test=health["tests"],
-                interval=_duration_ns(health["interval"]),
-                timeout=_duration_ns(health["timeout"]),
+                interval=parse_go_duration(health["interval"]),
+                timeout=parse_go_duration(health["timeout"]),
                 retries=health["retries"],
-                start_period=_duration_ns(health["startPeriod"]),
+                start_period=parse_go_duration(health["startPeriod"]),
             )
         self.progress(f"creating {name}")
         created = self.api.create_container(
@@ -342,7 +345,9 @@ class Applier:
         )
         for extra in networks[1:]:
             self.api.connect_container_to_network(
-                created["Id"], extra["name"], aliases=extra.get("aliases"),
+                created["Id"],
+                extra["name"],
+                aliases=extra.get("aliases"),
                 ipv4_address=extra.get("ipv4Address"),
             )
         uploads = spec.get("uploads") or []
@@ -390,7 +395,9 @@ class Applier:
         health = spec.get("healthcheck")
         if not health:
             return
-        test = health["tests"][1:] if health["tests"][0] == "CMD" else ["sh", "-c", health["tests"][1]]
+        test = (
+            health["tests"][1:] if health["tests"][0] == "CMD" else ["sh", "-c", health["tests"][1]]
+        )
         timeout = spec.get("waitTimeout") or 120
         self.progress(f"waiting for {name} to be ready")
         while True:

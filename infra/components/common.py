@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 
+from infra.durations import go_duration
 from infra.settings import StackSettings
 from infra.topology import Topology
 
@@ -28,6 +29,8 @@ class StackInputs:
     server_key_pem: pulumi.Output[str]
     passwords: dict[str, pulumi.Output[str]]
     salt_seed: pulumi.Output[str]
+
+
 LABEL_ROLE = "elizadb.role"
 LABEL_NODE = "elizadb.node"
 
@@ -40,10 +43,11 @@ def labels(settings: StackSettings, role: str, node: str) -> list[docker.Contain
 def healthcheck(test: list[str]) -> docker.ContainerHealthcheckArgs:
     return docker.ContainerHealthcheckArgs(
         tests=["CMD", *test],
-        interval="5s",
-        timeout="3s",
+        # In Go's Duration.String() form, as the provider reads them back (no perpetual diff).
+        interval=go_duration(5),
+        timeout=go_duration(3),
         retries=5,
-        start_period="120s",
+        start_period=go_duration(120),
     )
 
 
