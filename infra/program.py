@@ -71,11 +71,11 @@ class ElizaDbStack(pulumi.ComponentResource):
         nodes = [primary]
         for node in topo.replicas:
             nodes.append(
-                PostgresNode(node.short, args, node, opts=child(self, depends_on=[job.container]))
+                PostgresNode(node.short, args, node, opts=child(self, depends_on=[job.succeeded]))
             )
         # Backups need the stanza's server bootstrapped; the agent finds the primary itself.
-        BackupAgent("backup-agent", args, nodes, opts=child(self, depends_on=[job.container]))
-        Pooler("pgbouncer", args, opts=child(self, depends_on=[job.container]))
+        BackupAgent("backup-agent", args, nodes, opts=child(self, depends_on=[job.succeeded]))
+        Pooler("pgbouncer", args, opts=child(self, depends_on=[job.succeeded]))
         self.outputs = stack_outputs(settings, topo, certs.ca_cert_pem, secrets.passwords)
         self.register_outputs({})
 

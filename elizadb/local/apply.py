@@ -34,6 +34,9 @@ VOLUME = "docker:index/volume:Volume"
 REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
 CONTAINER = "docker:index/container:Container"
 LABEL_SPEC = "elizadb.spec"
+# The declared destroyGraceSeconds, kept on the container: like the provider, a removal waits as
+# long as the declaration the container was made from said.
+LABEL_GRACE = "elizadb.destroy-grace-seconds"
 
 Progress = Callable[[str], None]
 
@@ -69,6 +72,15 @@ def connect() -> docker.DockerClient:
 
 def spec_digest(decl: Declared) -> str:
     return hashlib.sha256(json.dumps(decl.inputs, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def grace_seconds(labels: dict[str, str]) -> int:
+    """How long to let a container stop before it is killed. As the provider does, a container
+    declared without a grace period gets none; one made before grace periods were declared (no
+    label at all, but our spec label) gets the old fixed 30 s."""
+    if LABEL_GRACE in labels:
+        return int(labels[LABEL_GRACE])
+    return 30 if LABEL_SPEC in labels else 0
 
 
 def _labels(decl: Declared) -> dict[str, str]:
@@ -291,6 +303,8 @@ class Applier:
         spec = decl.inputs
         name = spec["name"]
         labels = {**_labels(decl), LABEL_SPEC: digest}
+        if spec.get("destroyGraceSeconds"):
+            labels[LABEL_GRACE] = str(spec["destroyGraceSeconds"])
         ports = {
             p["internal"]: (p.get("ip") or "127.0.0.1", p["external"])
             for p in spec.get("ports") or []
@@ -361,7 +375,7 @@ class Applier:
         except docker.errors.NotFound:
             return
         try:
-            container.stop(timeout=30)
+            container.stop(timeout=grace_seconds(container.labels))
         except docker.errors.APIError:
             pass  # already stopped, or its process is gone (a leftover): removal still works
         container.remove(force=True)

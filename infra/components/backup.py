@@ -23,7 +23,15 @@ from collections.abc import Sequence
 import pulumi
 import pulumi_docker as docker
 
-from infra.components.common import StackInputs, child, healthcheck, labels, upload
+from infra.components.common import (
+    BACKUP_GRACE_SECONDS,
+    StackInputs,
+    child,
+    healthcheck,
+    labels,
+    shutdown,
+    upload,
+)
 from infra.components.postgres import PostgresNode
 from infra.render.pgbackrest import CONF_PATH, NODES_DIR, render_agent_conf
 from infra.topology import BACKUP_MOUNT, Topology
@@ -86,8 +94,7 @@ class BackupAgent(pulumi.ComponentResource):
             restart="unless-stopped",
             memory=256,
             # The agent forwards SIGTERM to a running backup, which pgBackRest stops cleanly.
-            stop_signal="SIGTERM",
-            stop_timeout=30,
+            **shutdown("SIGTERM", BACKUP_GRACE_SECONDS),
             wait=True,
             wait_timeout=300,
             opts=child(self, depends_on=opts.depends_on if opts else None),

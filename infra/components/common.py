@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_docker as docker
@@ -38,6 +39,26 @@ LABEL_NODE = "elizadb.node"
 def labels(settings: StackSettings, role: str, node: str) -> list[docker.ContainerLabelArgs]:
     values = {LABEL_STACK: settings.stack, LABEL_ROLE: role, LABEL_NODE: node}
     return [docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(values.items())]
+
+
+# How long a container may take to stop cleanly before it is killed, on delete and replace as on
+# `docker stop`. The provider stops a container it deletes with `destroy_grace_seconds` (default
+# 0: SIGKILL right after the stop signal), not with `stop_timeout`: both are set.
+# A PostgreSQL fast shutdown writes a shutdown checkpoint of up to max_wal_size of dirty data.
+DATABASE_GRACE_SECONDS = 120
+# The backup agent lets a running pgBackRest backup stop cleanly.
+BACKUP_GRACE_SECONDS = 120
+POOLER_GRACE_SECONDS = 30
+
+
+def shutdown(signal: str, grace_seconds: int) -> dict[str, Any]:
+    """Container inputs for a clean stop: the signal, and the grace period both on `docker stop`
+    and when the provider deletes or replaces the container."""
+    return {
+        "stop_signal": signal,
+        "stop_timeout": grace_seconds,
+        "destroy_grace_seconds": grace_seconds,
+    }
 
 
 def healthcheck(test: list[str]) -> docker.ContainerHealthcheckArgs:

@@ -6,11 +6,13 @@ import pulumi
 import pulumi_docker as docker
 
 from infra.components.common import (
+    POOLER_GRACE_SECONDS,
     StackInputs,
     child,
     healthcheck,
     labels,
     secret_upload,
+    shutdown,
     upload,
 )
 from infra.render import paths
@@ -68,7 +70,7 @@ class Pooler(pulumi.ComponentResource):
             restart="unless-stopped",
             memory=128,
             # SIGTERM: immediate shutdown (SIGINT would wait for every client to leave).
-            stop_signal="SIGTERM",
+            **shutdown("SIGTERM", POOLER_GRACE_SECONDS),
             wait=True,
             wait_timeout=120,
             opts=child(self, depends_on=opts.depends_on if opts else None),

@@ -6,12 +6,14 @@ import pulumi
 import pulumi_docker as docker
 
 from infra.components.common import (
+    DATABASE_GRACE_SECONDS,
     StackInputs,
     child,
     healthcheck,
     labels,
     megabytes,
     secret_upload,
+    shutdown,
     upload,
 )
 from infra.render import paths
@@ -127,8 +129,7 @@ class PostgresNode(pulumi.ComponentResource):
             memory=megabytes(settings.resources.memory),
             shm_size=megabytes(settings.resources.shm_size),
             # SIGINT is PostgreSQL's fast shutdown; SIGTERM would wait for every client.
-            stop_signal="SIGINT",
-            stop_timeout=30,
+            **shutdown("SIGINT", DATABASE_GRACE_SECONDS),
             wait=True,
             wait_timeout=300,
             opts=child(self, depends_on=opts.depends_on if opts else None),
