@@ -16,6 +16,10 @@ PROJECT_DIR = Path(os.environ.get("ELIZADB_PROJECT_DIR") or Path(__file__).resol
 # Where no registry is reachable, scripts/bootstrap-engine.sh makes a local base image and says so
 # through this variable; it overrides elizadb:image.base for the local deploy.
 BASE_IMAGE_ENV = "ELIZADB_BASE_IMAGE"
+# `pulumi config set --secret elizadb:superuserPassword` stores the value encrypted (`secure:`)
+# for the Pulumi CLI's secrets provider, which only `pulumi up` can decrypt; the local deploy
+# then takes the same value from this variable.
+SUPERUSER_PASSWORD_ENV = "ELIZADB_SUPERUSER_PASSWORD"
 
 
 def stack_file(stack: str, project_dir: Path = PROJECT_DIR) -> Path:
@@ -37,7 +41,25 @@ def load_stack(stack: str, project_dir: Path = PROJECT_DIR) -> StackSettings:
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(path.name, [f"malformed YAML{where}: {problem}"]) from None
     values: dict[str, Any] = config_from_yaml_document(document, path.name)
+    values = _decrypted(values, path.name)
     base = os.environ.get(BASE_IMAGE_ENV)
     if base:
         values = {**values, "image": {**(values.get("image") or {}), "base": base}}
     return load_settings(stack, values, path.name)
+
+
+def _decrypted(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Replace a Pulumi-encrypted superuser password by the one given in the environment."""
+    password = values.get("superuserPassword")
+    if not (isinstance(password, dict) and "secure" in password):
+        return values
+    given = os.environ.get(SUPERUSER_PASSWORD_ENV)
+    if not given:
+        problem = (
+            "elizadb:superuserPassword is encrypted for the Pulumi CLI (`secure:`), which only "
+            "`pulumi up` can decrypt; to deploy this stack with `elizadb`, give the same password "
+            f"in the environment variable {SUPERUSER_PASSWORD_ENV} (or remove the key to have one "
+            "generated)"
+        )
+        raise ConfigError(source, [problem])
+    return {**values, "superuserPassword": given}

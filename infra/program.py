@@ -50,7 +50,7 @@ class ElizaDbStack(pulumi.ComponentResource):
             opts=child(self, protect=True, retain_on_delete=True),
         )
         image = StackImage("image", settings, opts=child(self))
-        secrets = StackSecrets("secrets", opts=child(self))
+        secrets = StackSecrets("secrets", settings, opts=child(self))
         certs = StackTls("tls", settings, topo, opts=child(self))
 
         args = StackInputs(
