@@ -8,10 +8,17 @@ from typing import Any
 
 import pulumi
 import pulumi_docker as docker
+import pulumi_random as random
 
 from infra.components.backup import BackupAgent
 from infra.components.bootstrap import BootstrapJob
-from infra.components.common import StackInputs, child
+from infra.components.common import (
+    STACK_ID_RESOURCE,
+    StackInputs,
+    child,
+    network_labels,
+    volume_labels,
+)
 from infra.components.image import StackImage
 from infra.components.pooler import Pooler
 from infra.components.postgres import PostgresNode
@@ -32,10 +39,13 @@ class ElizaDbStack(pulumi.ComponentResource):
     def __init__(self, settings: StackSettings, opts: pulumi.ResourceOptions | None = None):
         topo = topology(settings)
         super().__init__("elizadb:index:Stack", topo.prefix, None, opts)
+        # The identity of this stack's state, on every container, volume and network it makes:
+        # a second checkout (other state) finds them and refuses to take them over.
+        stack_id = random.RandomUuid(STACK_ID_RESOURCE, opts=child(self)).result
         network = docker.Network(
             "network",
             name=topo.network_name,
-            labels=[docker.NetworkLabelArgs(label="elizadb.stack", value=settings.stack)],
+            labels=network_labels(settings, stack_id),
             ipam_configs=[
                 docker.NetworkIpamConfigArgs(
                     subnet=str(topo.subnet), gateway=topo.gateway, ip_range=topo.dynamic_range
@@ -46,7 +56,7 @@ class ElizaDbStack(pulumi.ComponentResource):
         backup_volume = docker.Volume(
             "backup",
             name=topo.backup_volume_name,
-            labels=[docker.VolumeLabelArgs(label="elizadb.stack", value=settings.stack)],
+            labels=volume_labels(settings, stack_id),
             opts=child(self, protect=True, retain_on_delete=True),
         )
         image = StackImage("image", settings, opts=child(self))
@@ -64,6 +74,7 @@ class ElizaDbStack(pulumi.ComponentResource):
             server_key_pem=certs.server_key_pem,
             passwords=secrets.passwords,
             salt_seed=secrets.salt_seed,
+            stack_id=stack_id,
         )
         primary = PostgresNode("primary", args, topo.primary, opts=child(self))
         job = BootstrapJob("bootstrap", args, opts=child(self, depends_on=[primary.container]))

@@ -79,7 +79,7 @@ class BackupAgent(pulumi.ComponentResource):
                 f"ELIZADB_FULL_EVERY={settings.backup.full_every_seconds}",
                 f"ELIZADB_INCR_EVERY={settings.backup.incr_every_seconds}",
             ],
-            labels=labels(settings, AGENT_ROLE, agent_name(topo)),
+            labels=labels(args, AGENT_ROLE, agent_name(topo)),
             # It talks to the servers through their sockets only; it is on the stack's network,
             # at the stack's fixed address for it, like every container of the stack.
             networks_advanced=[

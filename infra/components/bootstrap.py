@@ -80,7 +80,7 @@ class BootstrapJob(pulumi.ComponentResource):
                 "PGOPTIONS=-c synchronous_commit=local",
                 f"PGUSER={SUPERUSER}",
             ],
-            labels=labels(settings, "job", topo.job_name),
+            labels=labels(args, "job", topo.job_name),
             networks_advanced=[
                 docker.ContainerNetworksAdvancedArgs(
                     name=args.network.name, ipv4_address=topo.job_address

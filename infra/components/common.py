@@ -13,6 +13,10 @@ from infra.settings import StackSettings
 from infra.topology import Topology
 
 LABEL_STACK = "elizadb.stack"
+# The identity of the state that made a resource (elizadb/local/identity.py): the result of the
+# stack's `random.RandomUuid` of this name, kept in Pulumi state or in the local state file.
+LABEL_STACK_ID = "elizadb.stack-id"
+STACK_ID_RESOURCE = "stack-id"
 
 
 @dataclass(frozen=True)
@@ -30,15 +34,41 @@ class StackInputs:
     server_key_pem: pulumi.Output[str]
     passwords: dict[str, pulumi.Output[str]]
     salt_seed: pulumi.Output[str]
+    stack_id: pulumi.Output[str]
 
 
 LABEL_ROLE = "elizadb.role"
 LABEL_NODE = "elizadb.node"
 
 
-def labels(settings: StackSettings, role: str, node: str) -> list[docker.ContainerLabelArgs]:
-    values = {LABEL_STACK: settings.stack, LABEL_ROLE: role, LABEL_NODE: node}
-    return [docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(values.items())]
+def _identity(
+    settings: StackSettings, stack_id: pulumi.Output[str], **more: str
+) -> list[tuple[str, str | pulumi.Output[str]]]:
+    values: dict[str, str | pulumi.Output[str]] = {
+        LABEL_STACK: settings.stack,
+        LABEL_STACK_ID: stack_id,
+        **{f"elizadb.{k}": v for k, v in more.items()},
+    }
+    return sorted(values.items())
+
+
+def labels(args: StackInputs, role: str, node: str) -> list[docker.ContainerLabelArgs]:
+    identity = _identity(args.settings, args.stack_id, role=role, node=node)
+    return [docker.ContainerLabelArgs(label=k, value=v) for k, v in identity]
+
+
+def volume_labels(
+    settings: StackSettings, stack_id: pulumi.Output[str], **more: str
+) -> list[docker.VolumeLabelArgs]:
+    return [
+        docker.VolumeLabelArgs(label=k, value=v) for k, v in _identity(settings, stack_id, **more)
+    ]
+
+
+def network_labels(
+    settings: StackSettings, stack_id: pulumi.Output[str]
+) -> list[docker.NetworkLabelArgs]:
+    return [docker.NetworkLabelArgs(label=k, value=v) for k, v in _identity(settings, stack_id)]
 
 
 # How long a container may take to stop cleanly before it is killed, on delete and replace as on

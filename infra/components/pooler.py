@@ -36,7 +36,7 @@ class Pooler(pulumi.ComponentResource):
             hostname=topo.pooler_name,
             image=image,
             command=["pgbouncer"],
-            labels=labels(settings, "pgbouncer", topo.pooler_name),
+            labels=labels(args, "pgbouncer", topo.pooler_name),
             networks_advanced=[
                 docker.ContainerNetworksAdvancedArgs(
                     name=network.name, aliases=[topo.pooler_name], ipv4_address=topo.pooler_address

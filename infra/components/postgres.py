@@ -15,6 +15,7 @@ from infra.components.common import (
     secret_upload,
     shutdown,
     upload,
+    volume_labels,
 )
 from infra.render import paths
 from infra.render.connections import render_pgpass
@@ -47,10 +48,7 @@ class PostgresNode(pulumi.ComponentResource):
         self.volume = docker.Volume(
             f"{name}-data",
             name=topo.volume_name(node),
-            labels=[
-                docker.VolumeLabelArgs(label="elizadb.stack", value=settings.stack),
-                docker.VolumeLabelArgs(label="elizadb.node", value=node.name),
-            ],
+            labels=volume_labels(settings, args.stack_id, node=node.name),
             opts=child(self, protect=True, retain_on_delete=True),
         )
         # The server's Unix socket folder, shared with the backup agent, which reaches whichever
@@ -59,10 +57,7 @@ class PostgresNode(pulumi.ComponentResource):
         self.socket_volume = docker.Volume(
             f"{name}-run",
             name=socket_volume_name(node),
-            labels=[
-                docker.VolumeLabelArgs(label="elizadb.stack", value=settings.stack),
-                docker.VolumeLabelArgs(label="elizadb.node", value=node.name),
-            ],
+            labels=volume_labels(settings, args.stack_id, node=node.name),
             opts=child(self),
         )
         uploads = [
@@ -103,7 +98,7 @@ class PostgresNode(pulumi.ComponentResource):
             image=args.image,
             command=[node.role],
             envs=envs,
-            labels=labels(settings, node.role, node.name),
+            labels=labels(args, node.role, node.name),
             networks_advanced=[
                 docker.ContainerNetworksAdvancedArgs(
                     name=args.network.name, aliases=[node.name], ipv4_address=topo.address(node)

@@ -25,7 +25,10 @@ MIN_DATABASE_GRACE_SECONDS = 60
 
 
 def _declare(tmp_path: Path, **values: Any) -> Declaration:
-    return declare(load_settings("dev", values, "test"), StateFile("dev", tmp_path))
+    state = StateFile("dev", tmp_path)
+    declaration = declare(load_settings("dev", values, "test"), state)
+    state.save()  # the next declaration in tmp_path keeps the secrets and the stack id
+    return declaration
 
 
 def _containers(declaration: Declaration) -> dict[str, Declared]:
