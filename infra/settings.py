@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from elizadb.errors import ConfigError
+from infra.pg_parameters import memory_problem, parameter_problems
 
 PROJECT = "elizadb"
 MAX_REPLICAS = 9
@@ -425,6 +426,24 @@ def _semantic_problems(stack: str, values: Mapping[str, Any]) -> list[str]:
                 )
             elif not _PG_PARAM_NAME.match(str(name)):
                 problems.append(f"{path}: {name!r} is not a PostgreSQL parameter name")
+        checkable = {
+            k: v
+            for k, v in parameters.items()
+            if k not in FORCED_PG_PARAMETERS and _PG_PARAM_NAME.match(str(k))
+        }
+        for name, problem in sorted(parameter_problems(checkable).items()):
+            problems.append(
+                f"{PROJECT}:postgres.parameters.{name} = {parameters[name]!r}: {problem}; "
+                "fix or remove it (the image's PostgreSQL would refuse to start with it)"
+            )
+    memory = _get(values, "resources", "memory") or "1g"
+    size = _SIZE.match(memory.lower()) if isinstance(memory, str) else None
+    if size and (parameters is None or isinstance(parameters, Mapping)):
+        merged = {**DEFAULT_PG_PARAMETERS, **(parameters or {})}
+        container_mb = int(size.group(1)) * {"k": 1 / 1024, "m": 1, "g": 1024}[size.group(2)]
+        fit = memory_problem(merged, int(container_mb))
+        if fit:
+            problems.append(f"{PROJECT}:postgres.parameters: {fit}")
     ports = {
         "network.primaryPort": _get(values, "network", "primaryPort") or 15432,
         "network.poolerPort": _get(values, "network", "poolerPort") or 16432,
