@@ -22,6 +22,7 @@ from infra.components.common import (
 from infra.components.image import StackImage
 from infra.components.pooler import Pooler
 from infra.components.postgres import PostgresNode
+from infra.components.ready import ReadyCheck, ready_name
 from infra.components.secrets import StackSecrets
 from infra.components.tls import StackTls
 from infra.render.connections import connection_uri
@@ -51,13 +52,16 @@ class ElizaDbStack(pulumi.ComponentResource):
                     subnet=str(topo.subnet), gateway=topo.gateway, ip_range=topo.dynamic_range
                 )
             ],
-            opts=child(self),
+            # A fixed name: a new network.subnet replaces the network, and the new one cannot be
+            # made while the old one exists. The containers on it are replaced too (their
+            # addresses change), before it goes.
+            opts=child(self, delete_before_replace=True),
         )
         backup_volume = docker.Volume(
             "backup",
             name=topo.backup_volume_name,
             labels=volume_labels(settings, stack_id),
-            opts=child(self, protect=True, retain_on_delete=True),
+            opts=child(self, protect=True, retain_on_delete=True, delete_before_replace=True),
         )
         image = StackImage("image", settings, opts=child(self))
         secrets = StackSecrets("secrets", settings, opts=child(self))
@@ -86,9 +90,14 @@ class ElizaDbStack(pulumi.ComponentResource):
             )
         # Backups need the stanza's server bootstrapped; the agent finds the primary itself.
         BackupAgent("backup-agent", args, nodes, opts=child(self, depends_on=[job.succeeded]))
-        Pooler("pgbouncer", args, opts=child(self, depends_on=[job.succeeded]))
+        pooler = Pooler("pgbouncer", args, opts=child(self, depends_on=[job.succeeded]))
+        # Health waits that work on Docker and Podman alike: ask the servers (ready.py).
+        ready = ReadyCheck(
+            "ready", args, [*(n.container for n in nodes), pooler.container], opts=child(self)
+        )
         self.outputs = stack_outputs(settings, topo, certs.ca_cert_pem, secrets.passwords)
-        self.register_outputs({})
+        # Awaited by the deployment: a failed readiness check fails `pulumi up` with its log.
+        self.register_outputs({"ready": ready.succeeded.apply(lambda c: ready_name(args))})
 
 
 def _endpoint(name: str, host: str, port: int, role: str) -> dict[str, Any]:

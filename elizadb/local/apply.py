@@ -319,6 +319,7 @@ class Applier:
             mounts=mounts or None,
             restart_policy={"Name": restart} if restart != "no" else None,
             mem_limit=f"{spec['memory']}m" if spec.get("memory") else None,
+            memswap_limit=f"{spec['memorySwap']}m" if spec.get("memorySwap") else None,
             shm_size=f"{spec['shmSize']}m" if spec.get("shmSize") else None,
         )
         networks = spec.get("networksAdvanced") or []
@@ -345,6 +346,7 @@ class Applier:
         self.progress(f"creating {name}")
         created = self.api.create_container(
             image=spec["image"],
+            entrypoint=spec.get("entrypoints"),
             command=spec.get("command"),
             name=name,
             hostname=spec.get("hostname"),

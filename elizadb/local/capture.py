@@ -29,6 +29,8 @@ class Declared:
     plain_strings: tuple[str, ...]  # every string input not marked secret (for policy checks)
     protect: bool
     retain_on_delete: bool
+    delete_before_replace: bool
+    replace_on_changes: frozenset[str]
     dependencies: frozenset[str]  # URNs
     parent: str
     custom: bool
@@ -95,6 +97,8 @@ class _CaptureMonitor(pulumi_mocks.MockMonitor):
                 plain_strings=tuple(_plain_strings(raw)),
                 protect=bool(request.protect),
                 retain_on_delete=bool(request.retainOnDelete),
+                delete_before_replace=bool(request.deleteBeforeReplace),
+                replace_on_changes=frozenset(request.replaceOnChanges),
                 dependencies=frozenset(deps),
                 parent=request.parent,
                 custom=bool(request.custom),

@@ -26,9 +26,10 @@ import pulumi_docker as docker
 from infra.components.common import (
     BACKUP_GRACE_SECONDS,
     StackInputs,
-    child,
+    container_options,
     healthcheck,
     labels,
+    memory_limits,
     shutdown,
     upload,
 )
@@ -92,11 +93,13 @@ class BackupAgent(pulumi.ComponentResource):
             # Ready once the stanza exists and WAL archiving was seen to work (`pgbackrest check`).
             healthcheck=healthcheck(["elizadb-backup", "health"]),
             restart="unless-stopped",
-            memory=256,
+            **memory_limits(256),
             # The agent forwards SIGTERM to a running backup, which pgBackRest stops cleanly.
             **shutdown("SIGTERM", BACKUP_GRACE_SECONDS),
-            wait=True,
+            # No `wait`: the provider's wait needs the engine's health status, which Podman
+            # keeps only with systemd; ready.py waits instead. The local deploy runs the
+            # health check itself, for at most wait_timeout seconds.
             wait_timeout=300,
-            opts=child(self, depends_on=opts.depends_on if opts else None),
+            opts=container_options(self, opts),
         )
         self.register_outputs({"name": agent_name(topo)})

@@ -10,7 +10,13 @@ from typing import Any
 import pulumi
 import pulumi_docker as docker
 
-from infra.components.common import StackInputs, child, labels, secret_upload, upload
+from infra.components.common import (
+    StackInputs,
+    container_options,
+    labels,
+    secret_upload,
+    upload,
+)
 from infra.render import paths
 from infra.render.bootstrap import render_bootstrap_sql
 from infra.render.connections import render_pgpass
@@ -40,6 +46,16 @@ def check_job_exit(name: str, exit_code: int | None, log: str | None) -> str:
         f"the job; to re-run it unchanged: `pulumi up --replace <the job's URN>` or "
         f"`elizadb migrate`)"
     )
+
+
+def succeeded(job: docker.Container, name: str) -> pulumi.Output[docker.Container]:
+    """The job container, once it is known to have exited 0; fails the deploy otherwise."""
+
+    def check(result: list[Any]) -> docker.Container:
+        check_job_exit(name, result[0], result[1])
+        return job
+
+    return pulumi.Output.all(job.exit_code, job.container_logs).apply(check)
 
 
 class BootstrapJob(pulumi.ComponentResource):
@@ -99,13 +115,7 @@ class BootstrapJob(pulumi.ComponentResource):
             logs=True,
             must_run=False,
             restart="no",
-            opts=child(self, depends_on=opts.depends_on if opts else None),
+            opts=container_options(self, opts),
         )
-        job = self.container
-
-        def succeeded(result: list[Any]) -> docker.Container:
-            check_job_exit(topo.job_name, result[0], result[1])
-            return job
-
-        self.succeeded = pulumi.Output.all(job.exit_code, job.container_logs).apply(succeeded)
+        self.succeeded = succeeded(self.container, topo.job_name)
         self.register_outputs({"name": topo.job_name})

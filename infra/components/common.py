@@ -111,6 +111,28 @@ def secret_upload(path: str, content: pulumi.Output[str]) -> docker.ContainerUpl
     return docker.ContainerUploadArgs(file=path, content=pulumi.Output.secret(content))
 
 
+def memory_limits(megabytes: int) -> dict[str, int]:
+    """A memory limit, and no swap on top of it."""
+    return {"memory": megabytes, "memory_swap": megabytes}
+
+
+# Container inputs the provider would change in place (`docker update`). Podman's Docker API
+# has no update endpoint, and the local deploy replaces the container: a change replaces it
+# under `pulumi up` too, the same on every engine.
+UPDATED_IN_PLACE = ["memory", "memorySwap", "restart"]
+
+
+def container_options(
+    parent: pulumi.Resource, opts: pulumi.ResourceOptions | None
+) -> pulumi.ResourceOptions:
+    """A container's options: a child of its component, after what the component waits for."""
+    return child(
+        parent,
+        depends_on=opts.depends_on if opts else None,
+        replace_on_changes=UPDATED_IN_PLACE,
+    )
+
+
 def megabytes(size: str) -> int:
     number, unit = int(size[:-1]), size[-1]
     return {"k": max(1, number // 1024), "m": number, "g": number * 1024}[unit]

@@ -8,9 +8,10 @@ import pulumi_docker as docker
 from infra.components.common import (
     POOLER_GRACE_SECONDS,
     StackInputs,
-    child,
+    container_options,
     healthcheck,
     labels,
+    memory_limits,
     secret_upload,
     shutdown,
     upload,
@@ -68,11 +69,13 @@ class Pooler(pulumi.ComponentResource):
                 ]
             ),
             restart="unless-stopped",
-            memory=128,
+            **memory_limits(128),
             # SIGTERM: immediate shutdown (SIGINT would wait for every client to leave).
             **shutdown("SIGTERM", POOLER_GRACE_SECONDS),
-            wait=True,
+            # No `wait`: the provider's wait needs the engine's health status, which Podman
+            # keeps only with systemd; ready.py waits instead. The local deploy runs the
+            # health check itself, for at most wait_timeout seconds.
             wait_timeout=120,
-            opts=child(self, depends_on=opts.depends_on if opts else None),
+            opts=container_options(self, opts),
         )
         self.register_outputs({"name": topo.pooler_name})

@@ -9,9 +9,11 @@ from infra.components.common import (
     DATABASE_GRACE_SECONDS,
     StackInputs,
     child,
+    container_options,
     healthcheck,
     labels,
     megabytes,
+    memory_limits,
     secret_upload,
     shutdown,
     upload,
@@ -49,7 +51,8 @@ class PostgresNode(pulumi.ComponentResource):
             f"{name}-data",
             name=topo.volume_name(node),
             labels=volume_labels(settings, args.stack_id, node=node.name),
-            opts=child(self, protect=True, retain_on_delete=True),
+            # Fixed names: a volume that had to be replaced would collide with itself.
+            opts=child(self, protect=True, retain_on_delete=True, delete_before_replace=True),
         )
         # The server's Unix socket folder, shared with the backup agent, which reaches whichever
         # node is primary through it (peer authentication: no password). It holds nothing but
@@ -58,7 +61,7 @@ class PostgresNode(pulumi.ComponentResource):
             f"{name}-run",
             name=socket_volume_name(node),
             labels=volume_labels(settings, args.stack_id, node=node.name),
-            opts=child(self),
+            opts=child(self, delete_before_replace=True),
         )
         uploads = [
             upload(paths.POSTGRESQL_CONF, render_postgresql_conf(settings, topo, node)),
@@ -121,12 +124,14 @@ class PostgresNode(pulumi.ComponentResource):
             uploads=uploads,
             healthcheck=healthcheck(["pg_isready", "-q", "-h", "/run/postgresql", "-p", "5432"]),
             restart="unless-stopped",
-            memory=megabytes(settings.resources.memory),
+            **memory_limits(megabytes(settings.resources.memory)),
             shm_size=megabytes(settings.resources.shm_size),
             # SIGINT is PostgreSQL's fast shutdown; SIGTERM would wait for every client.
             **shutdown("SIGINT", DATABASE_GRACE_SECONDS),
-            wait=True,
+            # No `wait`: the provider's wait needs the engine's health status, which Podman
+            # keeps only with systemd; ready.py waits instead. The local deploy runs the
+            # health check itself, for at most wait_timeout seconds.
             wait_timeout=300,
-            opts=child(self, depends_on=opts.depends_on if opts else None),
+            opts=container_options(self, opts),
         )
         self.register_outputs({"name": node.name})

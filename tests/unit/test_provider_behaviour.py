@@ -35,20 +35,29 @@ def _containers(declaration: Declaration) -> dict[str, Declared]:
     return {c.name: c for c in declaration.of_type(CONTAINER)}
 
 
+def _job_exits(
+    monkeypatch: pytest.MonkeyPatch, job: str, code: int, log: str, registered: list[str]
+) -> None:
+    """The mock provider reports what the real one records for an attached container that
+    stopped: its exit code and its log. `registered` collects the custom resources made."""
+    original = capture._LocalMocks.new_resource
+
+    def exits(self: Any, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
+        rid, state = original(self, args)
+        if args.custom:
+            registered.append(args.name)
+        if args.typ == CONTAINER and args.name == job:
+            state = {**state, "exitCode": code, "containerLogs": log}
+        return rid, state
+
+    monkeypatch.setattr(capture._LocalMocks, "new_resource", exits)
+
+
 def test_a_failed_job_fails_the_deploy_with_its_log(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """As the real provider does: the attached job stopped, exit code 3, its log recorded."""
-    original = capture._LocalMocks.new_resource
-
-    def failed_job(self: Any, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
-        rid, state = original(self, args)
-        if args.typ == CONTAINER and state.get("attach"):
-            log = "applying 0003_core_tables.sql\nERROR:  relation memories already exists\n"
-            state = {**state, "exitCode": 3, "containerLogs": log}
-        return rid, state
-
-    monkeypatch.setattr(capture._LocalMocks, "new_resource", failed_job)
+    log = "applying 0003_core_tables.sql\nERROR:  relation memories already exists\n"
+    _job_exits(monkeypatch, "bootstrap", 3, log, [])
     with pytest.raises(bootstrap.JobFailed) as failed:
         _declare(tmp_path)
     message = str(failed.value)
@@ -58,20 +67,11 @@ def test_a_failed_job_fails_the_deploy_with_its_log(
 
 def test_nothing_is_built_on_a_failed_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     registered: list[str] = []
-    original = capture._LocalMocks.new_resource
-
-    def failed_job(self: Any, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
-        rid, state = original(self, args)
-        registered.append(args.name)
-        if args.typ == CONTAINER and state.get("attach"):
-            state = {**state, "exitCode": 1, "containerLogs": "boom"}
-        return rid, state
-
-    monkeypatch.setattr(capture._LocalMocks, "new_resource", failed_job)
+    _job_exits(monkeypatch, "bootstrap", 1, "boom", registered)
     with pytest.raises(bootstrap.JobFailed):
         _declare(tmp_path)
     assert "primary" in registered and "bootstrap" in registered
-    assert not {"replica-1", "replica-2", "pgbouncer", "backup-agent"} & set(registered)
+    assert not {"replica-1", "replica-2", "pgbouncer", "backup-agent", "ready"} & set(registered)
 
 
 def test_the_job_result_is_checked_by_everything_after_it(tmp_path: Path) -> None:
@@ -157,3 +157,63 @@ def test_a_changed_migration_replaces_the_job(
     changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
     assert changed == {"uploads"}
     assert changed <= force_new
+
+
+def test_fixed_names_are_deleted_before_they_are_replaced(tmp_path: Path) -> None:
+    """The provider makes a replacement before it deletes the old resource, unless told: a
+    network or volume with a fixed name (a new network.subnet) would collide with itself."""
+    declaration = _declare(tmp_path)
+    fixed = [
+        r
+        for r in declaration.resources
+        if r.typ in ("docker:index/network:Network", "docker:index/volume:Volume")
+    ]
+    assert len(fixed) == 8
+    for resource in fixed:
+        assert resource.inputs.get("name"), resource.name
+        assert resource.delete_before_replace, f"{resource.name} is not delete-before-replace"
+
+
+def test_a_memory_limit_comes_with_its_swap_limit(tmp_path: Path) -> None:
+    """The provider updates memory in place; the engine refuses a memory limit above the swap
+    limit it set at creation unless a new swap limit comes with it."""
+    for name, container in _containers(_declare(tmp_path)).items():
+        if "memory" in container.inputs:
+            assert container.inputs.get("memorySwap") == container.inputs["memory"], name
+
+
+def test_what_the_provider_would_update_in_place_replaces_the_container(tmp_path: Path) -> None:
+    """The provider changes memory and the restart policy with `docker update`, which Podman's
+    Docker API does not have, and the local deploy replaces the container: every container
+    asks Pulumi to replace it on such a change, so both paths and both engines agree."""
+    in_place = set(
+        json.loads((SCHEMA_DIR / "provider-checks.json").read_text())[CONTAINER]["updatedInPlace"]
+    )
+    for name, container in _containers(_declare(tmp_path)).items():
+        declared = in_place & set(container.inputs)
+        assert declared <= container.replace_on_changes, f"{name}: {declared}"
+
+
+def test_no_container_relies_on_the_engines_health_status(tmp_path: Path) -> None:
+    """`wait` polls the engine's health status, which Podman keeps only with systemd timers:
+    the readiness job asks every server itself, after they all exist."""
+    containers = _containers(_declare(tmp_path))
+    assert not [name for name, c in containers.items() if c.inputs.get("wait")]
+    ready = containers["ready"]
+    assert ready.inputs["attach"] is True and ready.inputs["mustRun"] is False
+    targets = next(e for e in ready.inputs["envs"] if e.startswith("ELIZADB_READY_TARGETS="))
+    for name in ("primary", "replica-1", "replica-2", "pgbouncer"):
+        assert containers[name].urn in ready.dependencies, name
+        assert f"elizadb-dev-{name}=" in targets, name
+    # every server's container id is an input: replacing one re-runs the check
+    ids = next(e for e in ready.inputs["envs"] if e.startswith("ELIZADB_READY_CONTAINERS="))
+    assert ids.count(",") == 3
+
+
+def test_a_failed_readiness_check_fails_the_deploy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = "ready: elizadb-dev-primary\nelizadb-dev-replica-1 (10.0.0.11:5432) does not ...\n"
+    _job_exits(monkeypatch, "ready", 1, log, [])
+    with pytest.raises(bootstrap.JobFailed, match="elizadb-dev-ready failed with exit code 1"):
+        _declare(tmp_path)

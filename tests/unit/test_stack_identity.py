@@ -39,7 +39,7 @@ def test_every_container_volume_and_network_carries_the_stack_id(tmp_path: Path)
     assert stack_id and len(stack_id) == 36
     kinds = ("container:Container", "volume:Volume", "network:Network")
     resources = [r for r in declaration.resources if r.typ.split("/")[-1] in kinds]
-    assert len(resources) == 6 + 7 + 1
+    assert len(resources) == 7 + 7 + 1
     for resource in resources:
         labels = {item["label"]: item["value"] for item in resource.inputs["labels"]}
         assert labels[LABEL_STACK_ID] == stack_id, resource.name
