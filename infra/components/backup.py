@@ -29,8 +29,6 @@ from infra.components.common import (
     container_options,
     healthcheck,
     labels,
-    memory_limits,
-    shutdown,
     upload,
 )
 from infra.components.postgres import PostgresNode
@@ -93,9 +91,12 @@ class BackupAgent(pulumi.ComponentResource):
             # Ready once the stanza exists and WAL archiving was seen to work (`pgbackrest check`).
             healthcheck=healthcheck(["elizadb-backup", "health"]),
             restart="unless-stopped",
-            **memory_limits(256),
+            memory=256,
+            memory_swap=256,  # no swap on top of the limit
             # The agent forwards SIGTERM to a running backup, which pgBackRest stops cleanly.
-            **shutdown("SIGTERM", BACKUP_GRACE_SECONDS),
+            stop_signal="SIGTERM",
+            stop_timeout=BACKUP_GRACE_SECONDS,
+            destroy_grace_seconds=BACKUP_GRACE_SECONDS,
             # No `wait`: the provider's wait needs the engine's health status, which Podman
             # keeps only with systemd; ready.py waits instead. The local deploy runs the
             # health check itself, for at most wait_timeout seconds.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import pulumi
 import pulumi_docker as docker
@@ -73,22 +72,12 @@ def network_labels(
 
 # How long a container may take to stop cleanly before it is killed, on delete and replace as on
 # `docker stop`. The provider stops a container it deletes with `destroy_grace_seconds` (default
-# 0: SIGKILL right after the stop signal), not with `stop_timeout`: both are set.
+# 0: SIGKILL right after the stop signal), not with `stop_timeout`: containers set both to these.
 # A PostgreSQL fast shutdown writes a shutdown checkpoint of up to max_wal_size of dirty data.
 DATABASE_GRACE_SECONDS = 120
 # The backup agent lets a running pgBackRest backup stop cleanly.
 BACKUP_GRACE_SECONDS = 120
 POOLER_GRACE_SECONDS = 30
-
-
-def shutdown(signal: str, grace_seconds: int) -> dict[str, Any]:
-    """Container inputs for a clean stop: the signal, and the grace period both on `docker stop`
-    and when the provider deletes or replaces the container."""
-    return {
-        "stop_signal": signal,
-        "stop_timeout": grace_seconds,
-        "destroy_grace_seconds": grace_seconds,
-    }
 
 
 def healthcheck(test: list[str]) -> docker.ContainerHealthcheckArgs:
@@ -109,11 +98,6 @@ def upload(path: str, content: str | pulumi.Output[str]) -> docker.ContainerUplo
 def secret_upload(path: str, content: pulumi.Output[str]) -> docker.ContainerUploadArgs:
     """Upload content is kept in Pulumi state: keys and passwords must be secret inputs."""
     return docker.ContainerUploadArgs(file=path, content=pulumi.Output.secret(content))
-
-
-def memory_limits(megabytes: int) -> dict[str, int]:
-    """A memory limit, and no swap on top of it."""
-    return {"memory": megabytes, "memory_swap": megabytes}
 
 
 # Container inputs the provider would change in place (`docker update`). Podman's Docker API

@@ -11,9 +11,7 @@ from infra.components.common import (
     container_options,
     healthcheck,
     labels,
-    memory_limits,
     secret_upload,
-    shutdown,
     upload,
 )
 from infra.render import paths
@@ -69,9 +67,12 @@ class Pooler(pulumi.ComponentResource):
                 ]
             ),
             restart="unless-stopped",
-            **memory_limits(128),
+            memory=128,
+            memory_swap=128,  # no swap on top of the limit
             # SIGTERM: immediate shutdown (SIGINT would wait for every client to leave).
-            **shutdown("SIGTERM", POOLER_GRACE_SECONDS),
+            stop_signal="SIGTERM",
+            stop_timeout=POOLER_GRACE_SECONDS,
+            destroy_grace_seconds=POOLER_GRACE_SECONDS,
             # No `wait`: the provider's wait needs the engine's health status, which Podman
             # keeps only with systemd; ready.py waits instead. The local deploy runs the
             # health check itself, for at most wait_timeout seconds.

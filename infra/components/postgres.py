@@ -13,9 +13,7 @@ from infra.components.common import (
     healthcheck,
     labels,
     megabytes,
-    memory_limits,
     secret_upload,
-    shutdown,
     upload,
     volume_labels,
 )
@@ -94,6 +92,7 @@ class PostgresNode(pulumi.ComponentResource):
             f"ELIZADB_PRIMARY_CONNINFO={primary_conninfo(settings, topo, node)}",
             f"ELIZADB_SLOT={node.slot}",
         ]
+        memory = megabytes(settings.resources.memory)
         self.container = docker.Container(
             name,
             name=node.name,
@@ -124,10 +123,13 @@ class PostgresNode(pulumi.ComponentResource):
             uploads=uploads,
             healthcheck=healthcheck(["pg_isready", "-q", "-h", "/run/postgresql", "-p", "5432"]),
             restart="unless-stopped",
-            **memory_limits(megabytes(settings.resources.memory)),
+            memory=memory,
+            memory_swap=memory,  # no swap on top of the limit
             shm_size=megabytes(settings.resources.shm_size),
             # SIGINT is PostgreSQL's fast shutdown; SIGTERM would wait for every client.
-            **shutdown("SIGINT", DATABASE_GRACE_SECONDS),
+            stop_signal="SIGINT",
+            stop_timeout=DATABASE_GRACE_SECONDS,
+            destroy_grace_seconds=DATABASE_GRACE_SECONDS,
             # No `wait`: the provider's wait needs the engine's health status, which Podman
             # keeps only with systemd; ready.py waits instead. The local deploy runs the
             # health check itself, for at most wait_timeout seconds.
