@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from elizadb import cli_backup, cli_drill
-from elizadb.config import choose_project_dir, load_stack, project_dir
+from elizadb.config import choose_project_dir, engine_host, load_stack, project_dir
 from elizadb.errors import ElizaDbError, EngineError
 from elizadb.local.state import choose_state_dir
 
@@ -182,6 +183,9 @@ def _run(args: argparse.Namespace) -> int:
     from elizadb.local import deploy  # imports Pulumi; not needed for argument errors
 
     settings = load_stack(args.stack)
+    host = engine_host(args.stack)
+    if host:
+        os.environ["DOCKER_HOST"] = host  # as the docker provider: the stack's host first
     if args.command != "validate":
         # Before anything is touched: the engine's resources of this stack must be ours.
         # With no engine there is nothing to take over: each command then reports it itself

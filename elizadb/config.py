@@ -63,19 +63,33 @@ def load_stack(stack: str, directory: Path | None = None) -> StackSettings:
         raise ConfigError(
             str(path), [f"no such stack file; stacks here: {', '.join(known) or 'none'}"]
         )
-    try:
-        document = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(path.name, [f"malformed YAML{where}: {problem}"]) from None
-    values: dict[str, Any] = config_from_yaml_document(document, path.name)
+    values: dict[str, Any] = config_from_yaml_document(_document(path), path.name)
     values = _decrypted(values, path.name)
     base = os.environ.get(BASE_IMAGE_ENV)
     if base:
         values = {**values, "image": {**(values.get("image") or {}), "base": base}}
     return load_settings(stack, values, path.name)
+
+
+def _document(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(path.name, [f"malformed YAML{where}: {problem}"]) from None
+
+
+def engine_host(stack: str, directory: Path | None = None) -> str | None:
+    """The stack's `docker:host`, which the docker provider uses before DOCKER_HOST: the local
+    deploy does the same (load_stack has checked the file)."""
+    document = _document(stack_file(stack, directory))
+    config = document.get("config") if isinstance(document, dict) else None
+    host = config.get("docker:host") if isinstance(config, dict) else None
+    if host is not None and not isinstance(host, str):
+        raise ConfigError(f"Pulumi.{stack}.yaml", [f"docker:host = {host!r}: must be a string"])
+    return host
 
 
 def _decrypted(values: dict[str, Any], source: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import tarfile
 import time
 from collections.abc import Callable, Iterable
@@ -63,8 +64,9 @@ def connect() -> docker.DockerClient:
         client = docker.from_env(timeout=300)
         client.ping()
     except docker.errors.DockerException as exc:
+        where = os.environ.get("DOCKER_HOST") or "the default socket"
         raise EngineError(
-            f"no container engine answers ({exc}). Start Docker, or run "
+            f"no container engine answers at {where} ({exc}). Start Docker, or run "
             "`scripts/bootstrap-engine.sh` and export the DOCKER_HOST it prints"
         ) from None
     return client

@@ -135,7 +135,8 @@ def _secrets(stack: DeployedStack) -> list[str]:
     state = StateFile(STACK)
     found = []
     for key, entry in state.data["resources"].items():
-        if key.startswith("random:"):
+        # Passwords; the stack id (random:index/randomUuid) is a public label, not a secret.
+        if key.startswith("random:index/randomPassword"):
             found.append(entry["outputs"]["result"])
         if key.startswith("tls:index/privateKey"):
             found.append(entry["outputs"]["privateKeyPem"].splitlines()[1])

@@ -107,7 +107,8 @@ def test_running_containers_are_exactly_what_the_pulumi_program_declares(
     environment, labels, files, volumes, network aliases, ports, health check and restart policy."""
     declaration = deploy.declare_stack(stack.settings)
     declared = declaration.of_type(CONTAINER)
-    assert len(declared) == 6  # primary, 2 replicas, pooler, bootstrap job, backup agent
+    # primary, 2 replicas, pooler, bootstrap job, backup agent, readiness job
+    assert len(declared) == 7
     for decl in declared:
         spec = decl.inputs
         container = stack.client.containers.get(spec["name"])
@@ -116,10 +117,17 @@ def test_running_containers_are_exactly_what_the_pulumi_program_declares(
         where = spec["name"]
         assert config["Image"].endswith(spec["image"].split("/", 1)[-1]), where
         assert config["Cmd"] == spec["command"], where
+        if spec.get("entrypoints"):
+            assert config["Entrypoint"] == spec["entrypoints"], where
+        if spec.get("memory"):
+            assert host["Memory"] == spec["memory"] * 1024**2, where
+            assert host["MemorySwap"] == spec["memorySwap"] * 1024**2, where
+        if spec.get("stopTimeout"):
+            assert config["StopTimeout"] == spec["stopTimeout"], where
         assert set(spec.get("envs") or []) <= set(config["Env"] or []), where
         for label in spec["labels"]:
             assert config["Labels"][label["label"]] == label["value"], where
-        for upload in spec["uploads"]:
+        for upload in spec.get("uploads") or []:
             assert _file_in(container, upload["file"]) == upload["content"], f"{where}:{upload['file']}"
         mounts = {(m["Name"], m["Destination"]) for m in attrs["Mounts"]}
         assert mounts == {(v["volumeName"], v["containerPath"]) for v in spec.get("volumes") or []}, where

@@ -4,6 +4,9 @@ config.py); both go through load_settings and the same program."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import quote
 
@@ -69,3 +72,22 @@ def test_a_bad_password_is_refused_without_echoing_it() -> None:
     assert "short pw" not in message
     settings = load_settings("dev", {"superuserPassword": PASSWORD}, "test")
     assert PASSWORD not in repr(settings)
+
+
+def test_the_stacks_docker_host_is_used_by_the_local_deploy_too(tmp_path: Path) -> None:
+    """The docker provider connects to `docker:host` before DOCKER_HOST; so does `elizadb`."""
+    (tmp_path / "Pulumi.dev.yaml").write_text(
+        "config:\n  docker:host: unix:///nonexistent-p9-engine.sock\n  elizadb:replicas: 1\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "elizadb", "-C", str(tmp_path), "up", "--stack", "dev"],
+        env={**os.environ, "DOCKER_HOST": "unix:///nonexistent-other.sock"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "no container engine answers" in result.stderr
+    assert "nonexistent-p9-engine.sock" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
