@@ -209,3 +209,42 @@ def test_the_project_is_found_upward_from_the_working_directory(
         assert project_dir() == tmp_path
     finally:
         choose_project_dir(None)
+
+
+COMMANDS = [
+    ["up"],
+    ["down"],
+    ["status"],
+    ["outputs"],
+    ["migrate"],
+    ["rotate-certs"],
+    ["verify"],
+    ["backup"],
+    ["backups"],
+    ["dump", "--out", "x.dump"],
+    ["restore", "--latest", "--in-place", "--yes-destroy-current-data"],
+    ["maintenance"],
+    ["failover"],
+    ["watch"],
+    ["switchover", "--to", "replica-1"],
+    ["drill", "failover"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0])
+def test_every_stack_command_checks_ownership_before_it_acts(
+    command: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from elizadb.local import deploy
+
+    def foreign(settings: object, client: object = None) -> None:
+        raise identity.ForeignStackError("stack 'dev' already exists on this container engine")
+
+    def acted(*_: object, **__: object) -> None:
+        raise AssertionError("the command acted before the ownership check")
+
+    monkeypatch.setattr(deploy, "guard", foreign)
+    monkeypatch.setattr(deploy, "connect", acted)
+    monkeypatch.setattr("elizadb.local.apply.connect", acted)
+    assert cli.main([*command, "--stack", "dev"]) == 2
+    assert "already exists" in capsys.readouterr().err
