@@ -84,9 +84,11 @@ def test_replicas_reject_writes(stack: DeployedStack) -> None:
 
 
 def test_second_up_recreates_nothing(stack: DeployedStack) -> None:
-    before = {c.name: c.id for c in stack.client.containers.list(all=True)}
+    # This stack's containers only: other checkouts' tests come and go on the same engine.
+    mine = {"label": f"elizadb.stack={STACK}"}
+    before = {c.name: c.id for c in stack.client.containers.list(all=True, filters=mine)}
     report = stack.up()
-    after = {c.name: c.id for c in stack.client.containers.list(all=True)}
+    after = {c.name: c.id for c in stack.client.containers.list(all=True, filters=mine)}
     assert not report.changed, report
     assert before == after
 
