@@ -67,7 +67,11 @@ def test_wrong_password_and_unknown_user_are_refused(stack: DeployedStack) -> No
             # PostgreSQL says the same for both; PgBouncer names an unknown user.
             assert any(
                 text in message
-                for text in ("password authentication failed", "SASL authentication failed", "no such user")
+                for text in (
+                    "password authentication failed",
+                    "SASL authentication failed",
+                    "no such user",
+                )
             ), (name, message)
 
 
@@ -94,7 +98,9 @@ def test_agent_role_has_dml_but_no_ddl(stack: DeployedStack) -> None:
             conn.execute("DROP INDEX idx_memories_embedding")
 
 
-def test_end_user_sees_and_changes_only_its_own_rows_through_the_pooler(stack: DeployedStack) -> None:
+def test_end_user_sees_and_changes_only_its_own_rows_through_the_pooler(
+    stack: DeployedStack,
+) -> None:
     alice, bob, agent, room = (uuid.uuid4() for _ in range(4))
     with psycopg.connect(stack.connections["agentPooler"], autocommit=True) as conn:
         for uid, name in ((alice, "alice"), (bob, "bob"), (agent, "agent")):
@@ -191,4 +197,6 @@ def test_rotate_certs_issues_a_new_certificate_and_keeps_the_data(stack: Deploye
         with psycopg.connect(uri, connect_timeout=10) as conn:
             assert conn.info.pgconn.ssl_in_use
     with psycopg.connect(stack.connections["agentPooler"]) as conn:
-        assert conn.execute("SELECT count(*) FROM rooms WHERE id = %s", (marker,)).fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM rooms WHERE id = %s", (marker,)).fetchone() == (
+            1,
+        )

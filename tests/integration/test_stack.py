@@ -52,13 +52,16 @@ def test_row_written_on_primary_is_readable_on_both_replicas_within_a_second(
         conn.execute("INSERT INTO accounts (name, email) VALUES ('probe', %s)", (email,))
         written = time.monotonic()
     seen: dict[str, float] = {}
-    replicas = [psycopg.connect(uri, autocommit=True) for uri in stack.connections["readonlyReplicas"]]
+    replicas = [
+        psycopg.connect(uri, autocommit=True) for uri in stack.connections["readonlyReplicas"]
+    ]
     try:
         while len(seen) < len(replicas) and time.monotonic() - written < 5:
             for i, conn in enumerate(replicas):
-                if i not in seen and conn.execute(
-                    "SELECT 1 FROM accounts WHERE email = %s", (email,)
-                ).fetchone():
+                if (
+                    i not in seen
+                    and conn.execute("SELECT 1 FROM accounts WHERE email = %s", (email,)).fetchone()
+                ):
                     seen[i] = time.monotonic() - written
             time.sleep(0.01)
     finally:
@@ -78,9 +81,11 @@ def test_pooler_accepts_connections_and_reaches_the_primary(stack: DeployedStack
 
 
 def test_replicas_reject_writes(stack: DeployedStack) -> None:
-    with psycopg.connect(stack.connections["readonlyReplicas"][0], autocommit=True) as conn:
-        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
-            conn.execute("CREATE TEMP TABLE t (x int)")
+    with (
+        psycopg.connect(stack.connections["readonlyReplicas"][0], autocommit=True) as conn,
+        pytest.raises(psycopg.errors.ReadOnlySqlTransaction),
+    ):
+        conn.execute("CREATE TEMP TABLE t (x int)")
 
 
 def test_second_up_recreates_nothing(stack: DeployedStack) -> None:
@@ -130,19 +135,27 @@ def test_running_containers_are_exactly_what_the_pulumi_program_declares(
         for label in spec["labels"]:
             assert config["Labels"][label["label"]] == label["value"], where
         for upload in spec.get("uploads") or []:
-            assert _file_in(container, upload["file"]) == upload["content"], f"{where}:{upload['file']}"
+            assert _file_in(container, upload["file"]) == upload["content"], (
+                f"{where}:{upload['file']}"
+            )
         mounts = {(m["Name"], m["Destination"]) for m in attrs["Mounts"]}
-        assert mounts == {(v["volumeName"], v["containerPath"]) for v in spec.get("volumes") or []}, where
+        assert mounts == {
+            (v["volumeName"], v["containerPath"]) for v in spec.get("volumes") or []
+        }, where
         networks = attrs["NetworkSettings"]["Networks"]
         for net in spec["networksAdvanced"]:
             assert net["name"] in networks, where
-            assert set(net.get("aliases") or []) <= set(networks[net["name"]].get("Aliases") or []), where
+            assert set(net.get("aliases") or []) <= set(
+                networks[net["name"]].get("Aliases") or []
+            ), where
         bindings = {
             (int(port.split("/")[0]), b["HostIp"], int(b["HostPort"]))
             for port, binds in (host.get("PortBindings") or {}).items()
             for b in binds or []
         }
-        assert bindings == {(p["internal"], p["ip"], p["external"]) for p in spec.get("ports") or []}, where
+        assert bindings == {
+            (p["internal"], p["ip"], p["external"]) for p in spec.get("ports") or []
+        }, where
         if spec.get("healthcheck"):
             assert config["Healthcheck"]["Test"] == spec["healthcheck"]["tests"], where
         assert (host["RestartPolicy"]["Name"] or "no") == spec["restart"], where
@@ -165,7 +178,11 @@ def test_scale_down_removes_one_replica_and_drops_its_slot_then_down_up_keeps_da
     assert slots == [("elizadb_replica_1", True)]
 
     stack.down(delete_volumes=False)
-    assert not [c for c in stack.client.containers.list(all=True) if c.name.startswith(f"elizadb-{STACK}-")]
+    assert not [
+        c for c in stack.client.containers.list(all=True) if c.name.startswith(f"elizadb-{STACK}-")
+    ]
     stack.up()
     with psycopg.connect(stack.connections["agentPrimary"], autocommit=True) as conn:
-        assert conn.execute("SELECT name FROM accounts WHERE email = %s", (email,)).fetchone() == ("keep",)
+        assert conn.execute("SELECT name FROM accounts WHERE email = %s", (email,)).fetchone() == (
+            "keep",
+        )

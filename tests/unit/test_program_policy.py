@@ -57,7 +57,9 @@ def test_the_program_declares_the_expected_containers(dev: tuple[Declaration, St
     ]
 
 
-def test_every_long_running_container_has_a_health_check(dev: tuple[Declaration, StateFile]) -> None:
+def test_every_long_running_container_has_a_health_check(
+    dev: tuple[Declaration, StateFile],
+) -> None:
     for c in _containers(dev[0]):
         if c.inputs.get("attach"):  # the bootstrap and readiness jobs run to completion instead
             assert c.inputs.get("mustRun") is False, c.name
@@ -67,7 +69,9 @@ def test_every_long_running_container_has_a_health_check(dev: tuple[Declaration,
         assert c.inputs.get("restart") == "unless-stopped", c.name
 
 
-def test_ports_are_published_on_loopback_only_by_default(dev: tuple[Declaration, StateFile]) -> None:
+def test_ports_are_published_on_loopback_only_by_default(
+    dev: tuple[Declaration, StateFile],
+) -> None:
     published = [(c.name, p) for c in _containers(dev[0]) for p in c.inputs.get("ports") or []]
     assert len(published) == 4
     for name, port in published:
@@ -100,7 +104,9 @@ def test_no_secret_appears_in_plain_inputs_or_outputs(dev: tuple[Declaration, St
     assert "uploads" in primary.secret_inputs
 
 
-def test_no_password_is_passed_in_a_container_environment(dev: tuple[Declaration, StateFile]) -> None:
+def test_no_password_is_passed_in_a_container_environment(
+    dev: tuple[Declaration, StateFile],
+) -> None:
     _, state = dev
     secrets = _secrets(state)
     for c in _containers(dev[0]):
@@ -125,7 +131,9 @@ def test_data_and_backup_volumes_are_protected(dev: tuple[Declaration, StateFile
         assert v.protect and v.retain_on_delete, f"volume {v.inputs['name']} is not protected"
 
 
-def test_replicas_and_pooler_depend_on_the_bootstrap_job(dev: tuple[Declaration, StateFile]) -> None:
+def test_replicas_and_pooler_depend_on_the_bootstrap_job(
+    dev: tuple[Declaration, StateFile],
+) -> None:
     decl = dev[0]
     job = next(c for c in _containers(decl) if c.inputs.get("attach"))
     primary = next(c for c in _containers(decl) if c.name == "primary")
