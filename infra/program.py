@@ -14,6 +14,7 @@ from infra.components.backup import BackupAgent
 from infra.components.bootstrap import BootstrapJob
 from infra.components.common import (
     STACK_ID_RESOURCE,
+    VOLUME_OPTIONS,
     StackInputs,
     child,
     network_labels,
@@ -61,7 +62,7 @@ class ElizaDbStack(pulumi.ComponentResource):
             "backup",
             name=topo.backup_volume_name,
             labels=volume_labels(settings, stack_id),
-            opts=child(self, protect=True, retain_on_delete=True, delete_before_replace=True),
+            opts=child(self, **VOLUME_OPTIONS, protect=True, retain_on_delete=True),
         )
         image = StackImage("image", settings, opts=child(self))
         secrets = StackSecrets("secrets", settings, opts=child(self))

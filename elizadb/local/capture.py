@@ -31,6 +31,7 @@ class Declared:
     retain_on_delete: bool
     delete_before_replace: bool
     replace_on_changes: frozenset[str]
+    ignore_changes: frozenset[str]
     dependencies: frozenset[str]  # URNs
     parent: str
     custom: bool
@@ -99,6 +100,7 @@ class _CaptureMonitor(pulumi_mocks.MockMonitor):
                 retain_on_delete=bool(request.retainOnDelete),
                 delete_before_replace=bool(request.deleteBeforeReplace),
                 replace_on_changes=frozenset(request.replaceOnChanges),
+                ignore_changes=frozenset(request.ignoreChanges),
                 dependencies=frozenset(deps),
                 parent=request.parent,
                 custom=bool(request.custom),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_docker as docker
@@ -120,6 +121,13 @@ def container_options(
 def megabytes(size: str) -> int:
     number, unit = int(size[:-1]), size[-1]
     return {"k": max(1, number // 1024), "m": number, "g": number * 1024}[unit]
+
+
+# Every volume has a fixed name: one that had to be replaced would collide with itself unless the
+# old one goes first. Its labels are written when it is made and never changed: a volume made
+# before stack ids existed keeps its labels rather than being replaced (it may be protected),
+# as the local deploy, which never touches an existing volume, does.
+VOLUME_OPTIONS: dict[str, Any] = {"delete_before_replace": True, "ignore_changes": ["labels"]}
 
 
 def child(parent: pulumi.Resource, **kwargs: object) -> pulumi.ResourceOptions:

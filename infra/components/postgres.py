@@ -7,6 +7,7 @@ import pulumi_docker as docker
 
 from infra.components.common import (
     DATABASE_GRACE_SECONDS,
+    VOLUME_OPTIONS,
     StackInputs,
     child,
     container_options,
@@ -49,8 +50,7 @@ class PostgresNode(pulumi.ComponentResource):
             f"{name}-data",
             name=topo.volume_name(node),
             labels=volume_labels(settings, args.stack_id, node=node.name),
-            # Fixed names: a volume that had to be replaced would collide with itself.
-            opts=child(self, protect=True, retain_on_delete=True, delete_before_replace=True),
+            opts=child(self, **VOLUME_OPTIONS, protect=True, retain_on_delete=True),
         )
         # The server's Unix socket folder, shared with the backup agent, which reaches whichever
         # node is primary through it (peer authentication: no password). It holds nothing but
@@ -59,7 +59,7 @@ class PostgresNode(pulumi.ComponentResource):
             f"{name}-run",
             name=socket_volume_name(node),
             labels=volume_labels(settings, args.stack_id, node=node.name),
-            opts=child(self, delete_before_replace=True),
+            opts=child(self, **VOLUME_OPTIONS),
         )
         uploads = [
             upload(paths.POSTGRESQL_CONF, render_postgresql_conf(settings, topo, node)),

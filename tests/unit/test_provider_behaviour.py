@@ -172,6 +172,9 @@ def test_fixed_names_are_deleted_before_they_are_replaced(tmp_path: Path) -> Non
     for resource in fixed:
         assert resource.inputs.get("name"), resource.name
         assert resource.delete_before_replace, f"{resource.name} is not delete-before-replace"
+        if resource.typ == "docker:index/volume:Volume":
+            # labels are ForceNew: a volume made before stack ids must not be replaced for them
+            assert "labels" in resource.ignore_changes, resource.name
 
 
 def test_a_memory_limit_comes_with_its_swap_limit(tmp_path: Path) -> None:
