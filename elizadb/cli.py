@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from elizadb import cli_backup, cli_drill
-from elizadb.config import PROJECT_DIR, load_stack
-from elizadb.errors import ElizaDbError
+from elizadb.config import choose_project_dir, engine_host, load_stack, project_dir
+from elizadb.errors import ElizaDbError, EngineError
+from elizadb.local.state import choose_state_dir
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,20 +36,46 @@ def _progress() -> Callable[[str], None]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="elizadb", description="Deploy and verify the PostgreSQL of ElizaOS agents.")
+    parser = _Parser(
+        prog="elizadb", description="Deploy and verify the PostgreSQL of ElizaOS agents."
+    )
+    parser.add_argument(
+        "-C",
+        dest="project",
+        metavar="DIR",
+        type=Path,
+        help="the project folder (with Pulumi.yaml); default: the working directory or the "
+        "nearest folder above it that has one",
+    )
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        type=Path,
+        help="where the local state is kept (default: $ELIZADB_STATE_DIR, else <project>/.elizadb)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def with_stack(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--stack", default="dev", help="stack name: reads Pulumi.<stack>.yaml (default dev)")
+        p.add_argument(
+            "--stack", default="dev", help="stack name: reads Pulumi.<stack>.yaml (default dev)"
+        )
         return p
 
     with_stack(sub.add_parser("up", help="deploy or update the stack locally (Docker API)"))
     with_stack(sub.add_parser("status", help="each node's role, health and replication state"))
-    down = with_stack(sub.add_parser("down", help="remove containers and network; keep data volumes"))
-    down.add_argument("--delete-volumes", action="store_true", help="also delete data and backup volumes")
+    down = with_stack(
+        sub.add_parser("down", help="remove containers and network; keep data volumes")
+    )
+    down.add_argument(
+        "--delete-volumes", action="store_true", help="also delete data and backup volumes"
+    )
     outputs = with_stack(sub.add_parser("outputs", help="stack outputs, as `pulumi stack output`"))
-    outputs.add_argument("--json", action="store_true", help="print JSON (the default is a summary)")
-    outputs.add_argument("--show-secrets", action="store_true", help="print connection strings in clear")
+    outputs.add_argument(
+        "--json", action="store_true", help="print JSON (the default is a summary)"
+    )
+    outputs.add_argument(
+        "--show-secrets", action="store_true", help="print connection strings in clear"
+    )
     with_stack(sub.add_parser("migrate", help="apply bootstrap and sql/ migrations again"))
     with_stack(sub.add_parser("validate", help="check the stack configuration only"))
     with_stack(sub.add_parser("rotate-certs", help="issue new server certificates; data is kept"))
@@ -55,14 +83,43 @@ def build_parser() -> argparse.ArgumentParser:
     target = verify.add_mutually_exclusive_group()
     target.add_argument("--stack", default="dev", help="a locally deployed stack (default dev)")
     target.add_argument(
-        "--outputs", metavar="FILE",
+        "--outputs",
+        metavar="FILE",
         help="outputs JSON, e.g. from `pulumi stack output --json --show-secrets`",
     )
-    verify.add_argument("--read-only", action="store_true", help="make no writes at all (production)")
-    verify.add_argument("--only", action="append", default=[], metavar="ID",
-                        help="run only checks whose id starts with ID (repeatable)")
+    verify.add_argument(
+        "--read-only", action="store_true", help="make no writes at all (production)"
+    )
+    verify.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="run only checks whose id starts with ID (repeatable)",
+    )
     verify.add_argument("--json", action="store_true", help="print JSON instead of a table")
     verify.add_argument("--junit-xml", metavar="PATH", help="also write a JUnit XML report")
+    state = sub.add_parser("state", help="share a stack's local state (secrets kept secret)")
+    state_sub = state.add_subparsers(dest="state_command", required=True, parser_class=_Parser)
+    export = with_stack(state_sub.add_parser("export", help="write the stack's state to a file"))
+    export.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE",
+        help="a new file (mode 0600), or - for a pipe (never a terminal)",
+    )
+    imported = state_sub.add_parser("import", help="take a stack's state from an export")
+    imported.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="FILE",
+        help="the exported file (mode 0600), or - for standard input",
+    )
+    imported.add_argument("--stack", help="refuse unless the export holds this stack")
+    imported.add_argument(
+        "--force", action="store_true", help="replace state of another stack id already here"
+    )
     # Operations add their own subcommands; each parser's handler(args, settings) runs it.
     for module in (cli_backup, cli_drill):
         module.register(sub, with_stack)
@@ -97,12 +154,48 @@ def _verify(args: argparse.Namespace) -> int:
     return report.exit_code(results)
 
 
+def _state(args: argparse.Namespace) -> int:
+    from elizadb.local import state_transfer
+
+    if args.state_command == "export":
+        state = state_transfer.export_state(args.stack, args.out)
+        if args.out != state_transfer.PIPE:
+            print(
+                f"wrote the state of stack {args.stack} ({state.path}) to {args.out}, mode 600",
+                file=sys.stderr,
+            )
+        return 0
+    state = state_transfer.import_state(args.source, args.stack, args.force)
+    print(
+        f"imported the state of stack {state.path.name.split('.')[0]} into {state.path}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
-    if args.command == "verify":
+    choose_project_dir(args.project)
+    choose_state_dir(args.state_dir)
+    if args.command == "state":
+        return _state(args)
+    if args.command == "verify" and args.outputs:
         return _verify(args)
     from elizadb.local import deploy  # imports Pulumi; not needed for argument errors
 
     settings = load_stack(args.stack)
+    host = engine_host(args.stack)
+    if host:
+        os.environ["DOCKER_HOST"] = host  # as the docker provider: the stack's host first
+    if args.command != "validate":
+        # Before anything is touched: the engine's resources of this stack must be ours.
+        # With no engine there is nothing to take over: each command then reports it itself
+        # when it needs the engine (outputs come from the state alone).
+        try:
+            deploy.guard(settings)
+        except EngineError:
+            pass
+    if args.command == "verify":
+        return _verify(args)
     if getattr(args, "handler", None) is not None:
         return int(args.handler(args, settings))
     if args.command == "validate":
@@ -110,18 +203,23 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "up":
         say = _progress()
-        report = deploy.up(settings, say, PROJECT_DIR)
-        say("no changes" if not report.changed else
-            f"done: {len(report.created)} created, {len(report.replaced)} replaced, "
-            f"{len(report.started)} started, {len(report.removed)} removed")
+        report = deploy.up(settings, say, project_dir())
+        say(
+            "no changes"
+            if not report.changed
+            else f"done: {len(report.created)} created, {len(report.replaced)} replaced, "
+            f"{len(report.started)} started, {len(report.removed)} removed"
+        )
         return 0
     if args.command == "down":
         deploy.down(settings, _progress(), args.delete_volumes)
         if not args.delete_volumes:
-            print("data volumes kept; `elizadb down --delete-volumes` deletes them", file=sys.stderr)
+            print(
+                "data volumes kept; `elizadb down --delete-volumes` deletes them", file=sys.stderr
+            )
         return 0
     if args.command == "rotate-certs":
-        deploy.rotate_certs(settings, _progress(), PROJECT_DIR)
+        deploy.rotate_certs(settings, _progress(), project_dir())
         return 0
     if args.command == "migrate":
         deploy.rerun_job(settings, _progress())
@@ -139,8 +237,14 @@ def _run(args: argparse.Namespace) -> int:
         rows = deploy.status(settings)
         header = ("NODE", "DECLARED", "STATE", "READY", "ROLE NOW", "REPLICATION")
         table = [header] + [
-            (r.name, r.declared_role, r.state, "yes" if r.ready else "no",
-             {None: "-", True: "standby", False: "primary"}[r.in_recovery], r.replication)
+            (
+                r.name,
+                r.declared_role,
+                r.state,
+                "yes" if r.ready else "no",
+                {None: "-", True: "standby", False: "primary"}[r.in_recovery],
+                r.replication,
+            )
             for r in rows
         ]
         widths = [max(len(row[i]) for row in table) for i in range(len(header))]

@@ -145,7 +145,7 @@ def _dump(args: argparse.Namespace, settings: StackSettings) -> int:
 
 
 def _restore(args: argparse.Namespace, settings: StackSettings) -> int:
-    from elizadb.config import PROJECT_DIR, load_stack
+    from elizadb.config import load_stack, project_dir
     from elizadb.ops import restore
 
     target = restore.RecoveryTarget(None if args.latest else restore.parse_time(args.to_time))
@@ -157,14 +157,14 @@ def _restore(args: argparse.Namespace, settings: StackSettings) -> int:
                 "target; add --yes-destroy-current-data to confirm, or use --into-stack NAME"
             )
         report = restore.restore_in_place(
-            settings, target, say, PROJECT_DIR, backup_after=not args.no_backup_after
+            settings, target, say, project_dir(), backup_after=not args.no_backup_after
         )
     else:
         if args.yes_destroy_current_data:
             raise UsageError("--yes-destroy-current-data goes with --in-place only")
         dest = load_stack(args.into_stack)
         report = restore.restore_into_stack(
-            settings, dest, target, say, PROJECT_DIR, backup_after=not args.no_backup_after
+            settings, dest, target, say, project_dir(), backup_after=not args.no_backup_after
         )
     if args.json:
         print(json.dumps(report.__dict__, indent=2))
@@ -195,10 +195,10 @@ def superuser_conninfo(settings: StackSettings, project_dir: Path) -> str:
 def _maintenance(args: argparse.Namespace, settings: StackSettings) -> int:
     import psycopg
 
-    from elizadb.config import PROJECT_DIR
+    from elizadb.config import project_dir
     from elizadb.ops import maintenance
 
-    with psycopg.connect(superuser_conninfo(settings, PROJECT_DIR), autocommit=True) as conn:
+    with psycopg.connect(superuser_conninfo(settings, project_dir()), autocommit=True) as conn:
         report = maintenance.run(conn, settings, reindex=not args.no_reindex)
     if args.json:
         print(json.dumps(maintenance.to_json(report), indent=2))

@@ -8,13 +8,22 @@ from typing import Any
 
 import pulumi
 import pulumi_docker as docker
+import pulumi_random as random
 
 from infra.components.backup import BackupAgent
 from infra.components.bootstrap import BootstrapJob
-from infra.components.common import StackInputs, child
+from infra.components.common import (
+    STACK_ID_RESOURCE,
+    VOLUME_OPTIONS,
+    StackInputs,
+    child,
+    network_labels,
+    volume_labels,
+)
 from infra.components.image import StackImage
 from infra.components.pooler import Pooler
 from infra.components.postgres import PostgresNode
+from infra.components.ready import ReadyCheck, ready_name
 from infra.components.secrets import StackSecrets
 from infra.components.tls import StackTls
 from infra.render.connections import connection_uri
@@ -32,25 +41,31 @@ class ElizaDbStack(pulumi.ComponentResource):
     def __init__(self, settings: StackSettings, opts: pulumi.ResourceOptions | None = None):
         topo = topology(settings)
         super().__init__("elizadb:index:Stack", topo.prefix, None, opts)
+        # The identity of this stack's state, on every container, volume and network it makes:
+        # a second checkout (other state) finds them and refuses to take them over.
+        stack_id = random.RandomUuid(STACK_ID_RESOURCE, opts=child(self)).result
         network = docker.Network(
             "network",
             name=topo.network_name,
-            labels=[docker.NetworkLabelArgs(label="elizadb.stack", value=settings.stack)],
+            labels=network_labels(settings, stack_id),
             ipam_configs=[
                 docker.NetworkIpamConfigArgs(
                     subnet=str(topo.subnet), gateway=topo.gateway, ip_range=topo.dynamic_range
                 )
             ],
-            opts=child(self),
+            # A fixed name: a new network.subnet replaces the network, and the new one cannot be
+            # made while the old one exists. The containers on it are replaced too (their
+            # addresses change), before it goes.
+            opts=child(self, delete_before_replace=True),
         )
         backup_volume = docker.Volume(
             "backup",
             name=topo.backup_volume_name,
-            labels=[docker.VolumeLabelArgs(label="elizadb.stack", value=settings.stack)],
-            opts=child(self, protect=True, retain_on_delete=True),
+            labels=volume_labels(settings, stack_id),
+            opts=child(self, **VOLUME_OPTIONS, protect=True, retain_on_delete=True),
         )
         image = StackImage("image", settings, opts=child(self))
-        secrets = StackSecrets("secrets", opts=child(self))
+        secrets = StackSecrets("secrets", settings, opts=child(self))
         certs = StackTls("tls", settings, topo, opts=child(self))
 
         args = StackInputs(
@@ -64,6 +79,7 @@ class ElizaDbStack(pulumi.ComponentResource):
             server_key_pem=certs.server_key_pem,
             passwords=secrets.passwords,
             salt_seed=secrets.salt_seed,
+            stack_id=stack_id,
         )
         primary = PostgresNode("primary", args, topo.primary, opts=child(self))
         job = BootstrapJob("bootstrap", args, opts=child(self, depends_on=[primary.container]))
@@ -71,13 +87,18 @@ class ElizaDbStack(pulumi.ComponentResource):
         nodes = [primary]
         for node in topo.replicas:
             nodes.append(
-                PostgresNode(node.short, args, node, opts=child(self, depends_on=[job.container]))
+                PostgresNode(node.short, args, node, opts=child(self, depends_on=[job.succeeded]))
             )
         # Backups need the stanza's server bootstrapped; the agent finds the primary itself.
-        BackupAgent("backup-agent", args, nodes, opts=child(self, depends_on=[job.container]))
-        Pooler("pgbouncer", args, opts=child(self, depends_on=[job.container]))
+        BackupAgent("backup-agent", args, nodes, opts=child(self, depends_on=[job.succeeded]))
+        pooler = Pooler("pgbouncer", args, opts=child(self, depends_on=[job.succeeded]))
+        # Health waits that work on Docker and Podman alike: ask the servers (ready.py).
+        ready = ReadyCheck(
+            "ready", args, [*(n.container for n in nodes), pooler.container], opts=child(self)
+        )
         self.outputs = stack_outputs(settings, topo, certs.ca_cert_pem, secrets.passwords)
-        self.register_outputs({})
+        # Awaited by the deployment: a failed readiness check fails `pulumi up` with its log.
+        self.register_outputs({"ready": ready.succeeded.apply(lambda c: ready_name(args))})
 
 
 def _endpoint(name: str, host: str, port: int, role: str) -> dict[str, Any]:

@@ -14,10 +14,18 @@ from collections.abc import Mapping
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from elizadb.errors import ConfigError
+from infra.pg_parameters import memory_problem, parameter_problems
 
 PROJECT = "elizadb"
 MAX_REPLICAS = 9
@@ -94,6 +102,7 @@ _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _DURATION = re.compile(r"^([1-9][0-9]{0,6})([smhd])$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MIN_BACKUP_INTERVAL_SECONDS = 10
+MIN_PASSWORD_LENGTH = 12
 
 
 class Environment(str, Enum):
@@ -255,6 +264,22 @@ class StackSettings(_Model):
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
     replication: ReplicationSettings = Field(default_factory=ReplicationSettings)
     tls: TlsSettings = Field(default_factory=TlsSettings)
+    # The superuser's password, when the operator chooses it (`pulumi config set --secret
+    # elizadb:superuserPassword`, or a plain value in the stack file); generated otherwise. The
+    # same key means the same under `pulumi up` and `elizadb up`.
+    superuser_password: SecretStr | None = None
+
+    @field_validator("superuser_password")
+    @classmethod
+    def _password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        text = value.get_secret_value()
+        if len(text) < MIN_PASSWORD_LENGTH:
+            raise ValueError(f"must be at least {MIN_PASSWORD_LENGTH} characters long")
+        if any(not ch.isprintable() or ch.isspace() for ch in text):
+            raise ValueError("must not contain spaces or control characters")
+        return value
 
     @field_validator("database")
     @classmethod
@@ -291,7 +316,7 @@ class StackSettings(_Model):
         return dict(sorted(merged.items()))
 
 
-def _pg_value(value: str | int | float | bool) -> str:
+def _pg_value(value: str | float | bool) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
     return str(value)
@@ -329,14 +354,13 @@ def config_from_pulumi_runtime(raw: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
-# Keys read as Pulumi secrets by the program; never part of the typed settings.
+# Keys whose values are secrets: never echoed in an error message.
 SECRET_KEYS: frozenset[str] = frozenset({"superuserPassword"})
 
 
 def load_settings(stack: str, values: Mapping[str, Any], source: str) -> StackSettings:
     """Validate `values` (project keys, camelCase, without prefix) into settings, or raise
     ConfigError listing every problem."""
-    values = {k: v for k, v in values.items() if k not in SECRET_KEYS}
     problems: list[str] = []
     settings: StackSettings | None = None
     try:
@@ -359,7 +383,7 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
 def _describe(err: Any) -> str:
     loc = tuple(err["loc"])
     path = _key_path(loc)
-    value = err.get("input")
+    value = "[secret]" if loc and loc[0] in SECRET_KEYS else err.get("input")
     if err["type"] == "extra_forbidden":
         return f"{path}: unknown key (value {value!r}); remove it or check its spelling"
     message = err["msg"].removeprefix("Value error, ")
@@ -402,6 +426,24 @@ def _semantic_problems(stack: str, values: Mapping[str, Any]) -> list[str]:
                 )
             elif not _PG_PARAM_NAME.match(str(name)):
                 problems.append(f"{path}: {name!r} is not a PostgreSQL parameter name")
+        checkable = {
+            k: v
+            for k, v in parameters.items()
+            if k not in FORCED_PG_PARAMETERS and _PG_PARAM_NAME.match(str(k))
+        }
+        for name, problem in sorted(parameter_problems(checkable).items()):
+            problems.append(
+                f"{PROJECT}:postgres.parameters.{name} = {parameters[name]!r}: {problem}; "
+                "fix or remove it (the image's PostgreSQL would refuse to start with it)"
+            )
+    memory = _get(values, "resources", "memory") or "1g"
+    size = _SIZE.match(memory.lower()) if isinstance(memory, str) else None
+    if size and (parameters is None or isinstance(parameters, Mapping)):
+        merged = {**DEFAULT_PG_PARAMETERS, **(parameters or {})}
+        container_mb = int(size.group(1)) * {"k": 1 / 1024, "m": 1, "g": 1024}[size.group(2)]
+        fit = memory_problem(merged, int(container_mb))
+        if fit:
+            problems.append(f"{PROJECT}:postgres.parameters: {fit}")
     ports = {
         "network.primaryPort": _get(values, "network", "primaryPort") or 15432,
         "network.poolerPort": _get(values, "network", "poolerPort") or 16432,
@@ -432,12 +474,17 @@ def _semantic_problems(stack: str, values: Mapping[str, Any]) -> list[str]:
                 f"{PROJECT}:primaryNode = {primary_node!r}: must name a node of the stack "
                 f"({', '.join(allowed)})"
             )
-    full_every, incr_every = _get(values, "backup", "fullEvery"), _get(values, "backup", "incrEvery")
+    full_every, incr_every = (
+        _get(values, "backup", "fullEvery"),
+        _get(values, "backup", "incrEvery"),
+    )
     full_every = "7d" if full_every is None else full_every
     incr_every = "1d" if incr_every is None else incr_every
     if (
-        isinstance(full_every, str) and isinstance(incr_every, str)
-        and _DURATION.match(full_every) and _DURATION.match(incr_every)
+        isinstance(full_every, str)
+        and isinstance(incr_every, str)
+        and _DURATION.match(full_every)
+        and _DURATION.match(incr_every)
         and duration_seconds(incr_every) >= duration_seconds(full_every)
     ):
         problems.append(

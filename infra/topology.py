@@ -85,6 +85,10 @@ class Topology:
         return self._host(7)
 
     @property
+    def ready_address(self) -> str:
+        return self._host(8)
+
+    @property
     def nodes(self) -> tuple[Node, ...]:
         return (self.primary, *self.replicas)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import re
+import os
 import tarfile
 import time
 from collections.abc import Callable, Iterable
@@ -28,12 +28,16 @@ from docker.types import Healthcheck, IPAMConfig, IPAMPool, Mount
 from elizadb.errors import DeployError, EngineError
 from elizadb.local.capture import Declaration, Declared
 from infra.components.common import LABEL_STACK
+from infra.durations import parse_go_duration
 
 NETWORK = "docker:index/network:Network"
 VOLUME = "docker:index/volume:Volume"
 REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
 CONTAINER = "docker:index/container:Container"
 LABEL_SPEC = "elizadb.spec"
+# The declared destroyGraceSeconds, kept on the container: like the provider, a removal waits as
+# long as the declaration the container was made from said.
+LABEL_GRACE = "elizadb.destroy-grace-seconds"
 
 Progress = Callable[[str], None]
 
@@ -49,7 +53,9 @@ class ApplyReport:
 
     @property
     def changed(self) -> bool:
-        return bool(self.created or self.replaced or self.started or self.removed or self.built_image)
+        return bool(
+            self.created or self.replaced or self.started or self.removed or self.built_image
+        )
 
 
 def connect() -> docker.DockerClient:
@@ -58,8 +64,9 @@ def connect() -> docker.DockerClient:
         client = docker.from_env(timeout=300)
         client.ping()
     except docker.errors.DockerException as exc:
+        where = os.environ.get("DOCKER_HOST") or "the default socket"
         raise EngineError(
-            f"no container engine answers ({exc}). Start Docker, or run "
+            f"no container engine answers at {where} ({exc}). Start Docker, or run "
             "`scripts/bootstrap-engine.sh` and export the DOCKER_HOST it prints"
         ) from None
     return client
@@ -69,12 +76,13 @@ def spec_digest(decl: Declared) -> str:
     return hashlib.sha256(json.dumps(decl.inputs, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _duration_ns(text: str) -> int:
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
-    if not match:
-        raise ValueError(f"unsupported duration {text!r}")
-    scale = {"ms": 1e6, "s": 1e9, "m": 60e9, "h": 3600e9}[match.group(2)]
-    return int(float(match.group(1)) * scale)
+def grace_seconds(labels: dict[str, str]) -> int:
+    """How long to let a container stop before it is killed. As the provider does, a container
+    declared without a grace period gets none; one made before grace periods were declared (no
+    label at all, but our spec label) gets the old fixed 30 s."""
+    if LABEL_GRACE in labels:
+        return int(labels[LABEL_GRACE])
+    return 30 if LABEL_SPEC in labels else 0
 
 
 def _labels(decl: Declared) -> dict[str, str]:
@@ -182,7 +190,9 @@ class Applier:
         return report
 
     def _stack_containers(self) -> list[Any]:
-        return self.client.containers.list(all=True, filters={"label": f"{LABEL_STACK}={self.stack}"})
+        return self.client.containers.list(
+            all=True, filters={"label": f"{LABEL_STACK}={self.stack}"}
+        )
 
     def _ensure_network(self, decl: Declared) -> None:
         name = decl.inputs["name"]
@@ -242,7 +252,7 @@ class Applier:
             line = chunk.get("stream", "")
             if line.strip():
                 tail = (tail + [line])[-20:]
-                if line.startswith("STEP") or line.startswith("Step"):
+                if line.startswith(("STEP", "Step")):
                     self.progress(f"  {line.strip()}")
         try:
             self.client.images.get(tag)
@@ -263,11 +273,14 @@ class Applier:
             current = None
         if current is not None:
             same = current.labels.get(LABEL_SPEC) == digest or (
-                self.conforming.get(name) == digest
-                and current.labels.get(LABEL_SPEC) is not None
+                self.conforming.get(name) == digest and current.labels.get(LABEL_SPEC) is not None
             )
-            if same and is_job and current.attrs["State"].get("ExitCode") == 0 and \
-                    current.status == "exited":
+            if (
+                same
+                and is_job
+                and current.attrs["State"].get("ExitCode") == 0
+                and current.status == "exited"
+            ):
                 report.unchanged.append(name)
                 return False
             if same and current.status == "running":
@@ -278,8 +291,9 @@ class Applier:
                 current.start()
                 report.started.append(name)
                 return True
-            self.progress(f"replacing {name} (its declaration changed)" if not same
-                          else f"re-running {name}")
+            self.progress(
+                f"replacing {name} (its declaration changed)" if not same else f"re-running {name}"
+            )
             self._remove(name)
             report.replaced.append(name)
         else:
@@ -291,7 +305,12 @@ class Applier:
         spec = decl.inputs
         name = spec["name"]
         labels = {**_labels(decl), LABEL_SPEC: digest}
-        ports = {p["internal"]: (p.get("ip") or "127.0.0.1", p["external"]) for p in spec.get("ports") or []}
+        if spec.get("destroyGraceSeconds"):
+            labels[LABEL_GRACE] = str(spec["destroyGraceSeconds"])
+        ports = {
+            p["internal"]: (p.get("ip") or "127.0.0.1", p["external"])
+            for p in spec.get("ports") or []
+        }
         mounts = [
             Mount(target=v["containerPath"], source=v["volumeName"], type="volume")
             for v in spec.get("volumes") or []
@@ -302,6 +321,7 @@ class Applier:
             mounts=mounts or None,
             restart_policy={"Name": restart} if restart != "no" else None,
             mem_limit=f"{spec['memory']}m" if spec.get("memory") else None,
+            memswap_limit=f"{spec['memorySwap']}m" if spec.get("memorySwap") else None,
             shm_size=f"{spec['shmSize']}m" if spec.get("shmSize") else None,
         )
         networks = spec.get("networksAdvanced") or []
@@ -320,14 +340,15 @@ class Applier:
         if health:
             healthcheck = Healthcheck(
                 test=health["tests"],
-                interval=_duration_ns(health["interval"]),
-                timeout=_duration_ns(health["timeout"]),
+                interval=parse_go_duration(health["interval"]),
+                timeout=parse_go_duration(health["timeout"]),
                 retries=health["retries"],
-                start_period=_duration_ns(health["startPeriod"]),
+                start_period=parse_go_duration(health["startPeriod"]),
             )
         self.progress(f"creating {name}")
         created = self.api.create_container(
             image=spec["image"],
+            entrypoint=spec.get("entrypoints"),
             command=spec.get("command"),
             name=name,
             hostname=spec.get("hostname"),
@@ -342,7 +363,9 @@ class Applier:
         )
         for extra in networks[1:]:
             self.api.connect_container_to_network(
-                created["Id"], extra["name"], aliases=extra.get("aliases"),
+                created["Id"],
+                extra["name"],
+                aliases=extra.get("aliases"),
                 ipv4_address=extra.get("ipv4Address"),
             )
         uploads = spec.get("uploads") or []
@@ -356,7 +379,7 @@ class Applier:
         except docker.errors.NotFound:
             return
         try:
-            container.stop(timeout=30)
+            container.stop(timeout=grace_seconds(container.labels))
         except docker.errors.APIError:
             pass  # already stopped, or its process is gone (a leftover): removal still works
         container.remove(force=True)
@@ -390,7 +413,9 @@ class Applier:
         health = spec.get("healthcheck")
         if not health:
             return
-        test = health["tests"][1:] if health["tests"][0] == "CMD" else ["sh", "-c", health["tests"][1]]
+        test = (
+            health["tests"][1:] if health["tests"][0] == "CMD" else ["sh", "-c", health["tests"][1]]
+        )
         timeout = spec.get("waitTimeout") or 120
         self.progress(f"waiting for {name} to be ready")
         while True:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import docker
 import docker.errors
 
 from elizadb.errors import DeployError
 from elizadb.local.apply import CONTAINER, Applier, ApplyReport, Progress, connect
 from elizadb.local.capture import Declaration, declare
+from elizadb.local.identity import check_owned
 from elizadb.local.node_exec import exec_as_postgres, psql_lines
 from elizadb.local.state import StateFile
 from infra.settings import StackSettings
@@ -44,9 +46,16 @@ def declare_stack(settings: StackSettings) -> Declaration:
     return declaration
 
 
+def guard(settings: StackSettings, client: docker.DockerClient | None = None) -> None:
+    """Refuse, before anything is touched, when the engine holds this stack's resources but the
+    state at hand did not make them (identity.py)."""
+    check_owned(client or connect(), settings.stack, StateFile(settings.stack))
+
+
 def up(settings: StackSettings, progress: Progress, project_dir: Path) -> ApplyReport:
-    declaration = declare_stack(settings)
     client = connect()
+    guard(settings, client)
+    declaration = declare_stack(settings)
     conforming = StateFile(settings.stack).runtime("conforming") or {}
     report = Applier(client, settings.stack, progress, conforming).apply(declaration)
     _write_ca(declaration, project_dir)
@@ -75,7 +84,9 @@ def rotate_certs(settings: StackSettings, progress: Progress, project_dir: Path)
 
 
 def down(settings: StackSettings, progress: Progress, delete_volumes: bool) -> list[str]:
-    return Applier(connect(), settings.stack, progress).down(delete_volumes)
+    client = connect()
+    guard(settings, client)
+    return Applier(client, settings.stack, progress).down(delete_volumes)
 
 
 def outputs(settings: StackSettings, show_secrets: bool) -> dict[str, Any]:
@@ -94,7 +105,7 @@ def rerun_job(settings: StackSettings, progress: Progress) -> None:
     applier = Applier(client, settings.stack, progress)
     jobs = [c for c in declaration.of_type(CONTAINER) if c.inputs.get("attach")]
     for job in jobs:
-        applier._remove(job.inputs["name"])  # noqa: SLF001 — a forced re-run is a removal
+        applier._remove(job.inputs["name"])
     applier.apply(declaration)
 
 
@@ -123,7 +134,10 @@ def status(settings: StackSettings) -> list[NodeStatus]:
         if container.status != "running":
             rows.append(NodeStatus(node.name, node.role, container.status, False, None, "-"))
             continue
-        ready = exec_as_postgres(client, node.name, ["pg_isready", "-q", "-h", "/run/postgresql"])[0] == 0
+        ready = (
+            exec_as_postgres(client, node.name, ["pg_isready", "-q", "-h", "/run/postgresql"])[0]
+            == 0
+        )
         recovery = psql_lines(client, node.name, "SELECT pg_is_in_recovery()") if ready else None
         in_recovery = None if not recovery else recovery[-1] == "t"
         if in_recovery is False and primary_out is None:
@@ -140,17 +154,23 @@ def status(settings: StackSettings) -> list[NodeStatus]:
     result = []
     for row, node in zip(rows, topo.nodes):
         if node.role == "replica" and row.state == "running":
-            row = NodeStatus(row.name, row.declared_role, row.state, row.ready, row.in_recovery,
-                             streams.get(node.application_name, "not streaming"))
+            row = replace(row, replication=streams.get(node.application_name, "not streaming"))
         elif node.role == "primary" and row.state == "running":
-            row = NodeStatus(row.name, row.declared_role, row.state, row.ready, row.in_recovery,
-                             f"{len(streams)} replica(s) streaming")
+            row = replace(row, replication=f"{len(streams)} replica(s) streaming")
         result.append(row)
     try:
         pooler = client.containers.get(topo.pooler_name)
         pooler_state = pooler.status
     except docker.errors.NotFound:
         pooler_state = "missing"
-    result.append(NodeStatus(topo.pooler_name, "pgbouncer", pooler_state, pooler_state == "running",
-                             None, f"-> {topo.primary.name}"))
+    result.append(
+        NodeStatus(
+            topo.pooler_name,
+            "pgbouncer",
+            pooler_state,
+            pooler_state == "running",
+            None,
+            f"-> {topo.primary.name}",
+        )
+    )
     return result

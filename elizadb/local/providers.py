@@ -13,6 +13,7 @@ import ipaddress
 import json
 import secrets
 import string
+import uuid
 from typing import Any
 
 from cryptography import x509
@@ -23,12 +24,15 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from elizadb.local.state import StateFile
 
 RANDOM_PASSWORD = "random:index/randomPassword:RandomPassword"
+RANDOM_UUID = "random:index/randomUuid:RandomUuid"
 PRIVATE_KEY = "tls:index/privateKey:PrivateKey"
 SELF_SIGNED_CERT = "tls:index/selfSignedCert:SelfSignedCert"
 CERT_REQUEST = "tls:index/certRequest:CertRequest"
 LOCALLY_SIGNED_CERT = "tls:index/locallySignedCert:LocallySignedCert"
 
-TYPES = frozenset({RANDOM_PASSWORD, PRIVATE_KEY, SELF_SIGNED_CERT, CERT_REQUEST, LOCALLY_SIGNED_CERT})
+TYPES = frozenset(
+    {RANDOM_PASSWORD, RANDOM_UUID, PRIVATE_KEY, SELF_SIGNED_CERT, CERT_REQUEST, LOCALLY_SIGNED_CERT}
+)
 
 
 def fingerprint(inputs: dict[str, Any]) -> str:
@@ -54,6 +58,10 @@ def _password(inputs: dict[str, Any]) -> dict[str, Any]:
     return {"result": "".join(secrets.choice(alphabet) for _ in range(length))}
 
 
+def _uuid(inputs: dict[str, Any]) -> dict[str, Any]:
+    return {"result": str(uuid.uuid4())}
+
+
 def _private_key(inputs: dict[str, Any]) -> dict[str, Any]:
     if inputs.get("algorithm") != "ECDSA" or inputs.get("ecdsaCurve", "P224") != "P256":
         raise ValueError("the local tls provider makes ECDSA P256 keys only")
@@ -63,9 +71,11 @@ def _private_key(inputs: dict[str, Any]) -> dict[str, Any]:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ).decode()
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     return {"privateKeyPem": pem, "publicKeyPem": public}
 
 
@@ -92,7 +102,7 @@ def _sans(inputs: dict[str, Any]) -> list[x509.GeneralName]:
 
 
 def _validity(inputs: dict[str, Any]) -> tuple[dt.datetime, dt.datetime]:
-    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     return start, start + dt.timedelta(hours=int(inputs["validityPeriodHours"]))
 
 
@@ -179,6 +189,7 @@ def _locally_signed(inputs: dict[str, Any]) -> dict[str, Any]:
 
 _MAKERS = {
     RANDOM_PASSWORD: _password,
+    RANDOM_UUID: _uuid,
     PRIVATE_KEY: _private_key,
     SELF_SIGNED_CERT: _self_signed,
     CERT_REQUEST: _cert_request,

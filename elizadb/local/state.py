@@ -13,12 +13,26 @@ from typing import Any
 
 from elizadb.errors import StateError
 
+STATE_DIR_ENV = "ELIZADB_STATE_DIR"
+_chosen_state_dir: Path | None = None
+
+
+def choose_state_dir(directory: Path | None) -> None:
+    """The `--state-dir DIR` option: it wins over ELIZADB_STATE_DIR."""
+    global _chosen_state_dir
+    _chosen_state_dir = directory
+
 
 def default_state_dir() -> Path:
-    override = os.environ.get("ELIZADB_STATE_DIR")
+    """`--state-dir`, else ELIZADB_STATE_DIR, else `.elizadb` in the project folder."""
+    if _chosen_state_dir is not None:
+        return _chosen_state_dir
+    override = os.environ.get(STATE_DIR_ENV)
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[2] / ".elizadb"
+    from elizadb.config import project_dir  # the project is found only when it is needed
+
+    return project_dir() / ".elizadb"
 
 
 class StateFile:

@@ -23,7 +23,14 @@ from collections.abc import Sequence
 import pulumi
 import pulumi_docker as docker
 
-from infra.components.common import StackInputs, child, healthcheck, labels, upload
+from infra.components.common import (
+    BACKUP_GRACE_SECONDS,
+    StackInputs,
+    container_options,
+    healthcheck,
+    labels,
+    upload,
+)
 from infra.components.postgres import PostgresNode
 from infra.render.pgbackrest import CONF_PATH, NODES_DIR, render_agent_conf
 from infra.topology import BACKUP_MOUNT, Topology
@@ -71,7 +78,7 @@ class BackupAgent(pulumi.ComponentResource):
                 f"ELIZADB_FULL_EVERY={settings.backup.full_every_seconds}",
                 f"ELIZADB_INCR_EVERY={settings.backup.incr_every_seconds}",
             ],
-            labels=labels(settings, AGENT_ROLE, agent_name(topo)),
+            labels=labels(args, AGENT_ROLE, agent_name(topo)),
             # It talks to the servers through their sockets only; it is on the stack's network,
             # at the stack's fixed address for it, like every container of the stack.
             networks_advanced=[
@@ -85,11 +92,15 @@ class BackupAgent(pulumi.ComponentResource):
             healthcheck=healthcheck(["elizadb-backup", "health"]),
             restart="unless-stopped",
             memory=256,
+            memory_swap=256,  # no swap on top of the limit
             # The agent forwards SIGTERM to a running backup, which pgBackRest stops cleanly.
             stop_signal="SIGTERM",
-            stop_timeout=30,
-            wait=True,
+            stop_timeout=BACKUP_GRACE_SECONDS,
+            destroy_grace_seconds=BACKUP_GRACE_SECONDS,
+            # No `wait`: the provider's wait needs the engine's health status, which Podman
+            # keeps only with systemd; ready.py waits instead. The local deploy runs the
+            # health check itself, for at most wait_timeout seconds.
             wait_timeout=300,
-            opts=child(self, depends_on=opts.depends_on if opts else None),
+            opts=container_options(self, opts),
         )
         self.register_outputs({"name": agent_name(topo)})

@@ -5,11 +5,18 @@ everything it applies, so any change to them replaces the job and it runs again.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pulumi
 import pulumi_docker as docker
 
-from infra.components.common import StackInputs, child, labels, secret_upload, upload
+from infra.components.common import (
+    StackInputs,
+    container_options,
+    labels,
+    secret_upload,
+    upload,
+)
 from infra.render import paths
 from infra.render.bootstrap import render_bootstrap_sql
 from infra.render.connections import render_pgpass
@@ -23,8 +30,39 @@ def migration_files(sql_dir: Path = SQL_DIR) -> list[Path]:
     return sorted(sql_dir.glob("[0-9][0-9][0-9][0-9]_*.sql"))
 
 
+class JobFailed(pulumi.RunError):
+    """The job ran and exited non-zero: the deploy fails, with the job's log."""
+
+
+def check_job_exit(name: str, exit_code: int | None, log: str | None) -> str:
+    """The provider waits for an attached container to stop and records its exit code, but does
+    not fail on it: the program does, so that `pulumi up` stops here, as `elizadb up` does."""
+    if exit_code == 0:
+        return name
+    tail = "\n".join((log or "").rstrip().splitlines()[-40:])
+    raise JobFailed(
+        f"{name} failed with exit code {exit_code}; its log ends:\n{tail}\n"
+        f"fix the cause, then run the deploy again (a changed migration or configuration re-runs "
+        f"the job; to re-run it unchanged: `pulumi up --replace <the job's URN>` or "
+        f"`elizadb migrate`)"
+    )
+
+
+def succeeded(job: docker.Container, name: str) -> pulumi.Output[docker.Container]:
+    """The job container, once it is known to have exited 0; fails the deploy otherwise."""
+
+    def check(result: list[Any]) -> docker.Container:
+        check_job_exit(name, result[0], result[1])
+        return job
+
+    return pulumi.Output.all(job.exit_code, job.container_logs).apply(check)
+
+
 class BootstrapJob(pulumi.ComponentResource):
     container: docker.Container
+    # The job container, known only once the job succeeded: what comes after it depends on this,
+    # so nothing is created on top of a failed bootstrap and the deploy fails with its log.
+    succeeded: pulumi.Output[docker.Container]
 
     def __init__(
         self, name: str, args: StackInputs, opts: pulumi.ResourceOptions | None = None
@@ -58,7 +96,7 @@ class BootstrapJob(pulumi.ComponentResource):
                 "PGOPTIONS=-c synchronous_commit=local",
                 f"PGUSER={SUPERUSER}",
             ],
-            labels=labels(settings, "job", topo.job_name),
+            labels=labels(args, "job", topo.job_name),
             networks_advanced=[
                 docker.ContainerNetworksAdvancedArgs(
                     name=args.network.name, ipv4_address=topo.job_address
@@ -70,11 +108,14 @@ class BootstrapJob(pulumi.ComponentResource):
                 secret_upload(paths.PGPASS_UPLOAD, pgpass),
                 *(upload(f"{paths.SQL_DIR}/{f.name}", f.read_text()) for f in migration_files()),
             ],
-            # Run to completion and fail the deployment if it fails.
+            # Run to completion (the provider waits for the container to stop and keeps its exit
+            # code and log); `succeeded` below fails the deployment when the code is not 0. Every
+            # input of a container is replace-on-change, so a changed migration runs the job again.
             attach=True,
             logs=True,
             must_run=False,
             restart="no",
-            opts=child(self, depends_on=opts.depends_on if opts else None),
+            opts=container_options(self, opts),
         )
+        self.succeeded = succeeded(self.container, topo.job_name)
         self.register_outputs({"name": topo.job_name})

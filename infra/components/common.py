@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_docker as docker
 
+from infra.durations import go_duration
 from infra.settings import StackSettings
 from infra.topology import Topology
 
 LABEL_STACK = "elizadb.stack"
+# The identity of the state that made a resource (elizadb/local/identity.py): the result of the
+# stack's `random.RandomUuid` of this name, kept in Pulumi state or in the local state file.
+LABEL_STACK_ID = "elizadb.stack-id"
+STACK_ID_RESOURCE = "stack-id"
 
 
 @dataclass(frozen=True)
@@ -28,22 +34,61 @@ class StackInputs:
     server_key_pem: pulumi.Output[str]
     passwords: dict[str, pulumi.Output[str]]
     salt_seed: pulumi.Output[str]
+    stack_id: pulumi.Output[str]
+
+
 LABEL_ROLE = "elizadb.role"
 LABEL_NODE = "elizadb.node"
 
 
-def labels(settings: StackSettings, role: str, node: str) -> list[docker.ContainerLabelArgs]:
-    values = {LABEL_STACK: settings.stack, LABEL_ROLE: role, LABEL_NODE: node}
-    return [docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(values.items())]
+def _identity(
+    settings: StackSettings, stack_id: pulumi.Output[str], **more: str
+) -> list[tuple[str, str | pulumi.Output[str]]]:
+    values: dict[str, str | pulumi.Output[str]] = {
+        LABEL_STACK: settings.stack,
+        LABEL_STACK_ID: stack_id,
+        **{f"elizadb.{k}": v for k, v in more.items()},
+    }
+    return sorted(values.items())
+
+
+def labels(args: StackInputs, role: str, node: str) -> list[docker.ContainerLabelArgs]:
+    identity = _identity(args.settings, args.stack_id, role=role, node=node)
+    return [docker.ContainerLabelArgs(label=k, value=v) for k, v in identity]
+
+
+def volume_labels(
+    settings: StackSettings, stack_id: pulumi.Output[str], **more: str
+) -> list[docker.VolumeLabelArgs]:
+    return [
+        docker.VolumeLabelArgs(label=k, value=v) for k, v in _identity(settings, stack_id, **more)
+    ]
+
+
+def network_labels(
+    settings: StackSettings, stack_id: pulumi.Output[str]
+) -> list[docker.NetworkLabelArgs]:
+    return [docker.NetworkLabelArgs(label=k, value=v) for k, v in _identity(settings, stack_id)]
+
+
+# How long a container may take to stop cleanly before it is killed, on delete and replace as on
+# `docker stop`. The provider stops a container it deletes with `destroy_grace_seconds` (default
+# 0: SIGKILL right after the stop signal), not with `stop_timeout`: containers set both to these.
+# A PostgreSQL fast shutdown writes a shutdown checkpoint of up to max_wal_size of dirty data.
+DATABASE_GRACE_SECONDS = 120
+# The backup agent lets a running pgBackRest backup stop cleanly.
+BACKUP_GRACE_SECONDS = 120
+POOLER_GRACE_SECONDS = 30
 
 
 def healthcheck(test: list[str]) -> docker.ContainerHealthcheckArgs:
     return docker.ContainerHealthcheckArgs(
         tests=["CMD", *test],
-        interval="5s",
-        timeout="3s",
+        # In Go's Duration.String() form, as the provider reads them back (no perpetual diff).
+        interval=go_duration(5),
+        timeout=go_duration(3),
         retries=5,
-        start_period="120s",
+        start_period=go_duration(120),
     )
 
 
@@ -56,9 +101,33 @@ def secret_upload(path: str, content: pulumi.Output[str]) -> docker.ContainerUpl
     return docker.ContainerUploadArgs(file=path, content=pulumi.Output.secret(content))
 
 
+# Container inputs the provider would change in place (`docker update`). Podman's Docker API
+# has no update endpoint, and the local deploy replaces the container: a change replaces it
+# under `pulumi up` too, the same on every engine.
+UPDATED_IN_PLACE = ["memory", "memorySwap", "restart"]
+
+
+def container_options(
+    parent: pulumi.Resource, opts: pulumi.ResourceOptions | None
+) -> pulumi.ResourceOptions:
+    """A container's options: a child of its component, after what the component waits for."""
+    return child(
+        parent,
+        depends_on=opts.depends_on if opts else None,
+        replace_on_changes=UPDATED_IN_PLACE,
+    )
+
+
 def megabytes(size: str) -> int:
     number, unit = int(size[:-1]), size[-1]
     return {"k": max(1, number // 1024), "m": number, "g": number * 1024}[unit]
+
+
+# Every volume has a fixed name: one that had to be replaced would collide with itself unless the
+# old one goes first. Its labels are written when it is made and never changed: a volume made
+# before stack ids existed keeps its labels rather than being replaced (it may be protected),
+# as the local deploy, which never touches an existing volume, does.
+VOLUME_OPTIONS: dict[str, Any] = {"delete_before_replace": True, "ignore_changes": ["labels"]}
 
 
 def child(parent: pulumi.Resource, **kwargs: object) -> pulumi.ResourceOptions:

@@ -6,8 +6,9 @@ import pulumi
 import pulumi_docker as docker
 
 from infra.components.common import (
+    POOLER_GRACE_SECONDS,
     StackInputs,
-    child,
+    container_options,
     healthcheck,
     labels,
     secret_upload,
@@ -34,7 +35,7 @@ class Pooler(pulumi.ComponentResource):
             hostname=topo.pooler_name,
             image=image,
             command=["pgbouncer"],
-            labels=labels(settings, "pgbouncer", topo.pooler_name),
+            labels=labels(args, "pgbouncer", topo.pooler_name),
             networks_advanced=[
                 docker.ContainerNetworksAdvancedArgs(
                     name=network.name, aliases=[topo.pooler_name], ipv4_address=topo.pooler_address
@@ -67,10 +68,15 @@ class Pooler(pulumi.ComponentResource):
             ),
             restart="unless-stopped",
             memory=128,
+            memory_swap=128,  # no swap on top of the limit
             # SIGTERM: immediate shutdown (SIGINT would wait for every client to leave).
             stop_signal="SIGTERM",
-            wait=True,
+            stop_timeout=POOLER_GRACE_SECONDS,
+            destroy_grace_seconds=POOLER_GRACE_SECONDS,
+            # No `wait`: the provider's wait needs the engine's health status, which Podman
+            # keeps only with systemd; ready.py waits instead. The local deploy runs the
+            # health check itself, for at most wait_timeout seconds.
             wait_timeout=120,
-            opts=child(self, depends_on=opts.depends_on if opts else None),
+            opts=container_options(self, opts),
         )
         self.register_outputs({"name": topo.pooler_name})

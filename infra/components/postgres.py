@@ -6,13 +6,17 @@ import pulumi
 import pulumi_docker as docker
 
 from infra.components.common import (
+    DATABASE_GRACE_SECONDS,
+    VOLUME_OPTIONS,
     StackInputs,
     child,
+    container_options,
     healthcheck,
     labels,
     megabytes,
     secret_upload,
     upload,
+    volume_labels,
 )
 from infra.render import paths
 from infra.render.connections import render_pgpass
@@ -45,11 +49,8 @@ class PostgresNode(pulumi.ComponentResource):
         self.volume = docker.Volume(
             f"{name}-data",
             name=topo.volume_name(node),
-            labels=[
-                docker.VolumeLabelArgs(label="elizadb.stack", value=settings.stack),
-                docker.VolumeLabelArgs(label="elizadb.node", value=node.name),
-            ],
-            opts=child(self, protect=True, retain_on_delete=True),
+            labels=volume_labels(settings, args.stack_id, node=node.name),
+            opts=child(self, **VOLUME_OPTIONS, protect=True, retain_on_delete=True),
         )
         # The server's Unix socket folder, shared with the backup agent, which reaches whichever
         # node is primary through it (peer authentication: no password). It holds nothing but
@@ -57,11 +58,8 @@ class PostgresNode(pulumi.ComponentResource):
         self.socket_volume = docker.Volume(
             f"{name}-run",
             name=socket_volume_name(node),
-            labels=[
-                docker.VolumeLabelArgs(label="elizadb.stack", value=settings.stack),
-                docker.VolumeLabelArgs(label="elizadb.node", value=node.name),
-            ],
-            opts=child(self),
+            labels=volume_labels(settings, args.stack_id, node=node.name),
+            opts=child(self, **VOLUME_OPTIONS),
         )
         uploads = [
             upload(paths.POSTGRESQL_CONF, render_postgresql_conf(settings, topo, node)),
@@ -94,6 +92,7 @@ class PostgresNode(pulumi.ComponentResource):
             f"ELIZADB_PRIMARY_CONNINFO={primary_conninfo(settings, topo, node)}",
             f"ELIZADB_SLOT={node.slot}",
         ]
+        memory = megabytes(settings.resources.memory)
         self.container = docker.Container(
             name,
             name=node.name,
@@ -101,7 +100,7 @@ class PostgresNode(pulumi.ComponentResource):
             image=args.image,
             command=[node.role],
             envs=envs,
-            labels=labels(settings, node.role, node.name),
+            labels=labels(args, node.role, node.name),
             networks_advanced=[
                 docker.ContainerNetworksAdvancedArgs(
                     name=args.network.name, aliases=[node.name], ipv4_address=topo.address(node)
@@ -124,13 +123,17 @@ class PostgresNode(pulumi.ComponentResource):
             uploads=uploads,
             healthcheck=healthcheck(["pg_isready", "-q", "-h", "/run/postgresql", "-p", "5432"]),
             restart="unless-stopped",
-            memory=megabytes(settings.resources.memory),
+            memory=memory,
+            memory_swap=memory,  # no swap on top of the limit
             shm_size=megabytes(settings.resources.shm_size),
             # SIGINT is PostgreSQL's fast shutdown; SIGTERM would wait for every client.
             stop_signal="SIGINT",
-            stop_timeout=30,
-            wait=True,
+            stop_timeout=DATABASE_GRACE_SECONDS,
+            destroy_grace_seconds=DATABASE_GRACE_SECONDS,
+            # No `wait`: the provider's wait needs the engine's health status, which Podman
+            # keeps only with systemd; ready.py waits instead. The local deploy runs the
+            # health check itself, for at most wait_timeout seconds.
             wait_timeout=300,
-            opts=child(self, depends_on=opts.depends_on if opts else None),
+            opts=container_options(self, opts),
         )
         self.register_outputs({"name": node.name})

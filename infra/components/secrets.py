@@ -1,5 +1,6 @@
 """Per-stack secrets: one password per role, generated once and kept in Pulumi state (or, for
-the superuser, taken from secret config), and the seed for stable SCRAM salts."""
+the superuser, taken from `elizadb:superuserPassword` through the settings), and the seed for
+stable SCRAM salts."""
 
 from __future__ import annotations
 
@@ -8,15 +9,17 @@ import pulumi_random as random
 
 from infra.components.common import child
 from infra.roles import ROLES, SUPERUSER
+from infra.settings import StackSettings
 
 
 class StackSecrets(pulumi.ComponentResource):
     passwords: dict[str, pulumi.Output[str]]
     salt_seed: pulumi.Output[str]
 
-    def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, settings: StackSettings, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__("elizadb:index:StackSecrets", name, None, opts)
-        config = pulumi.Config()
 
         def generated(role: str) -> pulumi.Output[str]:
             # Letters and digits only: the password goes into URIs, pgpass and userlist files.
@@ -26,9 +29,11 @@ class StackSecrets(pulumi.ComponentResource):
             return pulumi.Output.secret(password.result)
 
         self.passwords = {role.name: generated(role.name) for role in ROLES}
-        configured = config.get_secret("superuserPassword")
+        configured = settings.superuser_password
         self.passwords[SUPERUSER] = (
-            pulumi.Output.secret(configured) if configured is not None else generated(SUPERUSER)
+            pulumi.Output.secret(configured.get_secret_value())
+            if configured is not None
+            else generated(SUPERUSER)
         )
         self.salt_seed = generated("scram-salt-seed")
         self.register_outputs({})

@@ -148,7 +148,8 @@ def _secrets(stack: DeployedStack) -> list[str]:
     state = StateFile(STACK)
     found = []
     for key, entry in state.data["resources"].items():
-        if key.startswith("random:"):
+        # Passwords; the stack id (random:index/randomUuid) is a public label, not a secret.
+        if key.startswith("random:index/randomPassword"):
             found.append(entry["outputs"]["result"])
         if key.startswith("tls:index/privateKey"):
             found.append(entry["outputs"]["privateKeyPem"].splitlines()[1])
@@ -163,7 +164,8 @@ def test_no_secret_in_logs_environment_or_plain_outputs(stack: DeployedStack) ->
         psycopg.connect(bad, connect_timeout=5).close()
     secrets = _secrets(stack)
     containers = stack.client.containers.list(all=True, filters={"label": f"elizadb.stack={STACK}"})
-    assert len(containers) == 6  # primary, 2 replicas, pooler, bootstrap job, backup agent
+    # primary, 2 replicas, pooler, bootstrap job, backup agent, readiness job
+    assert len(containers) == 7
     for container in containers:
         logs = container.logs().decode(errors="replace")
         inspect = json.dumps(container.attrs["Config"])

@@ -96,7 +96,7 @@ def test_second_up_recreates_nothing(stack: DeployedStack) -> None:
     report = stack.up()
     after = stack.container_identities()
     assert not report.changed, report
-    assert len(before) == 6
+    assert len(before) == 7
     assert before == after
 
 
@@ -261,7 +261,8 @@ def test_running_containers_are_exactly_what_the_pulumi_program_declares(
     readiness and of the one-shot job."""
     declaration = deploy.declare_stack(stack.settings)
     declared = declaration.of_type(CONTAINER)
-    assert len(declared) == 6  # primary, 2 replicas, pooler, bootstrap job, backup agent
+    # primary, 2 replicas, pooler, bootstrap job, backup agent, readiness job
+    assert len(declared) == 7
     # A field the program starts to declare must be compared here, or named as deploy-only.
     fields = {key for decl in declared for key in decl.inputs}
     assert fields <= CHECKED_FIELDS | DEPLOY_ONLY_FIELDS, sorted(fields - CHECKED_FIELDS)

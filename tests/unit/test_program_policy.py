@@ -52,6 +52,7 @@ def test_the_program_declares_the_expected_containers(dev: tuple[Declaration, St
         "elizadb-dev-bootstrap",
         "elizadb-dev-pgbouncer",
         "elizadb-dev-primary",
+        "elizadb-dev-ready",
         "elizadb-dev-replica-1",
         "elizadb-dev-replica-2",
     ]
@@ -61,7 +62,7 @@ def test_every_long_running_container_has_a_health_check(
     dev: tuple[Declaration, StateFile],
 ) -> None:
     for c in _containers(dev[0]):
-        if c.inputs.get("attach"):  # the bootstrap job runs to completion instead
+        if c.inputs.get("attach"):  # the bootstrap and readiness jobs run to completion instead
             assert c.inputs.get("mustRun") is False, c.name
             continue
         health = c.inputs.get("healthcheck") or {}
