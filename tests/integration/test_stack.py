@@ -14,8 +14,9 @@ import psycopg
 import pytest
 
 from elizadb.local import deploy
-from elizadb.local.apply import CONTAINER, LABEL_SPEC, spec_digest
+from elizadb.local.apply import CONTAINER, LABEL_GRACE, LABEL_SPEC, spec_digest
 from infra.components.common import LABEL_STACK
+from infra.durations import parse_go_duration
 from tests.integration.stacks import DeployedStack, deployed_stack, stack_settings
 
 pytestmark = pytest.mark.integration
@@ -112,18 +113,23 @@ def _file_in(container, path: str) -> str:  # type: ignore[no-untyped-def]
 # Set by the engine itself, not by the image or the declaration: Podman adds the first four to
 # every container; Docker Engine adds none of them.
 ENGINE_ENV_KEYS = frozenset({"HOSTNAME", "HOME", "TERM", "container"})
-# Deploy-time behaviour of the provider (wait for health, run once and attach, keep logs), not
-# properties a running container has; each is checked where it acts (readiness, the job's exit).
-DEPLOY_ONLY_FIELDS = frozenset({"wait", "waitTimeout", "attach", "logs", "mustRun"})
+# Deploy-time behaviour of the provider (wait for health, run once and attach, keep logs, how
+# long a delete waits before it kills), not properties a running container has; each is checked
+# where it acts (readiness, the job's exit, tests/unit/test_provider_behaviour.py).
+DEPLOY_ONLY_FIELDS = frozenset(
+    {"wait", "waitTimeout", "attach", "logs", "mustRun", "destroyGraceSeconds"}
+)
 CHECKED_FIELDS = frozenset(
     {
         "name",
         "image",
         "command",
+        "entrypoints",
         "envs",
         "hostname",
         "labels",
         "memory",
+        "memorySwap",
         "shmSize",
         "networksAdvanced",
         "ports",
@@ -135,14 +141,6 @@ CHECKED_FIELDS = frozenset(
         "volumes",
     }
 )
-
-
-def _ns(duration: str) -> int:
-    """A declared duration ("5s", "500ms", "2m") in nanoseconds, as the engine reports it."""
-    for unit, scale in (("ms", 10**6), ("s", 10**9), ("m", 60 * 10**9)):
-        if duration.endswith(unit) and duration[: -len(unit)].isdigit():
-            return int(duration[: -len(unit)]) * scale
-    raise AssertionError(f"unexpected duration {duration!r} in the declaration")
 
 
 def _signal(name_or_number: str | None) -> int | None:
@@ -170,6 +168,8 @@ def _container_drift(stack: DeployedStack, spec: dict, digest: str) -> list[str]
 
     same("image", attrs["Image"], image.id)
     same("command", config["Cmd"], spec["command"])
+    if spec.get("entrypoints"):
+        same("entrypoint", config["Entrypoint"], spec["entrypoints"])
     # Environment, exactly: the declared variables, then the image's own, then the engine's.
     declared_env = _env(spec.get("envs"))
     expected_env = {**_env(image.attrs["Config"].get("Env")), **declared_env}
@@ -182,11 +182,19 @@ def _container_drift(stack: DeployedStack, spec: dict, digest: str) -> list[str]
         **(image.attrs["Config"].get("Labels") or {}),
         **{item["label"]: item["value"] for item in spec["labels"]},
         LABEL_SPEC: digest,
+        # The local deploy keeps the declared grace period where a later `down` finds it.
+        **(
+            {LABEL_GRACE: str(spec["destroyGraceSeconds"])}
+            if "destroyGraceSeconds" in spec
+            else {}
+        ),
     }
     same("labels", config["Labels"], expected_labels)
     same(
         "memory", host.get("Memory") or None, (spec["memory"] << 20) if spec.get("memory") else None
     )
+    if spec.get("memorySwap"):
+        same("memory+swap", host.get("MemorySwap"), spec["memorySwap"] << 20)
     if spec.get("shmSize"):
         same("shm size", host.get("ShmSize"), spec["shmSize"] << 20)
     same("restart policy", host["RestartPolicy"]["Name"] or "no", spec["restart"])
@@ -205,10 +213,10 @@ def _container_drift(stack: DeployedStack, spec: dict, digest: str) -> list[str]
             },
             {
                 "Test": health["tests"],
-                "Interval": _ns(health["interval"]),
-                "Timeout": _ns(health["timeout"]),
+                "Interval": parse_go_duration(health["interval"]),
+                "Timeout": parse_go_duration(health["timeout"]),
                 "Retries": health["retries"],
-                "StartPeriod": _ns(health["startPeriod"]),
+                "StartPeriod": parse_go_duration(health["startPeriod"]),
             },
         )
     else:
