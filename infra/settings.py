@@ -236,6 +236,17 @@ class TlsSettings(_Model):
     cert_validity_days: int = Field(default=365, ge=2, le=3650)
 
 
+SchemaProfile = Literal["eliza-0.1", "eliza-1"]
+
+
+class SchemaSettings(_Model):
+    # Which ElizaOS the stack serves. eliza-0.1: the seed guide's schema, written by the kit's
+    # sql/ migrations, for @elizaos/adapter-postgres 0.1. eliza-1: @elizaos/plugin-sql 1.x,
+    # whose own runtime migrations write the tables; the kit provides everything around them
+    # (sql/eliza-1/).
+    profile: SchemaProfile = "eliza-0.1"
+
+
 class StackSettings(_Model):
     stack: str
     environment: Environment = Environment.DEVELOPMENT
@@ -255,6 +266,8 @@ class StackSettings(_Model):
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
     replication: ReplicationSettings = Field(default_factory=ReplicationSettings)
     tls: TlsSettings = Field(default_factory=TlsSettings)
+    # `schema` is a pydantic BaseModel attribute, hence the field name.
+    schema_settings: SchemaSettings = Field(default_factory=SchemaSettings, alias="schema")
 
     @field_validator("database")
     @classmethod
@@ -267,6 +280,10 @@ class StackSettings(_Model):
     @property
     def prefix(self) -> str:
         return f"{NAME_PREFIX}-{self.stack}"
+
+    @property
+    def profile(self) -> SchemaProfile:
+        return self.schema_settings.profile
 
     @property
     def synchronous(self) -> bool:
@@ -291,7 +308,7 @@ class StackSettings(_Model):
         return dict(sorted(merged.items()))
 
 
-def _pg_value(value: str | int | float | bool) -> str:
+def _pg_value(value: str | float | bool) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
     return str(value)
@@ -432,12 +449,17 @@ def _semantic_problems(stack: str, values: Mapping[str, Any]) -> list[str]:
                 f"{PROJECT}:primaryNode = {primary_node!r}: must name a node of the stack "
                 f"({', '.join(allowed)})"
             )
-    full_every, incr_every = _get(values, "backup", "fullEvery"), _get(values, "backup", "incrEvery")
+    full_every, incr_every = (
+        _get(values, "backup", "fullEvery"),
+        _get(values, "backup", "incrEvery"),
+    )
     full_every = "7d" if full_every is None else full_every
     incr_every = "1d" if incr_every is None else incr_every
     if (
-        isinstance(full_every, str) and isinstance(incr_every, str)
-        and _DURATION.match(full_every) and _DURATION.match(incr_every)
+        isinstance(full_every, str)
+        and isinstance(incr_every, str)
+        and _DURATION.match(full_every)
+        and _DURATION.match(incr_every)
         and duration_seconds(incr_every) >= duration_seconds(full_every)
     ):
         problems.append(

@@ -10,17 +10,16 @@ import pulumi
 import pulumi_docker as docker
 
 from infra.components.common import StackInputs, child, labels, secret_upload, upload
+from infra.profiles import SQL_ROOT, sql_dir
 from infra.render import paths
 from infra.render.bootstrap import render_bootstrap_sql
 from infra.render.connections import render_pgpass
 from infra.roles import ROLES, SUPERUSER
 from infra.topology import PG_PORT
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 
-
-def migration_files(sql_dir: Path = SQL_DIR) -> list[Path]:
-    return sorted(sql_dir.glob("[0-9][0-9][0-9][0-9]_*.sql"))
+def migration_files(directory: Path = SQL_ROOT) -> list[Path]:
+    return sorted(directory.glob("[0-9][0-9][0-9][0-9]_*.sql"))
 
 
 class BootstrapJob(pulumi.ComponentResource):
@@ -68,7 +67,10 @@ class BootstrapJob(pulumi.ComponentResource):
                 upload(paths.CA_CERT, args.ca_cert_pem),
                 secret_upload(paths.BOOTSTRAP_SQL, bootstrap_sql),
                 secret_upload(paths.PGPASS_UPLOAD, pgpass),
-                *(upload(f"{paths.SQL_DIR}/{f.name}", f.read_text()) for f in migration_files()),
+                *(
+                    upload(f"{paths.SQL_DIR}/{f.name}", f.read_text())
+                    for f in migration_files(sql_dir(settings.profile))
+                ),
             ],
             # Run to completion and fail the deployment if it fails.
             attach=True,

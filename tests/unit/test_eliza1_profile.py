@@ -1,0 +1,102 @@
+"""The ElizaOS 1.x schema profile (issue 8): the setting, what the bootstrap job applies, the
+session-mode pool beside the transaction-mode one, and connection strings node-postgres accepts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from elizadb.errors import ConfigError
+from elizadb.local.capture import Declaration, declare
+from elizadb.local.state import StateFile
+from infra.profiles import sql_dir
+from infra.render.connections import node_uri
+from infra.render.pgbouncer import render_pgbouncer_ini
+from infra.settings import load_settings
+from infra.topology import topology
+
+CONTAINER = "docker:index/container:Container"
+
+
+def _declare(tmp_path: Path, **values: object) -> Declaration:
+    return declare(load_settings("p8u", values, "test"), StateFile("p8u", tmp_path))
+
+
+def _job_files(decl: Declaration) -> list[str]:
+    job = next(c for c in decl.of_type(CONTAINER) if c.inputs["name"].endswith("-bootstrap"))
+    return [u["file"].rsplit("/", 1)[-1] for u in job.inputs["uploads"] if "/sql/" in u["file"]]
+
+
+def test_the_profile_defaults_to_the_seed_guides_schema_and_rejects_unknown_values() -> None:
+    assert load_settings("p8u", {}, "test").profile == "eliza-0.1"
+    assert load_settings("p8u", {"schema": {"profile": "eliza-1"}}, "test").profile == "eliza-1"
+    with pytest.raises(ConfigError) as err:
+        load_settings("p8u", {"schema": {"profile": "eliza-2"}}, "test")
+    (problem,) = err.value.problems
+    assert "elizadb:schema.profile = 'eliza-2'" in problem and "'eliza-1'" in problem
+
+
+def test_an_eliza1_stack_applies_no_0_1_tables(tmp_path: Path) -> None:
+    old = _job_files(_declare(tmp_path / "a"))
+    new = _job_files(_declare(tmp_path / "b", schema={"profile": "eliza-1"}))
+    assert "0003_core_tables.sql" in old
+    assert new == sorted(p.name for p in sql_dir("eliza-1").glob("*.sql"))
+    text = "\n".join(p.read_text() for p in sql_dir("eliza-1").glob("*.sql")).lower()
+    assert "create table if not exists public." not in text
+    for extension in ("vector", "fuzzystrmatch", "pgcrypto"):
+        assert f"create extension if not exists {extension}" in text
+    # Grants follow the tables the plugin's migrations create later as the migration role.
+    assert "alter default privileges for role eliza_owner in schema public" in text
+
+
+def test_pgbouncer_serves_a_session_mode_pool_beside_the_transaction_pool() -> None:
+    settings = load_settings("p8u", {"schema": {"profile": "eliza-1"}}, "test")
+    ini = render_pgbouncer_ini(settings, topology(settings))
+    lines = ini.splitlines()
+    assert "pool_mode = transaction" in lines
+    (session,) = [line for line in lines if line.startswith("eliza_session = ")]
+    assert session.endswith("dbname=eliza pool_mode=session")
+    assert "host=elizadb-p8u-primary port=5432" in session
+    # Protocol-level prepared statements through the transaction pool (PgBouncer >= 1.21).
+    assert "max_prepared_statements = 200" in lines
+
+
+def test_node_connection_strings_are_single_host_with_an_absolute_ca(tmp_path: Path) -> None:
+    decl = _declare(tmp_path, schema={"profile": "eliza-1"})
+    assert "connections" in decl.secret_outputs
+    node = decl.outputs["connections"]["node"]
+    assert set(node) == {"migrator", "agentPooler", "agentSession", "owner", "agentPrimary"}
+    pooler_port = decl.outputs["pooler"]["port"]
+    expected = {
+        "migrator": ("eliza_owner", pooler_port, "/eliza_session"),
+        "agentPooler": ("eliza_agent", pooler_port, "/eliza"),
+        "agentSession": ("eliza_agent", pooler_port, "/eliza_session"),
+        "owner": ("eliza_owner", decl.outputs["primary"]["port"], "/eliza"),
+        "agentPrimary": ("eliza_agent", decl.outputs["primary"]["port"], "/eliza"),
+    }
+    for key, uri in node.items():
+        parts = urlsplit(uri)
+        query = parse_qs(parts.query)
+        assert "," not in parts.netloc, f"{key}: node-postgres cannot parse several hosts"
+        assert (parts.username, parts.port, parts.path) == expected[key], key
+        assert query["sslmode"] == ["verify-full"], key
+        (root,) = query["sslrootcert"]
+        assert Path(root).is_absolute() and root.endswith("elizadb-p8u-ca.crt"), (key, root)
+        assert "target_session_attrs" not in query, key
+    # The libpq forms are unchanged: multi-host with read-write targeting.
+    assert "target_session_attrs=read-write" in decl.outputs["connections"]["owner"]
+    assert decl.outputs["schemaProfile"] == "eliza-1"
+    assert decl.outputs["poolerSessionDatabase"] == "eliza_session"
+
+
+def test_node_uri_escapes_credentials_and_keeps_the_path_readable() -> None:
+    uri = node_uri("a", "p@ss:w/rd", "127.0.0.1", 16432, "eliza", tls=True, root_cert="/x/ca.crt")
+    assert uri == (
+        "postgresql://a:p%40ss%3Aw%2Frd@127.0.0.1:16432/eliza"
+        "?sslmode=verify-full&sslrootcert=/x/ca.crt"
+    )
+    assert node_uri("a", "b", "h", 1, "d", tls=False, root_cert="") == (
+        "postgresql://a:b@h:1/d?sslmode=disable"
+    )
