@@ -128,19 +128,19 @@ def stack_outputs(
         "userPooler": uri(USER.name, pooler),
         "poolerAdmin": uri(POOLER_AUTH.name, pooler, "pgbouncer"),
         "readonlyReplicas": [uri(READONLY.name, [(host, n.host_port)]) for n in standbys],
-        # node-postgres / ElizaOS POSTGRES_URL: one host, absolute sslrootcert. No client-side
-        # failover (the pooler follows a failover instead); see the README's ElizaOS 1.x section.
-        "node": {
-            # The migration role through the session-mode pool: for processes that run
-            # @elizaos/plugin-sql's migrations (every ElizaOS 1.x start unless told to skip).
-            "migrator": node(OWNER.name, topo.pooler_host_port, session_db),
-            # The agents' role through the transaction-mode pool: ordinary traffic.
-            "agentPooler": node(AGENT.name, topo.pooler_host_port),
-            "agentSession": node(AGENT.name, topo.pooler_host_port, session_db),
-            # Straight to the current primary.
-            "owner": node(OWNER.name, current.host_port),
-            "agentPrimary": node(AGENT.name, current.host_port),
-        },
+    }
+    # node-postgres / ElizaOS POSTGRES_URL: one host, absolute sslrootcert. No client-side
+    # failover (the pooler follows a failover instead); see the README's ElizaOS 1.x section.
+    node_connections = {
+        # The migration role through the session-mode pool: for processes that run
+        # @elizaos/plugin-sql's migrations (every ElizaOS 1.x start unless told to skip).
+        "migrator": node(OWNER.name, topo.pooler_host_port, session_db),
+        # The agents' role through the transaction-mode pool: ordinary traffic.
+        "agentPooler": node(AGENT.name, topo.pooler_host_port),
+        "agentSession": node(AGENT.name, topo.pooler_host_port, session_db),
+        # Straight to the current primary.
+        "owner": node(OWNER.name, current.host_port),
+        "agentPrimary": node(AGENT.name, current.host_port),
     }
     return {
         "stack": settings.stack,
@@ -159,4 +159,5 @@ def stack_outputs(
         "replicas": [_endpoint(n.name, host, n.host_port, "replica") for n in standbys],
         "pooler": _endpoint(topo.pooler_name, host, topo.pooler_host_port, "pooler"),
         "connections": pulumi.Output.secret(connections),
+        "nodeConnections": pulumi.Output.secret(node_connections),
     }

@@ -22,6 +22,7 @@ from elizadb.config import BASE_IMAGE_ENV
 from elizadb.local import deploy
 from elizadb.local.apply import Applier, connect
 from elizadb.errors import EngineError
+from infra.program import PROJECT_ROOT
 from infra.settings import StackSettings, load_settings
 
 
@@ -90,9 +91,16 @@ class DeployedStack:
         conns = self.outputs["connections"]
         for key, value in list(conns.items()):
             if isinstance(value, list):
-                conns[key] = [v.replace(f"sslrootcert={rel}", f"sslrootcert={absolute}") for v in value]
+                conns[key] = [
+                    v.replace(f"sslrootcert={rel}", f"sslrootcert={absolute}") for v in value
+                ]
             else:
                 conns[key] = value.replace(f"sslrootcert={rel}", f"sslrootcert={absolute}")
+        # The node-postgres forms carry the CA's absolute path in the project folder.
+        in_project = str(PROJECT_ROOT / rel)
+        nodes = self.outputs.get("nodeConnections", {})
+        for key, value in list(nodes.items()):
+            nodes[key] = value.replace(f"sslrootcert={in_project}", f"sslrootcert={absolute}")
 
     def down(self, delete_volumes: bool = True) -> None:
         Applier(self.client, self.settings.stack, progress).down(delete_volumes)

@@ -65,8 +65,8 @@ def test_pgbouncer_serves_a_session_mode_pool_beside_the_transaction_pool() -> N
 
 def test_node_connection_strings_are_single_host_with_an_absolute_ca(tmp_path: Path) -> None:
     decl = _declare(tmp_path, schema={"profile": "eliza-1"})
-    assert "connections" in decl.secret_outputs
-    node = decl.outputs["connections"]["node"]
+    assert "nodeConnections" in decl.secret_outputs
+    node = decl.outputs["nodeConnections"]
     assert set(node) == {"migrator", "agentPooler", "agentSession", "owner", "agentPrimary"}
     pooler_port = decl.outputs["pooler"]["port"]
     expected = {
