@@ -56,7 +56,9 @@ class ElizaDbStack(pulumi.ComponentResource):
             opts=child(self, protect=True, retain_on_delete=True),
         )
         image = StackImage("image", settings, opts=child(self))
-        secrets = StackSecrets("secrets", opts=child(self))
+        secrets = StackSecrets(
+            "secrets", tuple(r.name for r in settings.server_roles), opts=child(self)
+        )
         certs = StackTls("tls", settings, topo, opts=child(self))
 
         args = StackInputs(
@@ -141,6 +143,11 @@ def stack_outputs(
         # Straight to the current primary.
         "owner": node(OWNER.name, current.host_port),
         "agentPrimary": node(AGENT.name, current.host_port),
+        # ENABLE_DATA_ISOLATION=true: each ElizaOS server's own role, transaction-mode pool.
+        "servers": {
+            server: node(role.name, topo.pooler_host_port)
+            for server, role in zip(settings.schema_settings.servers, settings.server_roles)
+        },
     }
     return {
         "stack": settings.stack,

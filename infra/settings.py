@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from elizadb.errors import ConfigError
+from infra.roles import Role, server_role
 
 PROJECT = "elizadb"
 MAX_REPLICAS = 9
@@ -90,6 +91,7 @@ _IMAGE_REF = re.compile(
     r"^(?:[a-zA-Z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$"
 )
+_SERVER_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,49}$")
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _DURATION = re.compile(r"^([1-9][0-9]{0,6})([smhd])$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -245,6 +247,22 @@ class SchemaSettings(_Model):
     # whose own runtime migrations write the tables; the kit provides everything around them
     # (sql/eliza-1/).
     profile: SchemaProfile = "eliza-0.1"
+    # ElizaOS servers (their ELIZA_SERVER_ID values) that run with ENABLE_DATA_ISOLATION=true:
+    # each gets a login role whose sessions are isolated to that server's rows (eliza-1 only).
+    servers: list[str] = Field(default_factory=list)
+
+    @field_validator("servers")
+    @classmethod
+    def _servers(cls, value: list[str]) -> list[str]:
+        bad = [s for s in value if not _SERVER_ID.match(s)]
+        if bad:
+            raise ValueError(
+                f"{bad[0]!r} is not a usable ELIZA_SERVER_ID here: use 1-50 lower-case letters, "
+                "digits and '-' (it names the server's database role)"
+            )
+        if len(set(value)) != len(value):
+            raise ValueError("lists a server twice; name each ELIZA_SERVER_ID once")
+        return value
 
 
 class StackSettings(_Model):
@@ -284,6 +302,10 @@ class StackSettings(_Model):
     @property
     def profile(self) -> SchemaProfile:
         return self.schema_settings.profile
+
+    @property
+    def server_roles(self) -> tuple[Role, ...]:
+        return tuple(server_role(s) for s in self.schema_settings.servers)
 
     @property
     def synchronous(self) -> bool:
@@ -465,6 +487,12 @@ def _semantic_problems(stack: str, values: Mapping[str, Any]) -> list[str]:
         problems.append(
             f"{PROJECT}:backup.incrEvery = {incr_every!r}: must be shorter than "
             f"{PROJECT}:backup.fullEvery ({full_every!r}), or no incremental backup would ever run"
+        )
+    servers = _get(values, "schema", "servers")
+    if servers and _get(values, "schema", "profile") != "eliza-1":
+        problems.append(
+            f"{PROJECT}:schema.servers = {servers!r}: data isolation roles are for ElizaOS 1.x; "
+            f"set {PROJECT}:schema.profile to eliza-1 or remove the key"
         )
     sync = _get(values, "replication", "synchronous")
     if sync is True and isinstance(replicas, int):

@@ -30,7 +30,7 @@ class BootstrapJob(pulumi.ComponentResource):
     ) -> None:
         super().__init__("elizadb:index:BootstrapJob", name, None, opts)
         settings, topo, passwords = args.settings, args.topo, args.passwords
-        names = [SUPERUSER, *(r.name for r in ROLES)]
+        names = [SUPERUSER, *(r.name for r in (*ROLES, *settings.server_roles))]
         secrets = pulumi.Output.all(args.salt_seed, *(passwords[n] for n in names))
         bootstrap_sql = secrets.apply(
             lambda v: render_bootstrap_sql(settings, topo, dict(zip(names, v[1:])), v[0])

@@ -14,7 +14,12 @@ class StackSecrets(pulumi.ComponentResource):
     passwords: dict[str, pulumi.Output[str]]
     salt_seed: pulumi.Output[str]
 
-    def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        extra_roles: tuple[str, ...] = (),
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
         super().__init__("elizadb:index:StackSecrets", name, None, opts)
         config = pulumi.Config()
 
@@ -25,7 +30,8 @@ class StackSecrets(pulumi.ComponentResource):
             )
             return pulumi.Output.secret(password.result)
 
-        self.passwords = {role.name: generated(role.name) for role in ROLES}
+        names = [role.name for role in ROLES] + list(extra_roles)
+        self.passwords = {role: generated(role) for role in names}
         configured = config.get_secret("superuserPassword")
         self.passwords[SUPERUSER] = (
             pulumi.Output.secret(configured) if configured is not None else generated(SUPERUSER)

@@ -19,9 +19,9 @@ import docker
 import pytest
 
 from elizadb.config import BASE_IMAGE_ENV
+from elizadb.errors import EngineError
 from elizadb.local import deploy
 from elizadb.local.apply import Applier, connect
-from elizadb.errors import EngineError
 from infra.program import PROJECT_ROOT
 from infra.settings import StackSettings, load_settings
 
@@ -97,10 +97,12 @@ class DeployedStack:
             else:
                 conns[key] = value.replace(f"sslrootcert={rel}", f"sslrootcert={absolute}")
         # The node-postgres forms carry the CA's absolute path in the project folder.
-        in_project = str(PROJECT_ROOT / rel)
+        in_project = f"sslrootcert={PROJECT_ROOT / rel}"
         nodes = self.outputs.get("nodeConnections", {})
-        for key, value in list(nodes.items()):
-            nodes[key] = value.replace(f"sslrootcert={in_project}", f"sslrootcert={absolute}")
+        for group in (nodes, nodes.get("servers", {})):
+            for key, value in list(group.items()):
+                if isinstance(value, str):
+                    group[key] = value.replace(in_project, f"sslrootcert={absolute}")
 
     def down(self, delete_volumes: bool = True) -> None:
         Applier(self.client, self.settings.stack, progress).down(delete_volumes)

