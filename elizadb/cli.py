@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from elizadb import cli_backup, cli_drill
+from elizadb import cli_backup, cli_drill, cli_move
 from elizadb.config import PROJECT_DIR, load_stack
 from elizadb.errors import ElizaDbError
 
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true", help="print JSON instead of a table")
     verify.add_argument("--junit-xml", metavar="PATH", help="also write a JUnit XML report")
     # Operations add their own subcommands; each parser's handler(args, settings) runs it.
-    for module in (cli_backup, cli_drill):
+    for module in (cli_backup, cli_drill, cli_move):
         module.register(sub, with_stack)
     return parser
 

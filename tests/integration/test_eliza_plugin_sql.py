@@ -187,7 +187,7 @@ def test_a_fresh_stack_holds_no_tables_until_the_plugin_migrates(stack: Deployed
     assert not [r for r in results.values() if r.status != "pass"], results
     assert "schema.tables" not in results and "vector.recall" not in results
     assert "the plugin's to create" in results["schema.plugin_tables"].summary
-    assert results["schema.migrations"].summary.startswith("2 migrations applied")
+    assert results["schema.migrations"].summary.startswith("3 migrations applied")
 
 
 def test_two_servers_starting_at_once_migrate_once(stack: DeployedStack, tmp_path: Path) -> None:
@@ -220,6 +220,30 @@ def test_two_servers_starting_at_once_migrate_once(stack: DeployedStack, tmp_pat
             " WHERE attrelid = 'public.embeddings'::regclass AND attname = 'dim_1536'"
         ).fetchone()
         assert dims == ("vector(1536)",)
+        # sql/eliza-1/1003's event trigger tuned the plugin's tables as they appeared: vectors
+        # that fit a page stored PLAIN, the search's filter indexed.
+        storage = dict(
+            su.execute(
+                "SELECT attname, attstorage FROM pg_attribute"
+                " WHERE attrelid = 'public.embeddings'::regclass AND attname LIKE 'dim_%'"
+            ).fetchall()
+        )
+        assert storage == {
+            "dim_384": "p",
+            "dim_512": "p",
+            "dim_768": "p",
+            "dim_1024": "p",
+            "dim_1536": "p",
+            "dim_3072": "e",
+        }, storage
+        assert su.execute(
+            "SELECT pg_get_indexdef('public.elizadb_memories_agent_type'::regclass)"
+        ).fetchone() == (
+            (
+                "CREATE INDEX elizadb_memories_agent_type ON public.memories USING btree "
+                "(agent_id, type)"
+            ),
+        )
     # A third start finds nothing to do.
     _drive("migrate", migrator, tmp_path)
     with _superuser(stack) as su:

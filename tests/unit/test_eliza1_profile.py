@@ -139,3 +139,43 @@ def test_server_roles_are_refused_outside_eliza1_or_with_unusable_ids() -> None:
     with pytest.raises(ConfigError) as err:
         load_settings("p8u", {"schema": {"profile": "eliza-1", "servers": ["A B"]}}, "test")
     assert "'A B' is not a usable ELIZA_SERVER_ID" in err.value.problems[0]
+
+
+def test_verify_runs_the_checks_of_the_stacks_profile() -> None:
+    from verify.checks import ALL_CHECKS
+
+    def ids(profile: str) -> set[str]:
+        return {c.id for c in ALL_CHECKS if profile in c.profiles}
+
+    seed, plugin = ids("eliza-0.1"), ids("eliza-1")
+    assert {"schema.tables", "security.user_isolation", "vector.recall"} <= seed - plugin
+    assert {
+        "schema.plugin_tables",
+        "security.plugin_roles",
+        "security.plugin_rls",
+        "vector.plugin_search",
+    } <= plugin - seed
+    # Both: what does not depend on whose tables they are.
+    assert {"schema.extensions", "schema.migrations", "security.public_privileges"} <= (
+        seed & plugin
+    )
+    assert {"health.reachable", "tls.certificate"} <= seed & plugin
+
+
+def test_a_move_refuses_an_embedding_size_the_plugin_has_no_column_for() -> None:
+    from elizadb.errors import DeployError
+    from elizadb.ops import eliza1_move
+
+    with pytest.raises(DeployError) as err:
+        eliza1_move.carry_over(None, 1000)  # type: ignore[arg-type]  # refused before any I/O
+    assert "elizadb:embeddingDimensions = 1000" in str(err.value)
+    assert "384, 512, 768, 1024, 1536, 3072" in str(err.value)
+
+
+def test_a_move_report_marks_what_is_missing() -> None:
+    from elizadb.ops.eliza1_move import MoveReport, Tally, render
+
+    report = MoveReport((Tally("memories", 3, 2),), 3, 3, {"goals": 1, "knowledge": 0})
+    assert not report.complete
+    assert "memories" in render(report) and "<- MISSING" in render(report)
+    assert "goals: 1" in render(report)

@@ -30,6 +30,8 @@ PLUGIN_TABLES = (
     "rooms",
     "worlds",
 )
+# Wider vectors do not fit a heap page and keep their default storage (sql/eliza-1/1003).
+MAX_PLAIN_DIMS = 2000
 MIGRATE_HINT = (
     "start an ElizaOS server with POSTGRES_URL = nodeConnections.migrator (or run the plugin's "
     "migrations with it); the plugin creates its tables itself"
@@ -48,7 +50,7 @@ def _public_tables(conn: psycopg.Connection[Any]) -> dict[str, str]:
 def check_plugin_tables(ctx: Context) -> Outcome:
     """Before the first agent start the schema holds no table (it is the plugin's to create);
     after it, the plugin's tables exist, owned by the migration role, with an embeddings column
-    of the stack's dimension."""
+    of the stack's dimension stored PLAIN (in the heap page, where the search scans it)."""
     seen = Findings()
     conn = _primary_app(ctx, seen)
     if conn is None:
@@ -72,12 +74,18 @@ def check_plugin_tables(ctx: Context) -> Outcome:
     dims = ctx.outputs.embedding_dimensions
     column = f"dim_{dims}"
     if "embeddings" in tables:
-        found = scalar(
-            conn,
-            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+        row = conn.execute(
+            "SELECT format_type(atttypid, atttypmod), attstorage FROM pg_attribute"
             " WHERE attrelid = 'public.embeddings'::regclass AND attname = %s AND NOT attisdropped",
             (column,),
-        )
+        ).fetchone()
+        found, storage = row if row else (None, None)
+        if found == f"vector({dims})" and dims <= MAX_PLAIN_DIMS and storage != "p":
+            seen.problem(
+                f"embeddings.{column} is stored out of line (storage {storage!r}, not PLAIN): "
+                "every search of the plugin scans the agent's rows through TOAST, about half as "
+                "fast (the table was created before sql/eliza-1/1003's event trigger)"
+            )
         if found != f"vector({dims})":
             seen.problem(
                 f"embeddings.{column} is {found or 'missing'}, not vector({dims}): the plugin has "
@@ -86,7 +94,9 @@ def check_plugin_tables(ctx: Context) -> Outcome:
             )
     return seen.outcome(
         f"{len(tables)} tables of the plugin, owned by {OWNER.name}, embeddings.{column}",
-        f"{MIGRATE_HINT}; tables created by another role: ALTER TABLE ... OWNER TO {OWNER.name}",
+        f"{MIGRATE_HINT}; tables created by another role: ALTER TABLE ... OWNER TO {OWNER.name}; "
+        "an embedding column stored out of line: ALTER TABLE public.embeddings ALTER COLUMN "
+        "dim_<N> SET STORAGE PLAIN, then VACUUM FULL public.embeddings to rewrite the rows",
     )
 
 

@@ -1,4 +1,4 @@
--- eliza-1 0001: what @elizaos/plugin-sql 1.x needs before its own migrations can run.
+-- eliza-1 1001: what @elizaos/plugin-sql 1.x needs before its own migrations can run.
 -- Runs as the superuser (the runner's role): only a superuser may create these extensions.
 --
 -- The plugin writes the application tables itself (Drizzle "runtime migrations" at every agent

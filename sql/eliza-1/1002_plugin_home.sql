@@ -1,4 +1,4 @@
--- eliza-1 0002: the plugin's migration ledger and the grants that follow its tables.
+-- eliza-1 1002: the plugin's migration ledger and the grants that follow its tables.
 -- Runs as the superuser; objects are created as eliza_owner, the migration role, so that the
 -- plugin (connected as eliza_owner) owns and may alter them.
 --
