@@ -96,6 +96,8 @@ _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _DURATION = re.compile(r"^([1-9][0-9]{0,6})([smhd])$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MIN_BACKUP_INTERVAL_SECONDS = 10
+# 63 (PgBouncer's and PostgreSQL's longest name) less the session pool's "_session".
+MAX_DATABASE_NAME = 55
 
 
 class Environment(str, Enum):
@@ -239,6 +241,7 @@ class TlsSettings(_Model):
 
 
 SchemaProfile = Literal["eliza-0.1", "eliza-1"]
+PROFILES: tuple[SchemaProfile, ...] = ("eliza-0.1", "eliza-1")
 
 
 class SchemaSettings(_Model):
@@ -250,6 +253,16 @@ class SchemaSettings(_Model):
     # ElizaOS servers (their ELIZA_SERVER_ID values) that run with ENABLE_DATA_ISOLATION=true:
     # each gets a login role whose sessions are isolated to that server's rows (eliza-1 only).
     servers: list[str] = Field(default_factory=list)
+
+    @field_validator("profile", mode="before")
+    @classmethod
+    def _profile(cls, value: object) -> object:
+        if value not in PROFILES:
+            raise ValueError(
+                "must be eliza-0.1 (the seed guide's schema, for @elizaos/adapter-postgres 0.1) "
+                "or eliza-1 (ElizaOS 1.x: @elizaos/plugin-sql writes its own tables)"
+            )
+        return value
 
     @field_validator("servers")
     @classmethod
@@ -292,6 +305,11 @@ class StackSettings(_Model):
     def _database(cls, value: str) -> str:
         if not _IDENT.match(value):
             raise ValueError("must be a lower-case identifier (letters, digits, _)")
+        if len(value) > MAX_DATABASE_NAME:
+            raise ValueError(
+                f"must be at most {MAX_DATABASE_NAME} characters: PgBouncer names its "
+                f"session-mode pool {value}_session, and its names end at 63"
+            )
         return value
 
     # Derived values: one place names every container, volume and file.

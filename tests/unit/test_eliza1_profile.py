@@ -37,7 +37,8 @@ def test_the_profile_defaults_to_the_seed_guides_schema_and_rejects_unknown_valu
     with pytest.raises(ConfigError) as err:
         load_settings("p8u", {"schema": {"profile": "eliza-2"}}, "test")
     (problem,) = err.value.problems
-    assert "elizadb:schema.profile = 'eliza-2'" in problem and "'eliza-1'" in problem
+    assert "elizadb:schema.profile = 'eliza-2'" in problem
+    assert "must be eliza-0.1" in problem and "or eliza-1 (ElizaOS 1.x" in problem
 
 
 def test_an_eliza1_stack_applies_no_0_1_tables(tmp_path: Path) -> None:
@@ -179,3 +180,10 @@ def test_a_move_report_marks_what_is_missing() -> None:
     assert not report.complete
     assert "memories" in render(report) and "<- MISSING" in render(report)
     assert "goals: 1" in render(report)
+
+
+def test_a_database_name_leaves_room_for_the_session_pools_name() -> None:
+    assert load_settings("p8u", {"database": "d" * 55}, "test").database == "d" * 55
+    with pytest.raises(ConfigError) as err:
+        load_settings("p8u", {"database": "d" * 56}, "test")
+    assert "at most 55 characters" in err.value.problems[0]
