@@ -311,6 +311,30 @@ def test_an_agent_lives_its_memory_life_through_the_transaction_pool(
     assert broken.status == "fail" and "eliza_agent has CREATE on schema public" in broken.reason
 
 
+def test_an_elizaos_runtime_starts_on_the_stack(stack: DeployedStack, tmp_path: Path) -> None:
+    """@elizaos/core's AgentRuntime with the plugin, as an ElizaOS agent starts: as the migration
+    role it runs the plugin's migrations itself; as the agents' role it starts with migrations
+    skipped — and without skipping it is refused at the plugin's CREATE SCHEMA, which is why
+    the README gives a server that migrates the migrator's URL."""
+    urls = stack.outputs["nodeConnections"]
+    records = _drive("runtime", urls["migrator"], tmp_path, ELIZADB_AGENT_NAME="runtime-migrator")
+    assert {"runtime.initialize", "runtime.agent", "runtime.room"} <= records.keys()
+    records = _drive(
+        "runtime",
+        urls["agentPooler"],
+        tmp_path,
+        ELIZADB_AGENT_NAME="runtime-agent",
+        ELIZADB_SKIP_MIGRATIONS="true",
+    )
+    assert {"runtime.initialize", "runtime.agent", "runtime.room"} <= records.keys()
+    refused, status, logs = _finish(
+        _start("runtime", urls["agentPooler"], tmp_path, ELIZADB_AGENT_NAME="runtime-refused")
+    )
+    assert status != 0 and not refused["runtime.initialize"]["ok"], logs
+    detail = refused["runtime.initialize"]["detail"]
+    assert "CREATE SCHEMA IF NOT EXISTS migrations" in detail and "permission denied" in detail
+
+
 def test_the_agent_role_has_no_ddl_and_no_migration_ledger(stack: DeployedStack) -> None:
     """Least privilege: the agents' role reads and writes the plugin's tables (default
     privileges followed them) but cannot change the schema or read the migrator's ledger."""

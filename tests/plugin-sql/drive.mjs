@@ -7,6 +7,8 @@
 //                                             session-mode pool)
 //   POSTGRES_URL=... node drive.mjs agent     an agent's memory life (application role,
 //                                             transaction-mode pool)
+//   POSTGRES_URL=... node drive.mjs runtime   @elizaos/core's AgentRuntime.initialize() with
+//                                             the plugin: an agent's own start
 //
 // The connection string is used as given: node-postgres parses it, sslmode=verify-full and the
 // absolute sslrootcert included, so this proves the stack's `connections.node` URLs work from
@@ -16,14 +18,14 @@
 // from a character name); ENABLE_DATA_ISOLATION / ELIZA_SERVER_ID are read by the plugin itself.
 import { createHash } from "node:crypto";
 import pg from "pg";
-import { stringToUuid } from "@elizaos/core";
+import { AgentRuntime, stringToUuid } from "@elizaos/core";
 import sqlPlugin, { createDatabaseAdapter } from "@elizaos/plugin-sql";
 
 const DIMS = 1536;
 const mode = process.argv[2];
 const url = process.env.POSTGRES_URL;
-if (!url || !["migrate", "agent"].includes(mode)) {
-  console.error("usage: POSTGRES_URL=... node drive.mjs migrate|agent");
+if (!url || !["migrate", "agent", "runtime"].includes(mode)) {
+  console.error("usage: POSTGRES_URL=... node drive.mjs migrate|agent|runtime");
   process.exit(2);
 }
 
@@ -52,7 +54,9 @@ async function step(op, run, check = (r) => [true, r]) {
     report(op, Boolean(ok), { ms: Math.round(performance.now() - started), result: detail });
     return result;
   } catch (err) {
-    report(op, false, `${err?.code ?? ""} ${err?.message ?? err}`.trim());
+    // drizzle wraps the server's error: its message is the cause's.
+    const cause = err?.cause ? ` (${err.cause.code ?? ""} ${err.cause.message})` : "";
+    report(op, false, `${err?.code ?? ""} ${err?.message ?? err}${cause}`.trim());
     return undefined;
   }
 }
@@ -89,6 +93,29 @@ if (mode === "migrate") {
       dryRun: false,
     }),
   );
+  await adapter.close();
+  process.exit(failures ? 1 : 0);
+}
+
+if (mode === "runtime") {
+  // An ElizaOS agent's own start: @elizaos/core's AgentRuntime with the SQL plugin, the URL in
+  // the character's secrets as the ElizaOS CLI puts it there from .env. initialize() runs the
+  // plugin's migrations unless ELIZADB_SKIP_MIGRATIONS=true, then makes the agent, its world,
+  // entity, room and participation.
+  const runtime = new AgentRuntime({
+    character: { name: agentName, bio: ["drives the plugin"], secrets: { POSTGRES_URL: url } },
+    plugins: [sqlPlugin],
+  });
+  await step("runtime.initialize", () =>
+    runtime.initialize({ skipMigrations: process.env.ELIZADB_SKIP_MIGRATIONS === "true" }),
+  );
+  await step("runtime.agent", () => adapter.getAgent(agentId), (a) => [a?.name === agentName, a?.name]);
+  await step(
+    "runtime.room",
+    () => adapter.getParticipantsForRoom(agentId),
+    (ps) => [ps?.includes(agentId), ps?.length],
+  );
+  await runtime.stop();
   await adapter.close();
   process.exit(failures ? 1 : 0);
 }
