@@ -28,6 +28,7 @@ from tests.integration.node_clients import npm_ci, require_node
 from tests.integration.stacks import DeployedStack, deployed_stack, progress
 from verify.checks import plugin_sql
 from verify.suite import load_outputs, run_checks
+from verify.thresholds import Thresholds
 
 pytestmark = pytest.mark.integration
 
@@ -333,6 +334,39 @@ def test_an_elizaos_runtime_starts_on_the_stack(stack: DeployedStack, tmp_path: 
     assert status != 0 and not refused["runtime.initialize"]["ok"], logs
     detail = refused["runtime.initialize"]["detail"]
     assert "CREATE SCHEMA IF NOT EXISTS migrations" in detail and "permission denied" in detail
+
+
+def test_a_lock_lost_in_the_transaction_pool_is_caught(stack: DeployedStack) -> None:
+    """Why migrations need the session-mode pool, shown, and caught by verify: through the
+    transaction-mode pool a session-level advisory lock is taken on one server connection and
+    its release runs on another, so the lock stays behind on a pooled connection."""
+    session_url = stack.outputs["nodeConnections"]["migrator"]
+    transaction_url = session_url.replace("/eliza_session?", "/eliza?")
+    assert transaction_url != session_url
+    with psycopg.connect(session_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(8008)")
+        assert conn.execute("SELECT pg_advisory_unlock(8008)").fetchone() == (True,)
+    with (
+        psycopg.connect(transaction_url, autocommit=True, prepare_threshold=None) as a,
+        psycopg.connect(transaction_url, autocommit=True, prepare_threshold=None) as b,
+    ):
+        a.execute("SELECT pg_advisory_lock(8008)")  # on the server connection just released
+        with b.transaction():
+            b.execute("SELECT 1")  # PgBouncer hands b that same connection (LIFO) ...
+            # ... so a's unlock runs elsewhere, where nothing is locked.
+            assert a.execute("SELECT pg_advisory_unlock(8008)").fetchone() == (False,)
+    time.sleep(1.5)
+    outputs = load_outputs(stack.outputs)
+    quick = Thresholds(advisory_lock_idle_seconds=1)
+    (caught,) = run_checks(outputs, only=("pooler.advisory_locks",), thresholds=quick)
+    assert caught.status == "fail" and "advisory lock 8008" in caught.reason, caught
+    with _superuser(stack) as su:
+        su.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks"
+            " WHERE locktype = 'advisory' AND objid = 8008"
+        )
+    (clean,) = run_checks(outputs, only=("pooler.advisory_locks",), thresholds=quick)
+    assert clean.status == "pass", clean
 
 
 def test_the_agent_role_has_no_ddl_and_no_migration_ledger(stack: DeployedStack) -> None:

@@ -27,6 +27,7 @@ ALL_CHECKS: tuple[Check, ...] = (
     *plugin_sql.CHECKS[:3],  # schema and security of ElizaOS 1.x stacks
     *tls.CHECKS,
     *pooler.CHECKS,
+    *plugin_sql.POOLER_CHECKS,
     *replication.CHECKS,
     *backups.CHECKS,
     *vector.CHECKS,

@@ -263,6 +263,38 @@ def check_plugin_search(ctx: Context) -> Outcome:
     )
 
 
+def check_advisory_locks(ctx: Context) -> Outcome:
+    """No session sits idle holding an advisory lock. @elizaos/plugin-sql (and elizadb-migrate)
+    lock migrations with session-level advisory locks; taken through the transaction-mode pool,
+    the lock and its release may land on different server connections, and the lock then stays
+    on a pooled connection, where every later migration waits for it."""
+    seen = Findings()
+    conn = _primary_app(ctx, seen)
+    if conn is None:
+        return seen.outcome("", "")
+    idle = ctx.thresholds.advisory_lock_idle_seconds
+    rows = conn.execute(
+        "SELECT a.pid, a.usename, a.datname, host(a.client_addr), l.classid, l.objid,"
+        "       round(extract(epoch FROM now() - a.state_change))"
+        "  FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND l.granted AND a.state = 'idle'"
+        "   AND a.state_change < now() - make_interval(secs => %s)",
+        (idle,),
+    ).fetchall()
+    for pid, user, database, addr, high, low, seconds in rows:
+        seen.problem(
+            f"backend {pid} ({user}@{database} from {addr}) has been idle {seconds:.0f} s holding "
+            f"advisory lock {(high << 32) | low}"
+        )
+    return seen.outcome(
+        f"no session idle for {idle:g} s or more holds an advisory lock",
+        "end the backend (SELECT pg_terminate_backend(pid)) or RECONNECT the pooler; run "
+        "migrations through the session-mode pool (nodeConnections.migrator), never the "
+        "transaction-mode one",
+    )
+
+
+POOLER_CHECKS = (Check("pooler.advisory_locks", check_advisory_locks),)
 CHECKS = (
     Check("schema.plugin_tables", check_plugin_tables, profiles=PLUGIN),
     Check("security.plugin_roles", check_plugin_roles, profiles=PLUGIN),
