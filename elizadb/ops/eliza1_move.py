@@ -8,9 +8,11 @@
                                        transaction that commits only if every row is accounted for
                                        and every embedding arrived unchanged
 
-The plugin's own 0.x path does not apply: its migrator renames camelCase columns of tables it
-takes for an older 1.x schema, which a 0.1 database only resembles (different tables, the
-embedding inline in memories). Goals and knowledge have no 1.x table and stay in eliza01.
+The plugin's own 0.x path does not apply. Started on a 0.1 database (tried with plugin-sql
+1.7.2), its "pre-1.6.5" step renames the 0.1 tables' camelCase columns in place, outside a
+transaction, and its migrator then refuses to go on ("Destructive migration blocked": NOT NULL
+columns it cannot add to existing rows), leaving a database neither version can use. Goals and
+knowledge have no 1.x table and stay in eliza01.
 """
 
 from __future__ import annotations
