@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from elizadb.errors import DeployError
+from elizadb.errors import DeployError, UsageError
 
 MOVE_DIR = Path(__file__).resolve().parents[2] / "sql" / "move-0.1-to-1"
 # Embedding sizes the plugin has a column for (embeddings.dim_N).
@@ -111,30 +111,41 @@ def _one(conn: psycopg.Connection[Any], query: str | sql.Composed) -> Any:
 
 
 def set_aside(conn: psycopg.Connection[Any]) -> None:
-    """Step 1, on a superuser connection to the Eliza database."""
-    with conn.transaction():
-        conn.execute((MOVE_DIR / "1_set_aside.sql").read_text())
+    """Step 1, on a superuser connection to the Eliza database. UsageError (nothing changed)
+    when there is no 0.1 schema to set aside, or it was set aside already."""
+    try:
+        with conn.transaction():
+            conn.execute((MOVE_DIR / "1_set_aside.sql").read_text())
+    except psycopg.errors.RaiseException as err:
+        raise UsageError(str(err.diag.message_primary).removeprefix("elizadb: ")) from None
 
 
 def carry_over(conn: psycopg.Connection[Any], dims: int) -> MoveReport:
-    """Step 2: copy, count, compare; commits only a complete move (DeployError otherwise)."""
+    """Step 2: copy, count, compare; commits only a complete move (DeployError otherwise).
+    UsageError, before any change, when a step before it is missing or it ran already."""
     if dims not in PLUGIN_DIMENSIONS:
-        raise DeployError(
+        raise UsageError(
             f"elizadb:embeddingDimensions = {dims}: @elizaos/plugin-sql stores embeddings of "
             f"{', '.join(map(str, PLUGIN_DIMENSIONS))} dimensions only; the 0.1 embeddings "
             "cannot be carried over as they are (re-embed the memories instead)"
         )
     if _one(conn, "SELECT to_regnamespace('eliza01') IS NULL"):
-        raise DeployError("no schema eliza01: run `elizadb move-to-eliza1 set-aside` first")
+        raise UsageError("no schema eliza01: run `elizadb move-to-eliza1 set-aside` first")
     if _one(conn, "SELECT to_regclass('public.embeddings') IS NULL"):
-        raise DeployError(
+        raise UsageError(
             "the plugin's tables do not exist yet: set elizadb:schema.profile to eliza-1, run "
             "`elizadb up`, and start ElizaOS once with POSTGRES_URL = nodeConnections.migrator "
             "(or run the plugin's migrations with it); then carry over"
         )
     if _one(conn, "SELECT count(*) FROM public.memories"):
-        raise DeployError("public.memories holds rows already: the carry-over ran before")
-    column = sql.Identifier(f"dim_{dims}")
+        raise UsageError("public.memories holds rows already: the carry-over ran before")
+    try:
+        return _carry_over(conn, sql.Identifier(f"dim_{dims}"))
+    except psycopg.Error as err:  # a row the copy could not take: nothing was committed
+        raise DeployError(f"carry-over rolled back: {err}".strip()) from None
+
+
+def _carry_over(conn: psycopg.Connection[Any], column: sql.Identifier) -> MoveReport:
     with conn.transaction():
         conn.execute((MOVE_DIR / "2_carry_over.sql").read_text())
         conn.execute(

@@ -17,7 +17,7 @@ import pytest
 from pgvector.psycopg import register_vector
 from psycopg.types.json import Jsonb
 
-from elizadb.errors import DeployError
+from elizadb.errors import DeployError, UsageError
 from elizadb.ops import eliza1_move
 from tests.integration.node_clients import npm_ci, require_node
 from tests.integration.stacks import deployed_stack, progress, stack_settings
@@ -99,7 +99,9 @@ def test_a_0_1_stack_moves_to_eliza1_with_every_row(tmp_path: Path) -> None:
 
             # Carrying over before the plugin has made its tables is refused, and says why.
             eliza1_move.set_aside(su)
-            with pytest.raises(DeployError, match="plugin's tables do not exist yet"):
+            with pytest.raises(UsageError, match="no 0.1 schema"):
+                eliza1_move.set_aside(su)
+            with pytest.raises(UsageError, match="plugin's tables do not exist yet"):
                 eliza1_move.carry_over(su, 1536)
 
             # The profile switch: the job applies sql/eliza-1/; then ElizaOS's first start.
@@ -143,7 +145,7 @@ def test_a_0_1_stack_moves_to_eliza1_with_every_row(tmp_path: Path) -> None:
             ).fetchone() == (1,)
 
             # Nothing carried twice.
-            with pytest.raises(DeployError, match="ran before"):
+            with pytest.raises(UsageError, match="ran before"):
                 eliza1_move.carry_over(su, 1536)
 
         # The moved stack is a sound eliza-1 stack, and the plugin's search finds moved memories.

@@ -164,10 +164,10 @@ def test_verify_runs_the_checks_of_the_stacks_profile() -> None:
 
 
 def test_a_move_refuses_an_embedding_size_the_plugin_has_no_column_for() -> None:
-    from elizadb.errors import DeployError
+    from elizadb.errors import UsageError
     from elizadb.ops import eliza1_move
 
-    with pytest.raises(DeployError) as err:
+    with pytest.raises(UsageError) as err:
         eliza1_move.carry_over(None, 1000)  # type: ignore[arg-type]  # refused before any I/O
     assert "elizadb:embeddingDimensions = 1000" in str(err.value)
     assert "384, 512, 768, 1024, 1536, 3072" in str(err.value)
