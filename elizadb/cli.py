@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from elizadb import cli_backup, cli_drill
+from elizadb import cli_backup, cli_drill, cli_move
 from elizadb.config import choose_project_dir, engine_host, load_stack, project_dir
 from elizadb.errors import ElizaDbError, EngineError
 from elizadb.local.state import choose_state_dir
@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="replace state of another stack id already here"
     )
     # Operations add their own subcommands; each parser's handler(args, settings) runs it.
-    for module in (cli_backup, cli_drill):
+    for module in (cli_backup, cli_drill, cli_move):
         module.register(sub, with_stack)
     return parser
 

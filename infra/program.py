@@ -4,6 +4,7 @@ through the Docker API (elizadb/local), so the two cannot drift apart."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -26,10 +27,15 @@ from infra.components.postgres import PostgresNode
 from infra.components.ready import ReadyCheck, ready_name
 from infra.components.secrets import StackSecrets
 from infra.components.tls import StackTls
-from infra.render.connections import connection_uri
+from infra.render.connections import connection_uri, node_uri
+from infra.render.pgbouncer import session_pool_name
 from infra.roles import AGENT, OWNER, POOLER_AUTH, READONLY, SUPERUSER, USER
 from infra.settings import StackSettings
 from infra.topology import Topology, topology
+
+# Where a relative elizadb:tls.rootCertPath is resolved for the node-postgres URIs: the project
+# folder, where `elizadb up` writes the CA and where the README has Pulumi users save it.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 class ElizaDbStack(pulumi.ComponentResource):
@@ -65,7 +71,12 @@ class ElizaDbStack(pulumi.ComponentResource):
             opts=child(self, **VOLUME_OPTIONS, protect=True, retain_on_delete=True),
         )
         image = StackImage("image", settings, opts=child(self))
-        secrets = StackSecrets("secrets", settings, opts=child(self))
+        secrets = StackSecrets(
+            "secrets",
+            settings,
+            tuple(r.name for r in settings.server_roles),
+            opts=child(self),
+        )
         certs = StackTls("tls", settings, topo, opts=child(self))
 
         args = StackInputs(
@@ -127,6 +138,14 @@ def stack_outputs(
         )
 
     pooler = [(host, topo.pooler_host_port)]
+    node_root = root if Path(root).is_absolute() else str(PROJECT_ROOT / root)
+
+    def node(role: str, port: int, database: str = db) -> pulumi.Output[str]:
+        return passwords[role].apply(
+            lambda pw: node_uri(role, pw, host, port, database, tls=tls, root_cert=node_root)
+        )
+
+    session_db = session_pool_name(db)
     connections = {
         "superuser": uri(SUPERUSER, read_write, "postgres"),
         "owner": uri(OWNER.name, read_write),
@@ -136,11 +155,31 @@ def stack_outputs(
         "poolerAdmin": uri(POOLER_AUTH.name, pooler, "pgbouncer"),
         "readonlyReplicas": [uri(READONLY.name, [(host, n.host_port)]) for n in standbys],
     }
+    # node-postgres / ElizaOS POSTGRES_URL: one host, absolute sslrootcert. No client-side
+    # failover (the pooler follows a failover instead); see the README's ElizaOS 1.x section.
+    node_connections = {
+        # The migration role through the session-mode pool: for processes that run
+        # @elizaos/plugin-sql's migrations (every ElizaOS 1.x start unless told to skip).
+        "migrator": node(OWNER.name, topo.pooler_host_port, session_db),
+        # The agents' role through the transaction-mode pool: ordinary traffic.
+        "agentPooler": node(AGENT.name, topo.pooler_host_port),
+        "agentSession": node(AGENT.name, topo.pooler_host_port, session_db),
+        # Straight to the current primary.
+        "owner": node(OWNER.name, current.host_port),
+        "agentPrimary": node(AGENT.name, current.host_port),
+        # ENABLE_DATA_ISOLATION=true: each ElizaOS server's own role, transaction-mode pool.
+        "servers": {
+            server: node(role.name, topo.pooler_host_port)
+            for server, role in zip(settings.schema_settings.servers, settings.server_roles)
+        },
+    }
     return {
         "stack": settings.stack,
         "environment": settings.environment.value,
         "database": db,
         "embeddingDimensions": settings.embedding_dimensions,
+        "schemaProfile": settings.profile,
+        "poolerSessionDatabase": session_db,
         "tls": tls,
         "caCert": ca_cert_pem,
         "caCertPath": root,
@@ -151,4 +190,5 @@ def stack_outputs(
         "replicas": [_endpoint(n.name, host, n.host_port, "replica") for n in standbys],
         "pooler": _endpoint(topo.pooler_name, host, topo.pooler_host_port, "pooler"),
         "connections": pulumi.Output.secret(connections),
+        "nodeConnections": pulumi.Output.secret(node_connections),
     }

@@ -26,6 +26,7 @@ from pydantic.alias_generators import to_camel
 
 from elizadb.errors import ConfigError
 from infra.pg_parameters import memory_problem, parameter_problems
+from infra.roles import Role, server_role
 
 PROJECT = "elizadb"
 MAX_REPLICAS = 9
@@ -98,11 +99,14 @@ _IMAGE_REF = re.compile(
     r"^(?:[a-zA-Z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$"
 )
+_SERVER_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,49}$")
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _DURATION = re.compile(r"^([1-9][0-9]{0,6})([smhd])$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MIN_BACKUP_INTERVAL_SECONDS = 10
 MIN_PASSWORD_LENGTH = 12
+# 63 (PgBouncer's and PostgreSQL's longest name) less the session pool's "_session".
+MAX_DATABASE_NAME = 55
 
 
 class Environment(str, Enum):
@@ -245,6 +249,44 @@ class TlsSettings(_Model):
     cert_validity_days: int = Field(default=365, ge=2, le=3650)
 
 
+SchemaProfile = Literal["eliza-0.1", "eliza-1"]
+PROFILES: tuple[SchemaProfile, ...] = ("eliza-0.1", "eliza-1")
+
+
+class SchemaSettings(_Model):
+    # Which ElizaOS the stack serves. eliza-0.1: the seed guide's schema, written by the kit's
+    # sql/ migrations, for @elizaos/adapter-postgres 0.1. eliza-1: @elizaos/plugin-sql 1.x,
+    # whose own runtime migrations write the tables; the kit provides everything around them
+    # (sql/eliza-1/).
+    profile: SchemaProfile = "eliza-0.1"
+    # ElizaOS servers (their ELIZA_SERVER_ID values) that run with ENABLE_DATA_ISOLATION=true:
+    # each gets a login role whose sessions are isolated to that server's rows (eliza-1 only).
+    servers: list[str] = Field(default_factory=list)
+
+    @field_validator("profile", mode="before")
+    @classmethod
+    def _profile(cls, value: object) -> object:
+        if value not in PROFILES:
+            raise ValueError(
+                "must be eliza-0.1 (the seed guide's schema, for @elizaos/adapter-postgres 0.1) "
+                "or eliza-1 (ElizaOS 1.x: @elizaos/plugin-sql writes its own tables)"
+            )
+        return value
+
+    @field_validator("servers")
+    @classmethod
+    def _servers(cls, value: list[str]) -> list[str]:
+        bad = [s for s in value if not _SERVER_ID.match(s)]
+        if bad:
+            raise ValueError(
+                f"{bad[0]!r} is not a usable ELIZA_SERVER_ID here: use 1-50 lower-case letters, "
+                "digits and '-' (it names the server's database role)"
+            )
+        if len(set(value)) != len(value):
+            raise ValueError("lists a server twice; name each ELIZA_SERVER_ID once")
+        return value
+
+
 class StackSettings(_Model):
     stack: str
     environment: Environment = Environment.DEVELOPMENT
@@ -280,18 +322,33 @@ class StackSettings(_Model):
         if any(not ch.isprintable() or ch.isspace() for ch in text):
             raise ValueError("must not contain spaces or control characters")
         return value
+    # `schema` is a pydantic BaseModel attribute, hence the field name.
+    schema_settings: SchemaSettings = Field(default_factory=SchemaSettings, alias="schema")
 
     @field_validator("database")
     @classmethod
     def _database(cls, value: str) -> str:
         if not _IDENT.match(value):
             raise ValueError("must be a lower-case identifier (letters, digits, _)")
+        if len(value) > MAX_DATABASE_NAME:
+            raise ValueError(
+                f"must be at most {MAX_DATABASE_NAME} characters: PgBouncer names its "
+                f"session-mode pool {value}_session, and its names end at 63"
+            )
         return value
 
     # Derived values: one place names every container, volume and file.
     @property
     def prefix(self) -> str:
         return f"{NAME_PREFIX}-{self.stack}"
+
+    @property
+    def profile(self) -> SchemaProfile:
+        return self.schema_settings.profile
+
+    @property
+    def server_roles(self) -> tuple[Role, ...]:
+        return tuple(server_role(s) for s in self.schema_settings.servers)
 
     @property
     def synchronous(self) -> bool:
@@ -490,6 +547,12 @@ def _semantic_problems(stack: str, values: Mapping[str, Any]) -> list[str]:
         problems.append(
             f"{PROJECT}:backup.incrEvery = {incr_every!r}: must be shorter than "
             f"{PROJECT}:backup.fullEvery ({full_every!r}), or no incremental backup would ever run"
+        )
+    servers = _get(values, "schema", "servers")
+    if servers and _get(values, "schema", "profile") != "eliza-1":
+        problems.append(
+            f"{PROJECT}:schema.servers = {servers!r}: data isolation roles are for ElizaOS 1.x; "
+            f"set {PROJECT}:schema.profile to eliza-1 or remove the key"
         )
     sync = _get(values, "replication", "synchronous")
     if sync is True and isinstance(replicas, int):

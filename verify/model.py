@@ -124,6 +124,9 @@ class Check:
     fn: CheckFn
     # What the check writes, if anything: such a check is skipped in read-only mode.
     writes: str = ""
+    # The schema profiles (elizadb:schema.profile) the check applies to: the 0.1 schema's
+    # checks mean nothing on a stack whose tables @elizaos/plugin-sql 1.x writes, and back.
+    profiles: tuple[str, ...] = ("eliza-0.1", "eliza-1")
 
     @property
     def family(self) -> str:

@@ -18,6 +18,7 @@ import psycopg.conninfo
 from verify.errors import OutputsError
 
 MASK = "[secret]"
+PROFILES = ("eliza-0.1", "eliza-1")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class Outputs:
     pooler: Endpoint
     connections: Connections
     backup_volume: str
+    # elizadb:schema.profile; outputs of stacks deployed before it existed are eliza-0.1.
+    schema_profile: str = "eliza-0.1"
 
     @property
     def nodes(self) -> tuple[Endpoint, ...]:
@@ -167,6 +170,9 @@ def load_outputs(path_or_dict: str | Path | Mapping[str, Any]) -> Outputs:
         if ca_cert and "BEGIN CERTIFICATE" not in ca_cert:
             r.problems.append("caCert: not a PEM certificate")
     environment = raw.get("environment", "")
+    profile = raw.get("schemaProfile", "eliza-0.1")
+    if profile not in PROFILES:
+        r.problems.append(f"schemaProfile: {profile!r} is not one of {', '.join(PROFILES)}")
     backup_volume = raw.get("backupVolume", "")
 
     primary = r.endpoint(raw, "primary", "", "primary")
@@ -207,4 +213,5 @@ def load_outputs(path_or_dict: str | Path | Mapping[str, Any]) -> Outputs:
         pooler=pooler,
         connections=Connections(readonly_replicas=tuple(readonly), **uris),
         backup_volume=str(backup_volume),
+        schema_profile=str(profile),
     )

@@ -24,6 +24,10 @@ class Thresholds:
     # pooler: a client may wait briefly under load; a queue that stays is a problem.
     pooler_max_waiting_clients: int = 10
     pooler_max_wait_seconds: float = 1.0
+    # A session idle this long while holding an advisory lock has lost it (a lock taken through
+    # the transaction pool and released on another server connection); a migration between its
+    # statements is idle for milliseconds.
+    advisory_lock_idle_seconds: float = 60.0
     # vector: small enough to keep the suite well under 30 s, large enough that the HNSW graph
     # has several layers.
     vector_rows: int = 2000

@@ -38,6 +38,7 @@ from elizadb.local.apply import CONTAINER, spec_digest
 from elizadb.local.node_exec import psql_lines
 from elizadb.local.state import StateFile
 from infra.render import paths
+from infra.render.pgbouncer import session_pool_name
 from infra.settings import StackSettings
 from infra.topology import Node, Topology, topology
 
@@ -234,13 +235,16 @@ class Cluster:
         with psycopg.connect(
             admin, autocommit=True, cursor_factory=psycopg.ClientCursor, connect_timeout=5
         ) as conn:
+            # The transaction-mode pool and the session-mode one beside it.
+            databases = (self.settings.database, session_pool_name(self.settings.database))
             for command in commands:
-                try:
-                    conn.execute(f"{command} {self.settings.database}")
-                except psycopg.Error as exc:
-                    # RESUME of a database that is not paused or killed is refused: harmless.
-                    if command != "RESUME":
-                        raise DeployError(f"PgBouncer refused {command}: {exc}") from None
+                for database in databases:
+                    try:
+                        conn.execute(f"{command} {database}")
+                    except psycopg.Error as exc:
+                        # RESUME of a database that is not paused or killed is refused: harmless.
+                        if command != "RESUME":
+                            raise DeployError(f"PgBouncer refused {command}: {exc}") from None
 
     def start(self, node: Node) -> None:
         self.client.containers.get(node.name).start()

@@ -17,17 +17,16 @@ from infra.components.common import (
     secret_upload,
     upload,
 )
+from infra.profiles import SQL_ROOT, sql_dir
 from infra.render import paths
 from infra.render.bootstrap import render_bootstrap_sql
 from infra.render.connections import render_pgpass
 from infra.roles import ROLES, SUPERUSER
 from infra.topology import PG_PORT
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 
-
-def migration_files(sql_dir: Path = SQL_DIR) -> list[Path]:
-    return sorted(sql_dir.glob("[0-9][0-9][0-9][0-9]_*.sql"))
+def migration_files(directory: Path = SQL_ROOT) -> list[Path]:
+    return sorted(directory.glob("[0-9][0-9][0-9][0-9]_*.sql"))
 
 
 class JobFailed(pulumi.RunError):
@@ -69,7 +68,7 @@ class BootstrapJob(pulumi.ComponentResource):
     ) -> None:
         super().__init__("elizadb:index:BootstrapJob", name, None, opts)
         settings, topo, passwords = args.settings, args.topo, args.passwords
-        names = [SUPERUSER, *(r.name for r in ROLES)]
+        names = [SUPERUSER, *(r.name for r in (*ROLES, *settings.server_roles))]
         secrets = pulumi.Output.all(args.salt_seed, *(passwords[n] for n in names))
         bootstrap_sql = secrets.apply(
             lambda v: render_bootstrap_sql(settings, topo, dict(zip(names, v[1:])), v[0])
@@ -106,7 +105,10 @@ class BootstrapJob(pulumi.ComponentResource):
                 upload(paths.CA_CERT, args.ca_cert_pem),
                 secret_upload(paths.BOOTSTRAP_SQL, bootstrap_sql),
                 secret_upload(paths.PGPASS_UPLOAD, pgpass),
-                *(upload(f"{paths.SQL_DIR}/{f.name}", f.read_text()) for f in migration_files()),
+                *(
+                    upload(f"{paths.SQL_DIR}/{f.name}", f.read_text())
+                    for f in migration_files(sql_dir(settings.profile))
+                ),
             ],
             # Run to completion (the provider waits for the container to stop and keeps its exit
             # code and log); `succeeded` below fails the deployment when the code is not 0. Every

@@ -17,7 +17,11 @@ class StackSecrets(pulumi.ComponentResource):
     salt_seed: pulumi.Output[str]
 
     def __init__(
-        self, name: str, settings: StackSettings, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        settings: StackSettings,
+        extra_roles: tuple[str, ...] = (),
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("elizadb:index:StackSecrets", name, None, opts)
 
@@ -28,7 +32,8 @@ class StackSecrets(pulumi.ComponentResource):
             )
             return pulumi.Output.secret(password.result)
 
-        self.passwords = {role.name: generated(role.name) for role in ROLES}
+        names = [role.name for role in ROLES] + list(extra_roles)
+        self.passwords = {role: generated(role) for role in names}
         configured = settings.superuser_password
         self.passwords[SUPERUSER] = (
             pulumi.Output.secret(configured.get_secret_value())

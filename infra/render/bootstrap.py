@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from infra.render import HEADER
 from infra.render.scram import scram_verifier
-from infra.roles import AGENT, OWNER, POOLER_AUTH, READONLY, ROLES, USER
+from infra.roles import AGENT, OWNER, POOLER_AUTH, READONLY, ROLES, USER, eliza_uuid
 from infra.settings import StackSettings
 from infra.topology import Topology
 
@@ -44,7 +44,7 @@ def render_bootstrap_sql(
         "",
         "-- Roles (attributes reset on every run, so drift is undone)",
     ]
-    for role in ROLES:
+    for role in (*ROLES, *settings.server_roles):
         verifier = scram_verifier(passwords[role.name], role.name, salt_seed)
         out += [
             f"SELECT format('CREATE ROLE %I', {_literal(role.name)})",
@@ -63,6 +63,20 @@ def render_bootstrap_sql(
     ]
     for role in (OWNER, AGENT, USER, READONLY, POOLER_AUTH):
         out.append(f"GRANT CONNECT ON DATABASE {_ident(db)} TO {_ident(role.name)};")
+    if settings.server_roles:
+        out += [
+            "",
+            "-- ElizaOS servers with data isolation: the agent's rights, its server's rows.",
+        ]
+    for server, role in zip(settings.schema_settings.servers, settings.server_roles):
+        out += [
+            f"GRANT {_ident(AGENT.name)} TO {_ident(role.name)};",
+            f"GRANT CONNECT ON DATABASE {_ident(db)} TO {_ident(role.name)};",
+            (
+                f"ALTER ROLE {_ident(role.name)} IN DATABASE {_ident(db)}"
+                f" SET app.server_id = {_literal(eliza_uuid(server))};"
+            ),
+        ]
     out += [
         "",
         "-- Replication slots on the primary: one for every node of the stack but itself; slots of",

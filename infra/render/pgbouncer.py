@@ -8,6 +8,17 @@ from infra.settings import StackSettings
 from infra.topology import PG_PORT, POOLER_PORT, Topology
 
 AUTH_QUERY = "SELECT usename, passwd FROM pgbouncer.get_auth($1)"
+# The session-mode pool is this alias of the Eliza database (see session_pool_name).
+SESSION_SUFFIX = "_session"
+
+
+def session_pool_name(database: str) -> str:
+    """The PgBouncer database name of the session-mode pool in front of `database`.
+
+    Session-level state must stay on one server connection: @elizaos/plugin-sql takes
+    pg_advisory_lock around its migrations and releases it later, which through transaction
+    pooling may land on another server connection and leave the lock held."""
+    return f"{database}{SESSION_SUFFIX}"
 
 
 def render_pgbouncer_ini(settings: StackSettings, topo: Topology) -> str:
@@ -18,8 +29,12 @@ def render_pgbouncer_ini(settings: StackSettings, topo: Topology) -> str:
     # into the server, so no user password is stored in the pooler.
     # PgBouncer has no read-write targeting (host=a,b round-robins), so it names the current
     # primary; a failover repoints it.
+    server = f"host={topo.current_primary.name} port={PG_PORT} auth_user={POOLER_AUTH.name}"
     databases = {
-        "*": f"host={topo.current_primary.name} port={PG_PORT} auth_user={POOLER_AUTH.name}",
+        "*": server,
+        session_pool_name(settings.database): (
+            f"{server} dbname={settings.database} pool_mode=session"
+        ),
     }
     settings_map: dict[str, str] = {
         "admin_users": POOLER_AUTH.name,

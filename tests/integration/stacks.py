@@ -21,6 +21,7 @@ import docker
 from elizadb.config import BASE_IMAGE_ENV
 from elizadb.local import deploy
 from elizadb.local.apply import Applier
+from infra.program import PROJECT_ROOT
 from infra.settings import StackSettings, load_settings
 from tests.integration.needs import require_engine
 from verify.drills.failover import DrillResult, run_drill
@@ -102,6 +103,13 @@ class DeployedStack:
                 ]
             else:
                 conns[key] = value.replace(f"sslrootcert={rel}", f"sslrootcert={absolute}")
+        # The node-postgres forms carry the CA's absolute path in the project folder.
+        in_project = f"sslrootcert={PROJECT_ROOT / rel}"
+        nodes = self.outputs.get("nodeConnections", {})
+        for group in (nodes, nodes.get("servers", {})):
+            for key, value in list(group.items()):
+                if isinstance(value, str):
+                    group[key] = value.replace(in_project, f"sslrootcert={absolute}")
 
     def down(self, delete_volumes: bool = True) -> None:
         Applier(self.client, self.settings.stack, progress).down(delete_volumes)

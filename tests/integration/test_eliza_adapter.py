@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import shutil
 import subprocess
 import threading
 import time
@@ -26,7 +25,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.integration.needs import missing
+from tests.integration.node_clients import npm_ci, require_node
 from tests.integration.stacks import DeployedStack, deployed_stack, progress
 
 pytestmark = pytest.mark.integration
@@ -34,7 +33,6 @@ pytestmark = pytest.mark.integration
 ADAPTER_DIR = Path(__file__).resolve().parents[1] / "adapter"
 DRIVER = ADAPTER_DIR / "drive.mjs"
 APP = "elizadb-adapter-drive"  # the application_name drive.mjs connects with
-NPM_CI_TIMEOUT = 600  # measured 13-43 s from an empty npm cache; allow a slow mirror
 DRIVE_TIMEOUT = 90  # the driver itself takes a few seconds
 
 # Every operation drive.mjs must report, and report ok.
@@ -69,34 +67,6 @@ OPERATIONS = {
     "removeMemory",
     "summary",
 }
-
-
-def _require_node() -> None:
-    if not shutil.which("node") or not shutil.which("npm"):
-        missing("node and npm are needed to drive @elizaos/adapter-postgres")
-    version = subprocess.run(
-        ["node", "--version"], capture_output=True, text=True, timeout=30, check=True
-    ).stdout.strip()
-    if int(version.lstrip("v").split(".")[0]) < 20:
-        missing(f"node >= 20 is needed, found {version}")
-
-
-def _install_adapter() -> None:
-    """`npm ci` from the lock file, unless node_modules already match it (npm records what it
-    installed in node_modules/.package-lock.json)."""
-    lock = ADAPTER_DIR / "package-lock.json"
-    installed = ADAPTER_DIR / "node_modules" / ".package-lock.json"
-    if installed.exists() and installed.stat().st_mtime >= lock.stat().st_mtime:
-        return
-    progress("npm ci in tests/adapter (387 packages, 370 MB; 13-43 s measured)")
-    started = time.monotonic()
-    subprocess.run(
-        ["npm", "ci", "--no-audit", "--no-fund"],
-        cwd=ADAPTER_DIR,
-        timeout=NPM_CI_TIMEOUT,
-        check=True,
-    )
-    progress(f"npm ci done in {time.monotonic() - started:.0f}s")
 
 
 def _pooler_ip(stack: DeployedStack) -> str:
@@ -191,8 +161,8 @@ def _drive(stack: DeployedStack, ca_file: Path, stderr_file: Path) -> tuple[list
 
 
 def test_unmodified_eliza_adapter_through_the_pooler(tmp_path: Path) -> None:
-    _require_node()
-    _install_adapter()
+    require_node("@elizaos/adapter-postgres")
+    npm_ci(ADAPTER_DIR)
     with deployed_stack(tmp_path, "itada", 41700) as stack:
         assert stack.outputs["embeddingDimensions"] == 1536
         ca_file = tmp_path / "ca.pem"

@@ -7,16 +7,29 @@ vector probe last.
 
 from __future__ import annotations
 
-from verify.checks import backups, health, pooler, replication, schema, security, tls, vector
+from verify.checks import (
+    backups,
+    health,
+    plugin_sql,
+    pooler,
+    replication,
+    schema,
+    security,
+    tls,
+    vector,
+)
 from verify.model import Check
 
 ALL_CHECKS: tuple[Check, ...] = (
     *health.CHECKS,
     *schema.CHECKS,
     *security.CHECKS,
+    *plugin_sql.CHECKS[:3],  # schema and security of ElizaOS 1.x stacks
     *tls.CHECKS,
     *pooler.CHECKS,
+    *plugin_sql.POOLER_CHECKS,
     *replication.CHECKS,
     *backups.CHECKS,
     *vector.CHECKS,
+    *plugin_sql.CHECKS[3:],  # the 1.x vector search, last with the other vector checks
 )

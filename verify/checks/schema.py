@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 
+from infra.profiles import sql_dir
 from verify import expected_schema as want
 from verify.context import Context, scalar
 from verify.migrations import Migration, ledger_problems, migration_files
@@ -333,15 +334,15 @@ def check_vector_dimension(ctx: Context) -> Outcome:
 
 
 def check_migrations(ctx: Context) -> Outcome:
-    """The ledger elizadb.schema_migrations records every sql/ file of this repository, with the
-    same checksum, and nothing else."""
+    """The ledger elizadb.schema_migrations records every file of the profile's migrations in
+    this repository (sql/, or sql/eliza-1/), with the same checksum, and nothing else."""
     seen = Findings()
     try:
         conn = ctx.app_db(ctx.outputs.primary)
     except Unreachable as err:
         seen.unreachable(err)
         return seen.outcome("", "")
-    files = migration_files()
+    files = migration_files(sql_dir(ctx.outputs.schema_profile))  # type: ignore[arg-type]
     if scalar(conn, "SELECT to_regclass('elizadb.schema_migrations')") is None:
         seen.problem("the ledger elizadb.schema_migrations does not exist")
         return seen.outcome("", MIGRATE_FIX)
@@ -380,14 +381,15 @@ def check_functions(ctx: Context) -> Outcome:
     )
 
 
+SEED_SCHEMA = ("eliza-0.1",)  # the checks of sql/'s own tables
 CHECKS = (
     Check("schema.extensions", check_extensions),
-    Check("schema.tables", check_tables),
-    Check("schema.columns", check_columns),
-    Check("schema.defaults", check_defaults),
-    Check("schema.constraints", check_constraints),
-    Check("schema.indexes", check_indexes),
-    Check("schema.vector_dimension", check_vector_dimension),
+    Check("schema.tables", check_tables, profiles=SEED_SCHEMA),
+    Check("schema.columns", check_columns, profiles=SEED_SCHEMA),
+    Check("schema.defaults", check_defaults, profiles=SEED_SCHEMA),
+    Check("schema.constraints", check_constraints, profiles=SEED_SCHEMA),
+    Check("schema.indexes", check_indexes, profiles=SEED_SCHEMA),
+    Check("schema.vector_dimension", check_vector_dimension, profiles=SEED_SCHEMA),
     Check("schema.migrations", check_migrations),
-    Check("schema.functions", check_functions),
+    Check("schema.functions", check_functions, profiles=SEED_SCHEMA),
 )

@@ -304,8 +304,8 @@ def _isolation_read_only(conn: psycopg.Connection[Any]) -> Outcome:
 
 
 CHECKS = (
-    Check("security.rls", check_rls),
-    Check("security.role_privileges", check_role_privileges),
+    Check("security.rls", check_rls, profiles=("eliza-0.1",)),
+    Check("security.role_privileges", check_role_privileges, profiles=("eliza-0.1",)),
     Check("security.public_privileges", check_public_privileges),
-    Check("security.user_isolation", check_user_isolation),
+    Check("security.user_isolation", check_user_isolation, profiles=("eliza-0.1",)),
 )

@@ -278,8 +278,9 @@ def check_latency(ctx: Context) -> Outcome:
 
 
 CHECKS = (
-    Check("vector.settings", check_settings),
-    Check("vector.hnsw_plan", check_hnsw_plan, writes=PROBE_WRITES),
-    Check("vector.recall", check_recall, writes=PROBE_WRITES),
-    Check("vector.latency", check_latency, writes=PROBE_WRITES),
+    Check("vector.settings", check_settings, profiles=("eliza-0.1",)),
+    # The probe writes public.memories.embedding rows of the 0.1 schema.
+    Check("vector.hnsw_plan", check_hnsw_plan, writes=PROBE_WRITES, profiles=("eliza-0.1",)),
+    Check("vector.recall", check_recall, writes=PROBE_WRITES, profiles=("eliza-0.1",)),
+    Check("vector.latency", check_latency, writes=PROBE_WRITES, profiles=("eliza-0.1",)),
 )
