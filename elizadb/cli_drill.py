@@ -36,10 +36,15 @@ def register(sub: argparse._SubParsersAction, with_stack: Any) -> None:  # type:
     drill.add_argument("kind", choices=["failover", "switchover"])
     drill.add_argument("--runs", type=int, default=1, help="consecutive drills (default 1)")
     drill.add_argument("--out", metavar="DIR", help="write drill.json, drill.md and drill.svg here")
-    drill.add_argument("--write-seconds", type=float, default=2.0,
-                       help="seconds of writes before the fault and after recovery (default 2)")
     drill.add_argument(
-        "--lag", action="store_true",
+        "--write-seconds",
+        type=float,
+        default=2.0,
+        help="seconds of writes before the fault and after recovery (default 2)",
+    )
+    drill.add_argument(
+        "--lag",
+        action="store_true",
         help="cut the first standby off before the fault so that it is behind: the election "
         "must pass it over (failover only)",
     )
@@ -74,7 +79,9 @@ def _watch(args: argparse.Namespace, settings: Any) -> int:
     from elizadb.ops import failover as ops
 
     if args.interval <= 0 or args.misses < 1:
-        raise UsageError(f"--interval {args.interval} / --misses {args.misses}: give positive values")
+        raise UsageError(
+            f"--interval {args.interval} / --misses {args.misses}: give positive values"
+        )
     cluster = _cluster(settings)
     _say(f"watching {cluster.topo.current_primary.name} every {args.interval}s (Ctrl-C stops)")
     stop = threading.Event()
@@ -114,13 +121,18 @@ def _drill(args: argparse.Namespace, settings: Any) -> int:
             if args.lag and args.kind == "failover":
                 primary = deploy.effective_settings(settings, deploy.StateFile(settings.stack))
                 lagging = next(
-                    n.short for n in _cluster(primary).topo.nodes
-                    if n.short != primary.primary_node
+                    n.short for n in _cluster(primary).topo.nodes if n.short != primary.primary_node
                 )
             try:
                 result = run_drill(
-                    client, settings, outputs, str(ca), _say, kind=args.kind,
-                    write_before_s=args.write_seconds, write_after_s=args.write_seconds,
+                    client,
+                    settings,
+                    outputs,
+                    str(ca),
+                    _say,
+                    kind=args.kind,
+                    write_before_s=args.write_seconds,
+                    write_after_s=args.write_seconds,
                     lagging=lagging,
                 )
             except TimeoutError as exc:

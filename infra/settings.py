@@ -322,6 +322,7 @@ class StackSettings(_Model):
         if any(not ch.isprintable() or ch.isspace() for ch in text):
             raise ValueError("must not contain spaces or control characters")
         return value
+
     # `schema` is a pydantic BaseModel attribute, hence the field name.
     schema_settings: SchemaSettings = Field(default_factory=SchemaSettings, alias="schema")
 

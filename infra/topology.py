@@ -103,7 +103,6 @@ class Topology:
     def job_name(self) -> str:
         return f"{self.prefix}-bootstrap"
 
-
     @property
     def server_names(self) -> tuple[str, ...]:
         """Every host name a client may use for a server or the pooler (certificate SANs).

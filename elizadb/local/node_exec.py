@@ -7,7 +7,9 @@ import docker
 import docker.errors
 
 
-def exec_as_postgres(client: docker.DockerClient, container: str, cmd: list[str]) -> tuple[int, str]:
+def exec_as_postgres(
+    client: docker.DockerClient, container: str, cmd: list[str]
+) -> tuple[int, str]:
     """(exit code, output); exit code 1 and no output when the engine refuses the exec."""
     api = client.api
     try:
@@ -25,8 +27,21 @@ def psql_lines(
     code, out = exec_as_postgres(
         client,
         container,
-        ["psql", "-X", "-At", "-F", "|", "-v", "ON_ERROR_STOP=1", "-d", "postgres",
-         "-c", f"SET statement_timeout = '{int(timeout_s * 1000)}'", "-c", sql],
+        [
+            "psql",
+            "-X",
+            "-At",
+            "-F",
+            "|",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            "postgres",
+            "-c",
+            f"SET statement_timeout = '{int(timeout_s * 1000)}'",
+            "-c",
+            sql,
+        ],
     )
     if code != 0:
         return None

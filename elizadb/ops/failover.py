@@ -115,7 +115,9 @@ class Cluster:
             if short_or_name in (n.short, n.name):
                 return n
         known = ", ".join(n.short for n in self.topo.nodes)
-        raise UsageError(f"no node {short_or_name!r} in stack {self.settings.stack}; nodes: {known}")
+        raise UsageError(
+            f"no node {short_or_name!r} in stack {self.settings.stack}; nodes: {known}"
+        )
 
     # -- actions -----------------------------------------------------------------------------
     def fence(self, node: Node) -> None:
@@ -204,7 +206,9 @@ class Cluster:
         pooler = next(
             c for c in declaration.of_type(CONTAINER) if c.inputs["name"] == self.topo.pooler_name
         )
-        ini = next(u["content"] for u in pooler.inputs["uploads"] if u["file"] == paths.PGBOUNCER_INI)
+        ini = next(
+            u["content"] for u in pooler.inputs["uploads"] if u["file"] == paths.PGBOUNCER_INI
+        )
         container = self.client.containers.get(self.topo.pooler_name)
         container.put_archive("/", _tar_file(paths.PGBOUNCER_INI, ini))
         # PgBouncer reloads its configuration on SIGHUP. Server connections to a killed primary
@@ -227,7 +231,9 @@ class Cluster:
                 return
             last = lsn
             time.sleep(0.1)
-        raise DeployError(f"{node.name} kept receiving WAL for {timeout_s:.0f}s after the primary stopped")
+        raise DeployError(
+            f"{node.name} kept receiving WAL for {timeout_s:.0f}s after the primary stopped"
+        )
 
     def _pooler_admin(self, declaration: object, commands: list[str]) -> None:
         admin = _admin_uri(declaration.outputs)  # type: ignore[attr-defined]
@@ -261,7 +267,9 @@ class Cluster:
                 return time.monotonic() - started
             time.sleep(0.25)
         logs = self.client.containers.get(node.name).logs(tail=30).decode(errors="replace")
-        raise DeployError(f"{node.name} did not stream from {primary.name} in {timeout_s:.0f}s:\n{logs}")
+        raise DeployError(
+            f"{node.name} did not stream from {primary.name} in {timeout_s:.0f}s:\n{logs}"
+        )
 
 
 def _admin_uri(outputs: dict[str, Any]) -> str:

@@ -184,9 +184,7 @@ def _container_drift(stack: DeployedStack, spec: dict, digest: str) -> list[str]
         LABEL_SPEC: digest,
         # The local deploy keeps the declared grace period where a later `down` finds it.
         **(
-            {LABEL_GRACE: str(spec["destroyGraceSeconds"])}
-            if "destroyGraceSeconds" in spec
-            else {}
+            {LABEL_GRACE: str(spec["destroyGraceSeconds"])} if "destroyGraceSeconds" in spec else {}
         ),
     }
     same("labels", config["Labels"], expected_labels)

@@ -151,9 +151,7 @@ def test_a_changed_migration_replaces_the_job(
     for path in bootstrap.migration_files():
         (sql / path.name).write_text(path.read_text())
     (sql / "9999_extra.sql").write_text("SELECT 1;\n")
-    monkeypatch.setattr(
-        bootstrap, "migration_files", lambda directory: sorted(sql.glob("*.sql"))
-    )
+    monkeypatch.setattr(bootstrap, "migration_files", lambda directory: sorted(sql.glob("*.sql")))
     after = _containers(_declare(tmp_path))["bootstrap"].inputs
     changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
     assert changed == {"uploads"}

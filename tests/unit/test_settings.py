@@ -27,7 +27,11 @@ def test_defaults_follow_the_guide_and_are_safe() -> None:
     s = load_settings("dev", {}, "x")
     assert s.replicas == 2 and s.embedding_dimensions == 1536
     assert s.network.bind_address == "127.0.0.1"
-    assert (s.pooler.pool_size, s.pooler.idle_timeout_seconds, s.pooler.connect_timeout_seconds) == (
+    assert (
+        s.pooler.pool_size,
+        s.pooler.idle_timeout_seconds,
+        s.pooler.connect_timeout_seconds,
+    ) == (
         20,
         30,
         2,
@@ -50,7 +54,10 @@ def test_the_repository_stack_files_are_valid() -> None:
     ("values", "expected"),
     [
         ({"replicas": -1}, "elizadb:replicas = -1: Input should be greater than or equal to 0"),
-        ({"replicaz": 2}, "elizadb:replicaz: unknown key (value 2); remove it or check its spelling"),
+        (
+            {"replicaz": 2},
+            "elizadb:replicaz: unknown key (value 2); remove it or check its spelling",
+        ),
         (
             {"network": {"primaryPort": 70000}},
             "elizadb:network.primaryPort = 70000: Input should be less than or equal to 65535",
@@ -88,7 +95,10 @@ def test_the_repository_stack_files_are_valid() -> None:
             {"replication": {"synchronous": True, "synchronousCount": 3}},
             "elizadb:replication.synchronousCount = 3: more synchronous standbys than elizadb:replicas (2)",
         ),
-        ({"resources": {"memory": "lots"}}, "elizadb:resources.memory = 'lots': must be a size like 512m or 2g"),
+        (
+            {"resources": {"memory": "lots"}},
+            "elizadb:resources.memory = 'lots': must be a size like 512m or 2g",
+        ),
     ],
 )
 def test_invalid_config_names_key_value_and_what_is_allowed(values: dict, expected: str) -> None:
@@ -125,7 +135,9 @@ def _cli(args: list[str], project_dir: Path) -> subprocess.CompletedProcess[str]
 
 
 def test_cli_exits_2_without_traceback_before_touching_the_engine(tmp_path: Path) -> None:
-    (tmp_path / "Pulumi.dev.yaml").write_text("config:\n  elizadb:replicas: -3\n  elizadb:typo: 1\n")
+    (tmp_path / "Pulumi.dev.yaml").write_text(
+        "config:\n  elizadb:replicas: -3\n  elizadb:typo: 1\n"
+    )
     result = _cli(["up"], tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
