@@ -7,6 +7,7 @@ serving."""
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections.abc import Iterator
 
 import psycopg
@@ -25,8 +26,24 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeployedStack]:
         yield handle
 
 
+def _connect(stack: DeployedStack) -> psycopg.Connection:  # type: ignore[type-arg]
+    # A replaced container is ready inside before its published port forwards: Podman has been
+    # seen to take up to ~30 s after a restart or replace (the deploy's readiness job checks the
+    # node from inside the network). A bounded wait, then the last error.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return psycopg.connect(
+                stack.connections["superuser"], connect_timeout=5, autocommit=True
+            )
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
 def _write_and_read(stack: DeployedStack, value: str) -> None:
-    with psycopg.connect(stack.connections["superuser"], connect_timeout=5, autocommit=True) as c:
+    with _connect(stack) as c:
         c.execute("CREATE TABLE IF NOT EXISTS p9_probe (v text)")
         c.execute("INSERT INTO p9_probe VALUES (%s)", (value,))
         rows = c.execute("SELECT v FROM p9_probe ORDER BY v").fetchall()

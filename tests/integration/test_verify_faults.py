@@ -1210,15 +1210,16 @@ def test_promoted_replica_fails_role_streaming_slots_and_read_only(stack: Deploy
 def backup_mount(stack: DeployedStack, command: list[str]) -> Iterator[None]:
     """Change the backup mount inside the primary's mount namespace; a restart has the engine
     mount the volume again as declared. A helper that shares the primary's PID namespace enters
-    its mounts with CAP_SYS_ADMIN alone: a privileged exec or container asks for every
-    capability, and Docker Engine fails it ("unable to apply caps") where the host's bounding set
-    lacks one, as on these machines (no CAP_SYS_RESOURCE)."""
+    its mounts with two capabilities: SYS_ADMIN to change mounts, SYS_PTRACE to open the
+    namespace of a process that runs as another user (the server). A privileged exec or container
+    asks for every capability, and Docker Engine fails it ("unable to apply caps") where the
+    host's bounding set lacks one, as on these machines (no CAP_SYS_RESOURCE)."""
     primary = stack.client.containers.get(PRIMARY)
     stack.client.containers.run(
         primary.image.id,
         entrypoint=["nsenter", "-t", "1", "-m", *command],
         pid_mode=f"container:{primary.id}",
-        cap_add=["SYS_ADMIN"],
+        cap_add=["SYS_ADMIN", "SYS_PTRACE"],
         user="root",
         remove=True,
     )
