@@ -27,6 +27,7 @@ from pydantic.alias_generators import to_camel
 from elizadb.errors import ConfigError
 from infra.pg_parameters import memory_problem, parameter_problems
 from infra.roles import Role, server_role
+from infra.sizing import Resources, VectorNeed, derived_parameters, fit_problems
 
 PROJECT = "elizadb"
 MAX_REPLICAS = 9
@@ -64,32 +65,28 @@ FORCED_PG_PARAMETERS: frozenset[str] = frozenset(
     }
 )
 
-# Defaults the user may override. Sized for a small container; the guide's HNSW index wants
-# maintenance_work_mem, and max_slot_wal_keep_size stops a vanished replica's slot from filling
-# the disk.
+# Defaults the user may override. Memory and parallelism are derived from resources.memory and
+# resources.cpus (infra/sizing.py), not listed here; max_slot_wal_keep_size stops a vanished
+# replica's slot from filling the disk.
 DEFAULT_PG_PARAMETERS: Mapping[str, str] = {
     # A quiet database still ships its newest WAL to the backup repository within a minute.
     "archive_timeout": "60s",
     "checkpoint_timeout": "5min",
-    "effective_cache_size": "512MB",
     "hnsw.ef_search": "40",
     "log_connections": "on",
     "log_disconnections": "on",
     "log_line_prefix": "%m [%p] %q%u@%d ",
     "log_min_duration_statement": "1000",
     "log_statement": "ddl",
-    "maintenance_work_mem": "256MB",
     "max_connections": "100",
     "max_replication_slots": "10",
     "max_slot_wal_keep_size": "2GB",
     "max_wal_senders": "10",
     "max_wal_size": "1GB",
-    "shared_buffers": "256MB",
     "wal_keep_size": "256MB",
     # How soon a standby retries its primary: after a failover, synchronous commits on the new
     # primary wait until a standby has found it (the default, 5 s, is most of the RTO).
     "wal_retrieve_retry_interval": "500ms",
-    "work_mem": "8MB",
 }
 
 _PG_PARAM_NAME = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
@@ -172,6 +169,9 @@ class NetworkSettings(_Model):
 class ResourceSettings(_Model):
     memory: str = "1g"
     shm_size: str = "512m"
+    # The CPUs a node may use: sizes parallel query and parallel index builds. Not a container
+    # limit (see README, "Sizing").
+    cpus: float = Field(default=2, ge=1, le=1024)
 
     @field_validator("memory", "shm_size")
     @classmethod
@@ -179,6 +179,12 @@ class ResourceSettings(_Model):
         if not _SIZE.match(value.lower()):
             raise ValueError("must be a size like 512m or 2g")
         return value.lower()
+
+
+class VectorSettings(_Model):
+    # How many memories the stack is expected to hold; validation refuses a size whose HNSW
+    # indexes the node's memory cannot cache or build. None: not stated, not checked.
+    expected_memories: int | None = Field(default=None, ge=0, le=10**10)
 
 
 class PostgresSettings(_Model):
@@ -301,6 +307,7 @@ class StackSettings(_Model):
     network: NetworkSettings = Field(default_factory=NetworkSettings)
     resources: ResourceSettings = Field(default_factory=ResourceSettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    vector: VectorSettings = Field(default_factory=VectorSettings)
     pooler: PoolerSettings = Field(default_factory=PoolerSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
@@ -368,10 +375,35 @@ class StackSettings(_Model):
         return self.tls.root_cert_path or f"{self.prefix}-ca.crt"
 
     def pg_parameters(self) -> dict[str, str]:
-        """Defaults overlaid with the user's parameters, as strings, sorted by name."""
-        merged = dict(DEFAULT_PG_PARAMETERS)
-        merged.update({k: _pg_value(v) for k, v in self.postgres.parameters.items()})
-        return dict(sorted(merged.items()))
+        """Defaults and the parameters sized from the resources, overlaid with the user's, as
+        strings, sorted by name."""
+        resources = Resources(size_mb(self.resources.memory), self.resources.cpus)
+        return merged_parameters(resources, self.postgres.parameters)
+
+
+def size_mb(text: str) -> int:
+    """Megabytes in a size like 512m or 2g (validated by _SIZE first)."""
+    match = _SIZE.match(text.lower())
+    if not match:
+        raise ValueError(f"not a size: {text!r}")
+    number, unit = int(match.group(1)), match.group(2)
+    return {"k": max(1, number // 1024), "m": number, "g": number * 1024}[unit]
+
+
+def merged_parameters(
+    resources: Resources, user: Mapping[str, str | float | bool]
+) -> dict[str, str]:
+    """What every node runs with: the user's parameters win over the derived ones, which win
+    over the defaults."""
+    user_text = {k: _pg_value(v) for k, v in user.items()}
+    connections = user_text.get("max_connections", DEFAULT_PG_PARAMETERS["max_connections"])
+    try:
+        max_connections = int(connections)
+    except ValueError:
+        max_connections = int(DEFAULT_PG_PARAMETERS["max_connections"])  # refused elsewhere
+    merged = {**DEFAULT_PG_PARAMETERS, **derived_parameters(resources, max_connections)}
+    merged.update(user_text)
+    return dict(sorted(merged.items()))
 
 
 def _pg_value(value: str | float | bool) -> str:
@@ -457,6 +489,39 @@ def _get(values: Mapping[str, Any], *path: str) -> Any:
     return node
 
 
+def _fit_problems(values: Mapping[str, Any], parameters: Any) -> list[str]:
+    """Whether the parameters, and the vector indexes of the expected memories, fit the node's
+    memory. Skipped when the sizes themselves are invalid (reported per field)."""
+    memory = _get(values, "resources", "memory") or "1g"
+    shm = _get(values, "resources", "shmSize") or "512m"
+    cpus = _get(values, "resources", "cpus") or 2
+    rows = _get(values, "vector", "expectedMemories") or 0
+    dims = values.get("embeddingDimensions", 1536)
+    if not (
+        isinstance(memory, str)
+        and _SIZE.match(memory.lower())
+        and isinstance(shm, str)
+        and _SIZE.match(shm.lower())
+        and isinstance(cpus, int | float)
+        and cpus >= 1
+        and isinstance(rows, int)
+        and isinstance(dims, int)
+        and (parameters is None or isinstance(parameters, Mapping))
+    ):
+        return []
+    container_mb = size_mb(memory)
+    merged = merged_parameters(Resources(container_mb, cpus), parameters or {})
+    problems: list[str] = []
+    fit = memory_problem(merged, container_mb)
+    if fit:
+        problems.append(f"{PROJECT}:postgres.parameters: {fit}")
+    need = VectorNeed(rows=rows, dimensions=dims)
+    for key, why in fit_problems(need, merged, container_mb, size_mb(shm)):
+        value = rows if key == "vector.expectedMemories" else shm
+        problems.append(f"{PROJECT}:{key} = {value!r}: {why}")
+    return problems
+
+
 def _semantic_problems(stack: str, values: Mapping[str, Any]) -> list[str]:
     """Rules that span keys, checked on the raw values so that they are reported together with
     the per-field problems."""
@@ -494,14 +559,7 @@ def _semantic_problems(stack: str, values: Mapping[str, Any]) -> list[str]:
                 f"{PROJECT}:postgres.parameters.{name} = {parameters[name]!r}: {problem}; "
                 "fix or remove it (the image's PostgreSQL would refuse to start with it)"
             )
-    memory = _get(values, "resources", "memory") or "1g"
-    size = _SIZE.match(memory.lower()) if isinstance(memory, str) else None
-    if size and (parameters is None or isinstance(parameters, Mapping)):
-        merged = {**DEFAULT_PG_PARAMETERS, **(parameters or {})}
-        container_mb = int(size.group(1)) * {"k": 1 / 1024, "m": 1, "g": 1024}[size.group(2)]
-        fit = memory_problem(merged, int(container_mb))
-        if fit:
-            problems.append(f"{PROJECT}:postgres.parameters: {fit}")
+    problems.extend(_fit_problems(values, parameters))
     ports = {
         "network.primaryPort": _get(values, "network", "primaryPort") or 15432,
         "network.poolerPort": _get(values, "network", "poolerPort") or 16432,

@@ -118,11 +118,6 @@ def container_options(
     )
 
 
-def megabytes(size: str) -> int:
-    number, unit = int(size[:-1]), size[-1]
-    return {"k": max(1, number // 1024), "m": number, "g": number * 1024}[unit]
-
-
 # Every volume has a fixed name: one that had to be replaced would collide with itself unless the
 # old one goes first. Its labels are written when it is made and never changed: a volume made
 # before stack ids existed keeps its labels rather than being replaced (it may be protected),

@@ -13,7 +13,6 @@ from infra.components.common import (
     container_options,
     healthcheck,
     labels,
-    megabytes,
     secret_upload,
     upload,
     volume_labels,
@@ -24,6 +23,7 @@ from infra.render.pgbackrest import CONF_PATH as PGBACKREST_CONF
 from infra.render.pgbackrest import SOCKET_DIR, render_pgbackrest_conf
 from infra.render.postgres import primary_conninfo, render_pg_hba, render_postgresql_conf
 from infra.roles import REPLICATOR, SUPERUSER
+from infra.settings import size_mb
 from infra.topology import BACKUP_MOUNT, DATA_MOUNT, PG_PORT, Node
 
 
@@ -92,7 +92,7 @@ class PostgresNode(pulumi.ComponentResource):
             f"ELIZADB_PRIMARY_CONNINFO={primary_conninfo(settings, topo, node)}",
             f"ELIZADB_SLOT={node.slot}",
         ]
-        memory = megabytes(settings.resources.memory)
+        memory = size_mb(settings.resources.memory)
         self.container = docker.Container(
             name,
             name=node.name,
@@ -125,7 +125,7 @@ class PostgresNode(pulumi.ComponentResource):
             restart="unless-stopped",
             memory=memory,
             memory_swap=memory,  # no swap on top of the limit
-            shm_size=megabytes(settings.resources.shm_size),
+            shm_size=size_mb(settings.resources.shm_size),
             # SIGINT is PostgreSQL's fast shutdown; SIGTERM would wait for every client.
             stop_signal="SIGINT",
             stop_timeout=DATABASE_GRACE_SECONDS,
