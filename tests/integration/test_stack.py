@@ -230,8 +230,11 @@ def _container_drift(stack: DeployedStack, spec: dict, digest: str) -> list[str]
     same("networks", sorted(networks), sorted(n["name"] for n in spec["networksAdvanced"]))
     for net in spec["networksAdvanced"]:
         attached = networks.get(net["name"]) or {}
-        # The engine adds the container's short id as an alias of its own.
+        # The engine adds the container's short id as an alias of its own, and Docker Engine its
+        # name as well (which Podman resolves without listing it).
         aliases = set(attached.get("Aliases") or []) - {container.id[:12]}
+        if spec["name"] not in (net.get("aliases") or []):
+            aliases.discard(spec["name"])
         same(f"aliases on {net['name']}", sorted(aliases), sorted(net.get("aliases") or []))
         # A container that has exited (the one-shot job) holds no address any more.
         if net.get("ipv4Address") and attrs["State"]["Running"]:
