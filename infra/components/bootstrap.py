@@ -71,7 +71,9 @@ class BootstrapJob(pulumi.ComponentResource):
         names = [SUPERUSER, *(r.name for r in (*ROLES, *settings.server_roles))]
         secrets = pulumi.Output.all(args.salt_seed, *(passwords[n] for n in names))
         bootstrap_sql = secrets.apply(
-            lambda v: render_bootstrap_sql(settings, topo, dict(zip(names, v[1:])), v[0])
+            lambda v: render_bootstrap_sql(
+                settings, topo, dict(zip(names, v[1:], strict=True)), v[0]
+            )
         )
         pgpass = passwords[SUPERUSER].apply(lambda pw: render_pgpass([("*", SUPERUSER, pw)]))
         sslmode = "verify-full" if settings.tls.enabled else "disable"

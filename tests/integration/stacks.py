@@ -87,8 +87,7 @@ class DeployedStack:
         }
 
     def outputs_file(self) -> Path:
-        path = self.state_dir / f"{self.settings.stack}.outputs.json"
-        return path
+        return self.state_dir / f"{self.settings.stack}.outputs.json"
 
     def _fix_root_cert(self) -> None:
         # Connection strings name the CA file relative to the project folder; tests run from
