@@ -102,11 +102,11 @@ def _switchover(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _drill(args: argparse.Namespace, settings: Any) -> int:
+    from elizadb.drills import report
+    from elizadb.drills.failover import run_drill
     from elizadb.local import deploy
     from elizadb.local.apply import connect
     from elizadb.local.state import StateFile
-    from verify.drills import report
-    from verify.drills.failover import run_drill
 
     if args.runs < 1:
         raise UsageError(f"--runs {args.runs}: give 1 or more")

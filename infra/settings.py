@@ -24,7 +24,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from elizadb.errors import ConfigError
+from infra.errors import ConfigError
 from infra.pg_parameters import memory_problem, parameter_problems
 from infra.roles import Role, server_role
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from elizadb.errors import UsageError
+from infra.errors import UsageError
 from verify.checks import ALL_CHECKS
 from verify.context import Context
 from verify.errors import VerifyError

@@ -8,7 +8,7 @@ import statistics
 from collections.abc import Sequence
 from html import escape
 
-from verify.drills.failover import DrillResult
+from elizadb.drills.failover import DrillResult
 
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
 
