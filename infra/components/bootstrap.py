@@ -22,6 +22,7 @@ from infra.render import paths
 from infra.render.bootstrap import render_bootstrap_sql
 from infra.render.connections import render_pgpass
 from infra.roles import ROLES, SUPERUSER
+from infra.settings import MAX_EMBEDDING_DIMENSIONS
 from infra.topology import PG_PORT
 
 
@@ -84,6 +85,7 @@ class BootstrapJob(pulumi.ComponentResource):
             command=["job"],
             envs=[
                 f"ELIZADB_EMBEDDING_DIMS={settings.embedding_dimensions}",
+                f"ELIZADB_EMBEDDING_MAX_DIMS={MAX_EMBEDDING_DIMENSIONS}",
                 f"PGDATABASE={settings.database}",
                 # Whichever node is read-write: the job follows a failover by itself.
                 f"PGHOST={','.join(n.name for n in topo.nodes)}",
