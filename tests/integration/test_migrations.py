@@ -1247,10 +1247,11 @@ process.exit(failed ? 1 : 0);
 def test_real_adapter_under_node(pg: ScratchPostgres, first_run: ExecResult) -> None:
     """The pinned adapter of tests/adapter (installed there by `npm ci` when missing) against the
     bare migrated schema, including knowledge search, which the stack-level test does not drive."""
-    from tests.integration.test_eliza_adapter import ADAPTER_DIR, _install_adapter, _require_node
+    from tests.integration.node_clients import npm_ci, require_node
+    from tests.integration.test_eliza_adapter import ADAPTER_DIR
 
-    _require_node()
-    _install_adapter()
+    require_node("@elizaos/adapter-postgres")
+    npm_ci(ADAPTER_DIR)
     adapter_dir = str(ADAPTER_DIR)
     # Next to its node_modules, where Node resolves the package from.
     script = Path(adapter_dir) / "elizadb-adapter-check.mjs"
