@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.engine import engine_description  # noqa: E402
+from bench.engine import engine_description
 
 OUT = ROOT / "bench" / "results" / "failover"
 STACK = "benchfo"

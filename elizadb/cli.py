@@ -4,6 +4,7 @@ exit codes (2 for usage and configuration, 1 for failures) without a traceback."
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -190,10 +191,8 @@ def _run(args: argparse.Namespace) -> int:
         # Before anything is touched: the engine's resources of this stack must be ours.
         # With no engine there is nothing to take over: each command then reports it itself
         # when it needs the engine (outputs come from the state alone).
-        try:
+        with contextlib.suppress(EngineError):
             deploy.guard(settings)
-        except EngineError:
-            pass
     if args.command == "verify":
         return _verify(args)
     if getattr(args, "handler", None) is not None:
@@ -249,6 +248,6 @@ def _run(args: argparse.Namespace) -> int:
         ]
         widths = [max(len(row[i]) for row in table) for i in range(len(header))]
         for row in table:
-            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
         return 0 if all(r.ready for r in rows) else 1
     raise AssertionError(args.command)

@@ -189,7 +189,7 @@ def superuser_conninfo(settings: StackSettings, project_dir: Path) -> str:
     root = query.get("sslrootcert")
     if root and not Path(root).is_absolute():
         query["sslrootcert"] = str(project_dir / root)
-    return urlunsplit(parts._replace(path=f"/{settings.database}", query=urlencode(query)))
+    return str(urlunsplit(parts._replace(path=f"/{settings.database}", query=urlencode(query))))
 
 
 def _maintenance(args: argparse.Namespace, settings: StackSettings) -> int:

@@ -102,10 +102,11 @@ def _switchover(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _drill(args: argparse.Namespace, settings: Any) -> int:
+    from elizadb.drills import report
+    from elizadb.drills.failover import run_drill
     from elizadb.local import deploy
     from elizadb.local.apply import connect
-    from verify.drills import report
-    from verify.drills.failover import run_drill
+    from elizadb.local.state import StateFile
 
     if args.runs < 1:
         raise UsageError(f"--runs {args.runs}: give 1 or more")
@@ -119,7 +120,7 @@ def _drill(args: argparse.Namespace, settings: Any) -> int:
             _say(f"drill {i + 1}/{args.runs}: {args.kind}")
             lagging = None
             if args.lag and args.kind == "failover":
-                primary = deploy.effective_settings(settings, deploy.StateFile(settings.stack))
+                primary = deploy.effective_settings(settings, StateFile(settings.stack))
                 lagging = next(
                     n.short for n in _cluster(primary).topo.nodes if n.short != primary.primary_node
                 )

@@ -7,8 +7,8 @@
 # PGSSLROOTCERT, PGPASSFILE). The role must be a superuser: the first migrations create
 # extensions, and later ones SET ROLE to the owner of the schema objects.
 #
-# Configuration: ELIZADB_EMBEDDING_DIMS (default 1536) is passed to every file as the psql
-# variable :embedding_dims.
+# Configuration: ELIZADB_EMBEDDING_DIMS is passed to every file as the psql variable
+# :embedding_dims; ELIZADB_EMBEDDING_MAX_DIMS is its upper bound (both set by the bootstrap job).
 #
 # What it does:
 #   1. holds a session advisory lock for the whole run, so that two runners started at once
@@ -47,11 +47,14 @@ q() { psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
 dir=${1%/}
 [[ -d $dir ]] || die 2 "$dir is not a directory"
 
-dims=${ELIZADB_EMBEDDING_DIMS:-1536}
-# 2000 is the most dimensions an HNSW index accepts for the vector type; beyond it the index
-# migrations would fail halfway through.
-if ! [[ $dims =~ ^[1-9][0-9]{0,3}$ ]] || ((dims > 2000)); then
-  die 2 "ELIZADB_EMBEDDING_DIMS must be a whole number from 1 to 2000, not '$dims'"
+# Both come from the bootstrap job, rendered from infra/settings.py (DEFAULT_EMBEDDING_DIMENSIONS,
+# MAX_EMBEDDING_DIMENSIONS: the most an HNSW index accepts for the vector type; beyond it the
+# index migrations would fail halfway through).
+dims=${ELIZADB_EMBEDDING_DIMS:?ELIZADB_EMBEDDING_DIMS is not set (the bootstrap job sets it)}
+max=${ELIZADB_EMBEDDING_MAX_DIMS:?ELIZADB_EMBEDDING_MAX_DIMS is not set (the bootstrap job sets it)}
+[[ $max =~ ^[1-9][0-9]*$ ]] || die 2 "ELIZADB_EMBEDDING_MAX_DIMS must be a whole number, not '$max'"
+if ! [[ $dims =~ ^[1-9][0-9]{0,5}$ ]] || ((dims > max)); then
+  die 2 "ELIZADB_EMBEDDING_DIMS must be a whole number from 1 to $max, not '$dims'"
 fi
 
 # ---- the files, in apply order -------------------------------------------------------------

@@ -8,9 +8,9 @@ import pulumi
 # Pulumi runs this file from infra/; make the repository importable without an install.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from elizadb.errors import ConfigError  # noqa: E402
-from infra.program import ElizaDbStack  # noqa: E402
-from infra.settings import config_from_pulumi_runtime, load_settings  # noqa: E402
+from infra.errors import ConfigError
+from infra.program import ElizaDbStack
+from infra.settings import config_from_pulumi_runtime, load_settings
 
 stack = pulumi.get_stack()
 try:

@@ -143,8 +143,8 @@ def memory_mb(param_name: str, value: str | float) -> float:
 def memory_problem(parameters: Mapping[str, str | float | bool], container_mb: int) -> str | None:
     """Whether shared_buffers and maintenance_work_mem fit in the container with headroom."""
     try:
-        shared = memory_mb("shared_buffers", parameters["shared_buffers"])  # type: ignore[arg-type]
-        maintenance = memory_mb("maintenance_work_mem", parameters["maintenance_work_mem"])  # type: ignore[arg-type]
+        shared = memory_mb("shared_buffers", parameters["shared_buffers"])
+        maintenance = memory_mb("maintenance_work_mem", parameters["maintenance_work_mem"])
     except (KeyError, ValueError):
         return None  # reported as a parameter problem instead
     needed = shared + maintenance + HEADROOM_MB

@@ -170,7 +170,9 @@ def stack_outputs(
         # ENABLE_DATA_ISOLATION=true: each ElizaOS server's own role, transaction-mode pool.
         "servers": {
             server: node(role.name, topo.pooler_host_port)
-            for server, role in zip(settings.schema_settings.servers, settings.server_roles)
+            for server, role in zip(
+                settings.schema_settings.servers, settings.server_roles, strict=True
+            )
         },
     }
     return {

@@ -24,12 +24,19 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from elizadb.errors import ConfigError
+from infra.errors import ConfigError
 from infra.pg_parameters import memory_problem, parameter_problems
 from infra.roles import Role, server_role
 from infra.sizing import Resources, VectorNeed, derived_parameters, fit_problems
 
 PROJECT = "elizadb"
+# The embedding size of the memories tables, stated once: the bootstrap job receives both from
+# the rendered job (ELIZADB_EMBEDDING_DIMS, ELIZADB_EMBEDDING_MAX_DIMS) and image/migrate.sh
+# refuses what is outside them, so `elizadb validate` accepts exactly what a deploy can deploy.
+DEFAULT_EMBEDDING_DIMENSIONS = 1536
+# pgvector's HNSW index accepts at most 2000 dimensions for the `vector` type, and the migrations
+# index the embeddings with HNSW.
+MAX_EMBEDDING_DIMENSIONS = 2000
 MAX_REPLICAS = 9
 NAME_PREFIX = "elizadb"
 
@@ -297,7 +304,7 @@ class StackSettings(_Model):
     stack: str
     environment: Environment = Environment.DEVELOPMENT
     replicas: int = Field(default=2, ge=0, le=MAX_REPLICAS)
-    embedding_dimensions: int = Field(default=1536, ge=1, le=16000)
+    embedding_dimensions: int = Field(default=DEFAULT_EMBEDDING_DIMENSIONS, ge=1)
     database: str = "eliza"
     # The node that is read-write now: "primary" until a failover or switchover promotes a
     # replica ("replica-1", ...). Only the pooler and the outputs follow it; node configuration
@@ -332,6 +339,17 @@ class StackSettings(_Model):
 
     # `schema` is a pydantic BaseModel attribute, hence the field name.
     schema_settings: SchemaSettings = Field(default_factory=SchemaSettings, alias="schema")
+
+    @field_validator("embedding_dimensions")
+    @classmethod
+    def _embedding_dimensions(cls, value: int) -> int:
+        if value > MAX_EMBEDDING_DIMENSIONS:
+            raise ValueError(
+                f"at most {MAX_EMBEDDING_DIMENSIONS}: the memories' embeddings are indexed with "
+                f"HNSW, which accepts at most {MAX_EMBEDDING_DIMENSIONS} dimensions for pgvector's "
+                "vector type (the bootstrap job would refuse it)"
+            )
+        return value
 
     @field_validator("database")
     @classmethod

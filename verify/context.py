@@ -76,7 +76,7 @@ class Context:
         self._sessions.clear()
         self._tmp.cleanup()
 
-    def __enter__(self) -> Context:  # noqa: PYI034 — not subclassed
+    def __enter__(self) -> Context:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -87,7 +87,7 @@ class Context:
         if key not in self._memo:
             try:
                 self._memo[key] = ("ok", compute())
-            except Exception as err:  # noqa: BLE001 — replayed below, to every caller
+            except Exception as err:
                 self._memo[key] = ("err", err)
         kind, value = self._memo[key]
         if kind == "err":
@@ -197,7 +197,7 @@ class Context:
         """`SHOW <command>` on the admin console, as dicts by column name."""
         cur = self.pooler_admin().execute(f"SHOW {command}")
         names = [d.name for d in cur.description or ()]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     # ---- internals --------------------------------------------------------------------------
     def _direct(self, key: str, target: str, root: str, conninfo: str) -> psycopg.Connection[Any]:

@@ -1,8 +1,8 @@
-"""Errors of the verify suite (part of eliza-db's one error tree, see elizadb/errors.py)."""
+"""Errors of the verify suite (part of eliza-db's one error tree, see infra/errors.py)."""
 
 from __future__ import annotations
 
-from elizadb.errors import ElizaDbError
+from infra.errors import ElizaDbError
 
 
 class VerifyError(ElizaDbError):

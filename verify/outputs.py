@@ -184,7 +184,7 @@ def load_outputs(path_or_dict: str | Path | Mapping[str, Any]) -> Outputs:
     pooler = r.endpoint(raw, "pooler", "", "pooler")
 
     conns = r.get(raw, "connections", dict)
-    uris = {attr: "" for attr in _CONNECTION_KEYS.values()}
+    uris = dict.fromkeys(_CONNECTION_KEYS.values(), "")
     readonly: list[str] = []
     if conns is not None:
         uris = {attr: r.uri(conns, key, "connections") for key, attr in _CONNECTION_KEYS.items()}

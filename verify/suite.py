@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from elizadb.errors import UsageError
+from infra.errors import UsageError
 from verify.checks import ALL_CHECKS
 from verify.context import Context
 from verify.errors import VerifyError
@@ -60,7 +60,7 @@ def _run_one(check: Check, ctx: Context) -> tuple[Outcome, float]:
             )
         except VerifyError:
             raise  # the suite itself cannot go on (e.g. a session that would not be read-only)
-        except Exception as err:  # noqa: BLE001 — a broken check must not hide the others
+        except Exception as err:
             outcome = failed(
                 f"the check could not complete: {type(err).__name__}",
                 f"{type(err).__name__}: {str(err).strip()}",

@@ -38,7 +38,7 @@ def recall_at_k(
     """Mean over queries of |approximate top-k ∩ exact top-k| / k."""
     if not exact:
         return 0.0
-    hits = [len(set(a[:k]) & set(e[:k])) / k for a, e in zip(approximate, exact)]
+    hits = [len(set(a[:k]) & set(e[:k])) / k for a, e in zip(approximate, exact, strict=True)]
     return sum(hits) / len(exact)
 
 

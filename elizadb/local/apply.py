@@ -251,7 +251,7 @@ class Applier:
                 raise DeployError(f"image build failed: {chunk['error'].strip()}\n" + "".join(tail))
             line = chunk.get("stream", "")
             if line.strip():
-                tail = (tail + [line])[-20:]
+                tail = ([*tail, line])[-20:]
                 if line.startswith(("STEP", "Step")):
                     self.progress(f"  {line.strip()}")
         try:
@@ -328,8 +328,10 @@ class Applier:
         networking = None
         if networks:
             first = networks[0]
+            # types-docker types the argument as one EndpointConfig; docker-py takes a mapping
+            # of network name to EndpointConfig (its docstring and the Engine API).
             networking = self.api.create_networking_config(
-                {
+                {  # type: ignore[arg-type]
                     first["name"]: self.api.create_endpoint_config(
                         aliases=first.get("aliases"), ipv4_address=first.get("ipv4Address")
                     )

@@ -55,7 +55,9 @@ class _LocalMocks(pulumi.runtime.Mocks):
     def __init__(self, state: StateFile | None) -> None:
         self.state = state
 
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
+    def new_resource(
+        self, args: pulumi.runtime.MockResourceArgs
+    ) -> tuple[str | None, dict[str, Any]]:
         inputs = _unwrap(args.inputs)
         if args.typ in providers.TYPES:
             if self.state is None:
@@ -69,7 +71,7 @@ class _LocalMocks(pulumi.runtime.Mocks):
             return inputs["name"], {**inputs, "exitCode": 0, "containerLogs": ""}
         return inputs.get("name") or args.name, inputs
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list | None]:
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[Any] | None]:
         raise RuntimeError(f"the eliza-db program makes no invokes, but called {args.token}")
 
 
@@ -81,7 +83,7 @@ class _CaptureMonitor(pulumi_mocks.MockMonitor):
         self.captured: list[Declared] = []
 
     def RegisterResource(self, request: Any) -> Any:  # the gRPC method name
-        response = super().RegisterResource(request)
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]  # pulumi's
         if request.type == "pulumi:pulumi:Stack":
             return response
         raw = rpc.deserialize_properties(request.object)
@@ -165,7 +167,7 @@ def declare(settings: StackSettings, state: StateFile | None) -> Declaration:
             out = pulumi.Output.from_input(value)
             resolved[key] = (await out.future(), await out.is_secret())
 
-    @pulumi.runtime.test
+    @pulumi.runtime.test  # type: ignore[untyped-decorator]  # untyped in pulumi
     def run() -> pulumi.Output[None]:
         stack = ElizaDbStack(settings)
         return pulumi.Output.from_input(asyncio.ensure_future(resolve(stack.outputs)))

@@ -152,7 +152,7 @@ def status(settings: StackSettings) -> list[NodeStatus]:
                 streams[app] = f"{state} ({sync}, {int(float(lag or 0))} B behind)"
         rows.append(NodeStatus(node.name, node.role, "running", ready, in_recovery, ""))
     result = []
-    for row, node in zip(rows, topo.nodes):
+    for row, node in zip(rows, topo.nodes, strict=True):
         if node.role == "replica" and row.state == "running":
             row = replace(row, replication=streams.get(node.application_name, "not streaming"))
         elif node.role == "primary" and row.state == "running":

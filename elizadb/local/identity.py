@@ -55,15 +55,15 @@ def state_stack_id(state: StateFile) -> str | None:
 
 def find_stack(client: docker.DockerClient, stack: str) -> Found:
     found = Found()
-    label = {"label": f"{LABEL_STACK}={stack}"}
+    label: dict[str, str | list[str] | bool] = {"label": f"{LABEL_STACK}={stack}"}
     for container in client.containers.list(all=True, filters=label):
-        found.containers.append(container.name)
+        found.containers.append(str(container.name))
         found.ids.add(container.labels.get(LABEL_STACK_ID, ""))
     for volume in client.volumes.list(filters=label):
-        found.volumes.append(volume.name)
+        found.volumes.append(str(volume.name))
         found.ids.add((volume.attrs.get("Labels") or {}).get(LABEL_STACK_ID, ""))
     for network in client.networks.list(filters=label):
-        found.networks.append(network.name)
+        found.networks.append(str(network.name))
         found.ids.add((network.attrs.get("Labels") or {}).get(LABEL_STACK_ID, ""))
     return found
 

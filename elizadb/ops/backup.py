@@ -119,7 +119,7 @@ def parse_info(text: str) -> Catalog:
 
 
 def image_ref(declaration: Declaration) -> str:
-    return next(r.inputs["name"] for r in declaration.of_type(REMOTE_IMAGE))
+    return str(next(r.inputs["name"] for r in declaration.of_type(REMOTE_IMAGE)))
 
 
 def stack_image(settings: StackSettings) -> str:
@@ -206,7 +206,7 @@ def agent_status(client: docker.DockerClient, settings: StackSettings) -> dict[s
         return {}
     result = exec_in(client, name, ["elizadb-backup", "status"])
     pairs = (line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
-    return {k: v for k, v in pairs}
+    return dict(pairs)
 
 
 # -- reports ---------------------------------------------------------------------------------
@@ -243,7 +243,7 @@ def render_table(catalog: Catalog, status: dict[str, str] | None = None) -> str:
         for b in catalog.backups
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     if not catalog.backups:
         lines.append("(no backups yet)")
     lines.append("")

@@ -8,6 +8,7 @@ password is needed here.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import tarfile
 import time
@@ -168,10 +169,8 @@ def run_job(
     and return its output; BackupError with the log's end when it fails. The container carries
     the stack's label, so `elizadb down` removes a leftover of an interrupted run."""
     api = client.api
-    try:
+    with contextlib.suppress(docker.errors.NotFound):
         client.containers.get(name).remove(force=True)
-    except docker.errors.NotFound:
-        pass
     host_config = api.create_host_config(
         mounts=[
             Mount(target=m.path, source=m.volume, type="volume", read_only=m.read_only)
@@ -192,7 +191,8 @@ def run_job(
         if files:
             api.put_archive(created["Id"], "/", tar_files(files))
         api.start(created["Id"])
-        result = api.wait(created["Id"], timeout=timeout_s)
+        # types-docker says int; docker-py hands the timeout to requests, which takes a float.
+        result = api.wait(created["Id"], timeout=timeout_s)  # type: ignore[arg-type]
         logs = api.logs(created["Id"]).decode(errors="replace")
         stdout = api.logs(created["Id"], stderr=False).decode(errors="replace")
     except docker.errors.APIError as exc:
@@ -200,10 +200,8 @@ def run_job(
             f"{name}: the container engine refused: {exc.explanation or exc}"
         ) from None
     finally:
-        try:
+        with contextlib.suppress(docker.errors.APIError):
             api.remove_container(created["Id"], force=True)
-        except docker.errors.APIError:
-            pass
     if result.get("StatusCode") != 0:
         tail = "\n".join(logs.strip().splitlines()[-25:])
         raise BackupError(

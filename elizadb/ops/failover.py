@@ -274,11 +274,13 @@ class Cluster:
 
 def _admin_uri(outputs: dict[str, Any]) -> str:
     """PgBouncer's admin console URI, verified against the stack CA written to a private file."""
-    handle = tempfile.NamedTemporaryFile("w", prefix="elizadb-ca-", suffix=".crt", delete=False)
+    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed by the with below, kept on disk
+        "w", prefix="elizadb-ca-", suffix=".crt", delete=False
+    )
     with handle:
         handle.write(outputs["caCert"])
     _CA_FILES.append(handle.name)
-    return outputs["connections"]["poolerAdmin"].replace(
+    return str(outputs["connections"]["poolerAdmin"]).replace(
         f"sslrootcert={outputs['caCertPath']}", f"sslrootcert={handle.name}"
     )
 

@@ -194,7 +194,9 @@ def _mb(count: int) -> str:
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
     all_rows = [header, *rows]
     widths = [max(len(r[i]) for r in all_rows) for i in range(len(header))]
-    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in all_rows]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in all_rows
+    ]
 
 
 def render(report: MaintenanceReport) -> str:
@@ -261,8 +263,8 @@ def render(report: MaintenanceReport) -> str:
 
 def to_json(report: MaintenanceReport) -> dict[str, Any]:
     data = asdict(report)
-    for table, health in zip(data["tables"], report.tables):
+    for table, health in zip(data["tables"], report.tables, strict=True):
         table["dead_percent"] = round(health.dead_percent, 2)
-    for index, usage in zip(data["indexes"], report.indexes):
+    for index, usage in zip(data["indexes"], report.indexes, strict=True):
         index["unused"] = usage.unused
     return data

@@ -455,11 +455,13 @@ def _agent_running(client: docker.DockerClient, topo: Topology) -> bool:
 
 
 def _refuse_existing(client: docker.DockerClient, stack: str) -> None:
-    label = {"label": f"{LABEL_STACK}={stack}"}
+    label: dict[str, str | list[str] | bool] = {"label": f"{LABEL_STACK}={stack}"}
     containers = client.containers.list(all=True, filters=label)
     volumes = client.volumes.list(filters=label)
     if containers or volumes:
-        names = ", ".join(sorted([c.name for c in containers] + [v.name for v in volumes]))
+        names = ", ".join(
+            sorted([str(c.name) for c in containers] + [str(v.name) for v in volumes])
+        )
         raise UsageError(
             f"stack {stack} already exists ({names}); restore into a new name, or remove it "
             f"first with `elizadb down --stack {stack} --delete-volumes`"

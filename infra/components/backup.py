@@ -58,7 +58,7 @@ class BackupAgent(pulumi.ComponentResource):
         volumes = [
             docker.ContainerVolumeArgs(volume_name=backup_volume.name, container_path=BACKUP_MOUNT)
         ]
-        for node, pg in zip(topo.nodes, nodes):
+        for node, pg in zip(topo.nodes, nodes, strict=True):
             volumes += [
                 docker.ContainerVolumeArgs(
                     volume_name=pg.volume.name, container_path=f"{NODES_DIR}/{node.short}/data"

@@ -22,6 +22,7 @@ from infra.render import paths
 from infra.render.bootstrap import render_bootstrap_sql
 from infra.render.connections import render_pgpass
 from infra.roles import ROLES, SUPERUSER
+from infra.settings import MAX_EMBEDDING_DIMENSIONS
 from infra.topology import PG_PORT
 
 
@@ -71,7 +72,9 @@ class BootstrapJob(pulumi.ComponentResource):
         names = [SUPERUSER, *(r.name for r in (*ROLES, *settings.server_roles))]
         secrets = pulumi.Output.all(args.salt_seed, *(passwords[n] for n in names))
         bootstrap_sql = secrets.apply(
-            lambda v: render_bootstrap_sql(settings, topo, dict(zip(names, v[1:])), v[0])
+            lambda v: render_bootstrap_sql(
+                settings, topo, dict(zip(names, v[1:], strict=True)), v[0]
+            )
         )
         pgpass = passwords[SUPERUSER].apply(lambda pw: render_pgpass([("*", SUPERUSER, pw)]))
         sslmode = "verify-full" if settings.tls.enabled else "disable"
@@ -82,6 +85,7 @@ class BootstrapJob(pulumi.ComponentResource):
             command=["job"],
             envs=[
                 f"ELIZADB_EMBEDDING_DIMS={settings.embedding_dimensions}",
+                f"ELIZADB_EMBEDDING_MAX_DIMS={MAX_EMBEDDING_DIMENSIONS}",
                 f"PGDATABASE={settings.database}",
                 # Whichever node is read-write: the job follows a failover by itself.
                 f"PGHOST={','.join(n.name for n in topo.nodes)}",

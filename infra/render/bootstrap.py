@@ -49,9 +49,11 @@ def render_bootstrap_sql(
         out += [
             f"SELECT format('CREATE ROLE %I', {_literal(role.name)})",
             f"  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {_literal(role.name)}) \\gexec",
-            f"ALTER ROLE {_ident(role.name)} WITH {role.attributes} NOSUPERUSER NOCREATEDB "
-            f"NOCREATEROLE NOBYPASSRLS{'' if 'REPLICATION' in role.attributes else ' NOREPLICATION'} "
-            f"PASSWORD {_literal(verifier)};",
+            (
+                f"ALTER ROLE {_ident(role.name)} WITH {role.attributes} NOSUPERUSER NOCREATEDB "
+                f"NOCREATEROLE NOBYPASSRLS{'' if 'REPLICATION' in role.attributes else ' NOREPLICATION'} "
+                f"PASSWORD {_literal(verifier)};"
+            ),
         ]
     out += [
         "",
@@ -68,7 +70,7 @@ def render_bootstrap_sql(
             "",
             "-- ElizaOS servers with data isolation: the agent's rights, its server's rows.",
         ]
-    for server, role in zip(settings.schema_settings.servers, settings.server_roles):
+    for server, role in zip(settings.schema_settings.servers, settings.server_roles, strict=True):
         out += [
             f"GRANT {_ident(AGENT.name)} TO {_ident(role.name)};",
             f"GRANT CONNECT ON DATABASE {_ident(db)} TO {_ident(role.name)};",

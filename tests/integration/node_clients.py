@@ -9,7 +9,6 @@ import subprocess
 import time
 from pathlib import Path
 
-
 from tests.integration.needs import missing
 from tests.integration.stacks import progress
 

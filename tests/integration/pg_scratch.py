@@ -20,7 +20,7 @@ import os
 import tarfile
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -251,7 +251,5 @@ def _published_port(container: Container) -> int:
 
 
 def _remove_if_present(client: docker.DockerClient, name: str) -> None:
-    try:
+    with suppress(docker.errors.NotFound):
         client.containers.get(name).remove(force=True)
-    except docker.errors.NotFound:
-        pass

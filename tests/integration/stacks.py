@@ -19,12 +19,12 @@ from typing import Any
 import docker
 
 from elizadb.config import BASE_IMAGE_ENV
+from elizadb.drills.failover import DrillResult, run_drill
 from elizadb.local import deploy
 from elizadb.local.apply import Applier
 from infra.program import PROJECT_ROOT
 from infra.settings import StackSettings, load_settings
 from tests.integration.needs import require_engine
-from verify.drills.failover import DrillResult, run_drill
 
 
 def stack_settings(stack: str, port_base: int, **values: Any) -> StackSettings:
@@ -87,8 +87,7 @@ class DeployedStack:
         }
 
     def outputs_file(self) -> Path:
-        path = self.state_dir / f"{self.settings.stack}.outputs.json"
-        return path
+        return self.state_dir / f"{self.settings.stack}.outputs.json"
 
     def _fix_root_cert(self) -> None:
         # Connection strings name the CA file relative to the project folder; tests run from

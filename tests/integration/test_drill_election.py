@@ -13,10 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from elizadb.drills import report
 from elizadb.ops import failover as ops
 from infra.topology import Node
 from tests.integration.stacks import DeployedStack, deployed_stack, drill
-from verify.drills import report
 
 pytestmark = pytest.mark.integration
 

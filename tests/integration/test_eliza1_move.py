@@ -99,7 +99,7 @@ def test_a_0_1_stack_moves_to_eliza1_with_every_row(tmp_path: Path) -> None:
 
             # Carrying over before the plugin has made its tables is refused, and says why.
             eliza1_move.set_aside(su)
-            with pytest.raises(UsageError, match="no 0.1 schema"):
+            with pytest.raises(UsageError, match=r"no 0\.1 schema"):
                 eliza1_move.set_aside(su)
             with pytest.raises(UsageError, match="plugin's tables do not exist yet"):
                 eliza1_move.carry_over(su, 1536)

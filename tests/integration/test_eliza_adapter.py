@@ -91,7 +91,7 @@ def _while_holding(stack: DeployedStack) -> dict[str, Any]:
     with _admin(stack) as admin:
         cur = admin.execute("SHOW CLIENTS")
         names = [c.name for c in cur.description]
-        clients = [dict(zip(names, row)) for row in cur.fetchall()]
+        clients = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
     with _superuser_eliza(stack) as su:
         backends = su.execute(
             "SELECT a.application_name, host(a.client_addr), s.ssl, s.version"
@@ -179,7 +179,7 @@ def test_unmodified_eliza_adapter_through_the_pooler(tmp_path: Path) -> None:
         assert not failed and status == 0, (
             json.dumps(failed, indent=1) + "\n" + stderr_file.read_text()[-3000:]
         )
-        assert OPERATIONS <= by_op.keys(), f"not reported: {OPERATIONS - by_op.keys()}"
+        assert by_op.keys() >= OPERATIONS, f"not reported: {OPERATIONS - by_op.keys()}"
         ids = by_op["summary"]["detail"]
 
         # The adapter's own connection: verified TLS to the pooler, which sent it to the primary.

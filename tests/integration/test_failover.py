@@ -12,10 +12,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from elizadb.drills import report
+from elizadb.drills.failover import SCHEMA
 from elizadb.local import deploy
 from tests.integration.stacks import DeployedStack, deployed_stack, drill, progress
-from verify.drills import report
-from verify.drills.failover import SCHEMA
 from verify.suite import load_outputs, run_checks
 
 pytestmark = pytest.mark.integration
@@ -100,8 +100,8 @@ def test_verify_reports_synchronous_replication_that_cannot_be_satisfied(
 ) -> None:
     """Both standbys cut off from the primary: every commit would hang. Verify says so (and only
     the replication checks it should), then passes again once they are back."""
+    from elizadb.drills.failover import _set_conninfo
     from elizadb.ops.failover import Cluster
-    from verify.drills.failover import _set_conninfo
 
     sync_stack.up()
     cluster = Cluster(sync_stack.client, sync_stack.settings)

@@ -32,6 +32,7 @@ import pytest
 from pgvector.psycopg import register_vector
 from psycopg import pq
 
+from infra.settings import DEFAULT_EMBEDDING_DIMENSIONS, MAX_EMBEDDING_DIMENSIONS
 from tests.integration.needs import missing
 from tests.integration.pg_scratch import (
     REPO_ROOT,
@@ -108,8 +109,9 @@ def migrate(
     dims: int | str | None = None,
 ) -> ExecResult:
     env = pg.libpq_env(database)
-    if dims is not None:
-        env["ELIZADB_EMBEDDING_DIMS"] = str(dims)
+    # What the bootstrap job passes: the size and its bound, from infra/settings.py.
+    env["ELIZADB_EMBEDDING_DIMS"] = str(DEFAULT_EMBEDDING_DIMENSIONS if dims is None else dims)
+    env["ELIZADB_EMBEDDING_MAX_DIMS"] = str(MAX_EMBEDDING_DIMENSIONS)
     return pg.exec(["elizadb-migrate", sql_dir], env=env)
 
 

@@ -167,7 +167,7 @@ def pgbouncer_admin(stack: DeployedStack, command: str) -> list[dict[str, Any]]:
         if not command.upper().startswith("SHOW"):
             return []  # RELOAD and co. answer with a command tag only
         names = [d.name for d in cur.description or ()]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 def reload_postgres(stack: DeployedStack, container: str) -> None:
@@ -935,7 +935,7 @@ def clients_queueing(stack: DeployedStack) -> Iterator[None]:
     finally:
         deadline = time.monotonic() + 30
         while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
-            for conn, t in zip(conns, threads):
+            for conn, t in zip(conns, threads, strict=True):
                 if t.is_alive():
                     conn.cancel_safe()
             time.sleep(0.5)

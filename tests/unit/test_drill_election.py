@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from verify.drills.failover import DrillResult, most_advanced
+from elizadb.drills.failover import DrillResult, most_advanced
 
 
 def _result(new: str, positions: dict[str, int]) -> DrillResult:

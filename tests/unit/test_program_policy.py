@@ -5,6 +5,7 @@ replicas clone only after the bootstrap job has made their role and slot."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -178,7 +179,10 @@ def test_scaling_changes_only_what_it_must(tmp_path: Path) -> None:
     two, state = _declare(tmp_path)
     state.save()
     one, _ = _declare(tmp_path, replicas=1)
-    by_name = lambda d: {c.inputs["name"]: c.inputs for c in _containers(d)}
+
+    def by_name(d: Any) -> dict[str, Any]:
+        return {c.inputs["name"]: c.inputs for c in _containers(d)}
+
     a, b = by_name(two), by_name(one)
     assert set(a) - set(b) == {"elizadb-dev-replica-2"}
     # the certificate and the pooler do not change; nodes learn their new set of peers

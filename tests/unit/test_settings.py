@@ -68,8 +68,10 @@ def test_the_repository_stack_files_are_valid() -> None:
         ),
         (
             {"environment": "production", "tls": {"enabled": False}},
-            "elizadb:tls.enabled = False: TLS cannot be turned off for a stack whose "
-            "elizadb:environment is production; remove the key",
+            (
+                "elizadb:tls.enabled = False: TLS cannot be turned off for a stack whose "
+                "elizadb:environment is production; remove the key"
+            ),
         ),
         (
             {"postgres": {"parameters": {"ssl": "off"}}},

@@ -202,7 +202,7 @@ def test_the_project_is_found_upward_from_the_working_directory(
     elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    with pytest.raises(ElizaDbError, match="no Pulumi.yaml in"):
+    with pytest.raises(ElizaDbError, match=r"no Pulumi\.yaml in"):
         project_dir()
     choose_project_dir(tmp_path)
     try:

@@ -88,7 +88,9 @@ def check_role_privileges(ctx: Context) -> Outcome:
         attrs = [
             a
             for a, on in zip(
-                ("SUPERUSER", "CREATEROLE", "CREATEDB", "BYPASSRLS", "REPLICATION"), row
+                ("SUPERUSER", "CREATEROLE", "CREATEDB", "BYPASSRLS", "REPLICATION"),
+                row,
+                strict=True,
             )
             if on
         ]

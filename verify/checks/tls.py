@@ -58,7 +58,7 @@ def _endpoint_uris(ctx: Context) -> list[tuple[Endpoint, str]]:
     """One connection string per endpoint, with a real user and password from the outputs."""
     c = ctx.outputs.connections
     pairs = [(ctx.outputs.primary, c.superuser)]
-    pairs += list(zip(ctx.outputs.replicas, c.readonly_replicas))
+    pairs += list(zip(ctx.outputs.replicas, c.readonly_replicas, strict=True))
     pairs.append((ctx.outputs.pooler, c.agent_pooler))
     return pairs
 
@@ -261,7 +261,9 @@ def check_hba_auth(ctx: Context) -> Outcome:
             continue
         cur = conn.execute("SELECT * FROM pg_hba_file_rules ORDER BY rule_number NULLS FIRST")
         names = [d.name for d in cur.description or ()]
-        for problem in hba_problems(str(node), [dict(zip(names, row)) for row in cur.fetchall()]):
+        for problem in hba_problems(
+            str(node), [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        ):
             seen.problem(problem)
         encryption = scalar(conn, "SELECT current_setting('password_encryption')")
         if encryption != "scram-sha-256":

@@ -8,7 +8,7 @@ import statistics
 from collections.abc import Sequence
 from html import escape
 
-from verify.drills.failover import DrillResult
+from elizadb.drills.failover import DrillResult
 
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
 
@@ -78,11 +78,15 @@ def render_svg(results: Sequence[DrillResult], window: tuple[float, float] = (-2
     nodes = sorted({a[1] for r in results for a in r.acks})
     colour = {n: COLOURS[i % len(COLOURS)] for i, n in enumerate(nodes)}
     out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        'font-family="sans-serif" font-size="11">',
+        (
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            'font-family="sans-serif" font-size="11">'
+        ),
         f'<rect width="{width}" height="{height}" fill="white"/>',
-        f'<text x="{left}" y="18" font-size="13">Acknowledged writes through the pooler around '
-        "the fault (t = 0); shaded: old primary's last ack to the new one's first (RTO)</text>",
+        (
+            f'<text x="{left}" y="18" font-size="13">Acknowledged writes through the pooler around '
+            "the fault (t = 0); shaded: old primary's last ack to the new one's first (RTO)</text>"
+        ),
     ]
     for second in range(math.ceil(lo), math.floor(hi) + 1):
         out.append(

@@ -28,6 +28,7 @@ import psycopg
 from psycopg import sql
 
 from elizadb.ops import failover as ops
+from infra.topology import Node
 
 Progress = Callable[[str], None]
 
@@ -208,7 +209,7 @@ def prepare(outputs: dict[str, Any], root_cert: str) -> None:
             conn.execute(statement)
 
 
-def _set_conninfo(cluster: ops.Cluster, node: ops.Node, value: str | None) -> None:
+def _set_conninfo(cluster: ops.Cluster, node: Node, value: str | None) -> None:
     """Override (or, with None, restore) a standby's primary_conninfo; a reload applies it."""
     statement = (
         "ALTER SYSTEM RESET primary_conninfo"
@@ -222,7 +223,7 @@ def _set_conninfo(cluster: ops.Cluster, node: ops.Node, value: str | None) -> No
         raise RuntimeError(f"could not change primary_conninfo on {node.name}")
 
 
-def _wait_down(cluster: ops.Cluster, node: ops.Node, interval_s: float = 0.2) -> None:
+def _wait_down(cluster: ops.Cluster, node: Node, interval_s: float = 0.2) -> None:
     """The watcher: the primary is down when its container stops or stops answering."""
     while True:
         state = cluster.state(node)
