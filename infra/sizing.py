@@ -81,7 +81,7 @@ def derived_parameters(resources: Resources, max_connections: int) -> dict[str, 
 
 def hnsw_index_mb(rows: int, dimensions: int) -> float:
     """The size of one HNSW index over `rows` vectors. The graph an index build holds in
-    maintenance_work_mem is about the same (measured: about 0.8 GB for 100k × 1536)."""
+    maintenance_work_mem is about the same (measured: about 0.8 GB for 100k x 1536)."""
     element = 4 * dimensions + 8 + TUPLE_OVERHEAD_BYTES
     neighbours = 2 * HNSW_M * 6 + TUPLE_OVERHEAD_BYTES
     per_page = max(1, PAGE_USABLE_BYTES // (element + neighbours))
