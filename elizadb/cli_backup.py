@@ -103,7 +103,7 @@ def register(sub: argparse._SubParsersAction, with_stack: Any) -> None:  # type:
 
 
 def _backup(args: argparse.Namespace, settings: StackSettings) -> int:
-    from elizadb.local.apply import connect
+    from elizadb.engine import connect
     from elizadb.ops import backup
 
     say = _say()
@@ -119,7 +119,7 @@ def _backup(args: argparse.Namespace, settings: StackSettings) -> int:
 
 
 def _backups(args: argparse.Namespace, settings: StackSettings) -> int:
-    from elizadb.local.apply import connect
+    from elizadb.engine import connect
     from elizadb.ops import backup
 
     client = connect()
@@ -133,7 +133,7 @@ def _backups(args: argparse.Namespace, settings: StackSettings) -> int:
 
 
 def _dump(args: argparse.Namespace, settings: StackSettings) -> int:
-    from elizadb.local.apply import connect
+    from elizadb.engine import connect
     from elizadb.ops import backup
 
     result = backup.dump(connect(), settings, Path(args.out))

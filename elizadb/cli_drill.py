@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -52,7 +51,7 @@ def register(sub: argparse._SubParsersAction, with_stack: Any) -> None:  # type:
 
 
 def _cluster(settings: Any) -> Any:
-    from elizadb.local.apply import connect
+    from elizadb.engine import connect
     from elizadb.ops.failover import Cluster
 
     return Cluster(connect(), settings)
@@ -104,41 +103,40 @@ def _switchover(args: argparse.Namespace, settings: Any) -> int:
 def _drill(args: argparse.Namespace, settings: Any) -> int:
     from elizadb.drills import report
     from elizadb.drills.failover import run_drill
+    from elizadb.engine import connect
     from elizadb.local import deploy
-    from elizadb.local.apply import connect
     from elizadb.local.state import StateFile
+    from verify.ca_file import private_ca_file
 
     if args.runs < 1:
         raise UsageError(f"--runs {args.runs}: give 1 or more")
     client = connect()
     results = []
-    with tempfile.TemporaryDirectory(prefix="elizadb-drill-") as tmp:
-        for i in range(args.runs):
-            outputs = deploy.outputs(settings, show_secrets=True)
-            ca = Path(tmp) / "ca.crt"
-            ca.write_text(outputs["caCert"])
-            _say(f"drill {i + 1}/{args.runs}: {args.kind}")
-            lagging = None
-            if args.lag and args.kind == "failover":
-                primary = deploy.effective_settings(settings, StateFile(settings.stack))
-                lagging = next(
-                    n.short for n in _cluster(primary).topo.nodes if n.short != primary.primary_node
-                )
-            try:
+    for i in range(args.runs):
+        outputs = deploy.outputs(settings, show_secrets=True)
+        _say(f"drill {i + 1}/{args.runs}: {args.kind}")
+        lagging = None
+        if args.lag and args.kind == "failover":
+            primary = deploy.effective_settings(settings, StateFile(settings.stack))
+            lagging = next(
+                n.short for n in _cluster(primary).topo.nodes if n.short != primary.primary_node
+            )
+        try:
+            with private_ca_file(outputs["caCert"]) as ca:
                 result = run_drill(
                     client,
                     settings,
                     outputs,
-                    str(ca),
+                    ca,
                     _say,
                     kind=args.kind,
                     write_before_s=args.write_seconds,
                     write_after_s=args.write_seconds,
                     lagging=lagging,
                 )
-            except TimeoutError as exc:
-                raise DeployError(f"drill {i + 1} failed: {exc}") from None
-            results.append(result)
+        except TimeoutError as exc:
+            raise DeployError(f"drill {i + 1} failed: {exc}") from None
+        results.append(result)
     print(report.render_table(results))
     if args.out:
         out = Path(args.out)

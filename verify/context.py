@@ -16,15 +16,14 @@ mode, and that the suite rolls back.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
+from contextlib import ExitStack
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from verify.ca_file import private_ca_file
 from verify.errors import VerifyError
 from verify.model import Unreachable
 from verify.outputs import Endpoint, Outputs
@@ -59,12 +58,8 @@ class Context:
         self.outputs = outputs
         self.read_only = read_only
         self.thresholds = thresholds
-        self._tmp = tempfile.TemporaryDirectory(prefix="elizadb-verify-")
-        self.ca_path = str(Path(self._tmp.name) / "ca.crt")
-        # 0600 from the start: never readable by others, not even briefly.
-        fd = os.open(self.ca_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(outputs.ca_cert)
+        self._files = ExitStack()
+        self.ca_path = self._files.enter_context(private_ca_file(outputs.ca_cert))
         self._sessions: dict[str, psycopg.Connection[Any] | Unreachable] = {}
         self._memo: dict[str, Any] = {}
 
@@ -74,7 +69,7 @@ class Context:
             if isinstance(conn, psycopg.Connection):
                 conn.close()
         self._sessions.clear()
-        self._tmp.cleanup()
+        self._files.close()
 
     def __enter__(self) -> Context:
         return self

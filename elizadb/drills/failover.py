@@ -29,6 +29,7 @@ from psycopg import sql
 
 from elizadb.ops import failover as ops
 from infra.topology import Node
+from verify.ca_file import with_root_cert
 
 Progress = Callable[[str], None]
 
@@ -194,13 +195,9 @@ class DrillResult:
 
 
 def _superuser(outputs: dict[str, Any], root_cert: str) -> str:
-    return _with_root(
-        outputs["connections"]["superuser"], outputs["caCertPath"], root_cert
-    ).replace("/postgres?", f"/{outputs['database']}?")
-
-
-def _with_root(uri: str, relative: str, absolute: str) -> str:
-    return uri.replace(f"sslrootcert={relative}", f"sslrootcert={absolute}")
+    return with_root_cert(
+        outputs["connections"]["superuser"], root_cert, dbname=outputs["database"]
+    )
 
 
 def prepare(outputs: dict[str, Any], root_cert: str) -> None:
@@ -253,7 +250,7 @@ def run_drill(
     cluster = ops.Cluster(client, settings)
     old = cluster.topo.current_primary
     run = uuid.uuid4().hex[:12]
-    pooler_uri = _with_root(outputs["connections"]["agentPooler"], outputs["caCertPath"], root_cert)
+    pooler_uri = with_root_cert(outputs["connections"]["agentPooler"], root_cert)
     writer = Writer(pooler_uri, run)
     writer.start()
     behind = cluster.node(lagging) if lagging else None

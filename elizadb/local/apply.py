@@ -10,10 +10,7 @@ health scheduling is slow to report (and Podman needs systemd timers for it).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import os
-import tarfile
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +22,7 @@ import docker
 import docker.errors
 from docker.types import Healthcheck, IPAMConfig, IPAMPool, Mount
 
+from elizadb.engine import File, exec_in, put_files
 from elizadb.errors import DeployError, EngineError
 from elizadb.local.capture import Declaration, Declared
 from infra.components.common import LABEL_STACK
@@ -58,20 +56,6 @@ class ApplyReport:
         )
 
 
-def connect() -> docker.DockerClient:
-    """A client for DOCKER_HOST (or the default socket), with a clear error when none answers."""
-    try:
-        client = docker.from_env(timeout=300)
-        client.ping()
-    except docker.errors.DockerException as exc:
-        where = os.environ.get("DOCKER_HOST") or "the default socket"
-        raise EngineError(
-            f"no container engine answers at {where} ({exc}). Start Docker, or run "
-            "`scripts/bootstrap-engine.sh` and export the DOCKER_HOST it prints"
-        ) from None
-    return client
-
-
 def spec_digest(decl: Declared) -> str:
     return hashlib.sha256(json.dumps(decl.inputs, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -90,27 +74,9 @@ def _labels(decl: Declared) -> dict[str, str]:
     return dict(sorted(found.items()))
 
 
-def _tar(uploads: Iterable[dict[str, Any]]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        dirs: set[str] = set()
-        for item in sorted(uploads, key=lambda u: u["file"]):
-            path = item["file"].lstrip("/")
-            parent = Path(path).parent
-            for ancestor in reversed([parent, *parent.parents]):
-                name = str(ancestor)
-                if name in (".", "") or name in dirs:
-                    continue
-                dirs.add(name)
-                info = tarfile.TarInfo(name)
-                info.type, info.mode = tarfile.DIRTYPE, 0o755
-                tar.addfile(info)
-            data = item["content"].encode()
-            info = tarfile.TarInfo(path)
-            info.size = len(data)
-            info.mode = 0o755 if item.get("executable") else 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+def upload_files(uploads: Iterable[dict[str, Any]]) -> list[File]:
+    """The provider's `uploads` of a container as files to put into it."""
+    return [File(u["file"], u["content"], 0o755 if u.get("executable") else 0o644) for u in uploads]
 
 
 def _container_levels(containers: list[Declared]) -> list[list[Declared]]:
@@ -182,7 +148,7 @@ class Applier:
         for existing in self._stack_containers():
             if existing.name not in wanted:
                 self.progress(f"removing {existing.name} (no longer declared)")
-                self._remove(existing.name)
+                self.remove(existing.name)
                 report.removed.append(existing.name)
         for level in _container_levels(containers):
             started = [c for c in level if self._ensure_container(c, report)]
@@ -205,7 +171,7 @@ class Applier:
             # they are recreated below, since their declared addresses changed too.
             self.progress(f"recreating network {name} (its declaration changed)")
             for container in self._stack_containers():
-                self._remove(container.name)
+                self.remove(container.name)
             existing[0].remove()
         self.progress(f"creating network {name}")
         pools = [
@@ -294,7 +260,7 @@ class Applier:
             self.progress(
                 f"replacing {name} (its declaration changed)" if not same else f"re-running {name}"
             )
-            self._remove(name)
+            self.remove(name)
             report.replaced.append(name)
         else:
             report.created.append(name)
@@ -372,10 +338,10 @@ class Applier:
             )
         uploads = spec.get("uploads") or []
         if uploads:
-            self.api.put_archive(created["Id"], "/", _tar(uploads))
+            put_files(self.client, created["Id"], upload_files(uploads))
         self.api.start(created["Id"])
 
-    def _remove(self, name: str) -> None:
+    def remove(self, name: str) -> None:
         try:
             container = self.client.containers.get(name)
         except docker.errors.NotFound:
@@ -428,9 +394,7 @@ class Applier:
                     f"{name} stopped (status {state.get('Status')}, exit code "
                     f"{state.get('ExitCode')}) before it was ready; its log ends:\n{logs}"
                 )
-            exec_id = self.api.exec_create(name, test)["Id"]
-            self.api.exec_start(exec_id)
-            if self.api.exec_inspect(exec_id).get("ExitCode") == 0:
+            if exec_in(self.client, name, test).ok:
                 break
             if time.monotonic() - started > timeout:
                 logs = self.api.logs(name, tail=30).decode(errors="replace")
@@ -446,7 +410,7 @@ class Applier:
         removed = []
         for container in self._stack_containers():
             self.progress(f"removing {container.name}")
-            self._remove(container.name)
+            self.remove(container.name)
             removed.append(container.name)
         for net in self.client.networks.list(filters={"label": f"{LABEL_STACK}={self.stack}"}):
             self.progress(f"removing network {net.name}")

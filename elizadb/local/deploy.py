@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -10,12 +11,13 @@ from typing import Any
 import docker
 import docker.errors
 
-from elizadb.errors import DeployError
-from elizadb.local.apply import CONTAINER, Applier, ApplyReport, Progress, connect
+from elizadb.engine import connect, container_status, exec_in, in_recovery, query_rows
+from elizadb.errors import DeployError, EngineError
+from elizadb.local.apply import CONTAINER, Applier, ApplyReport, Progress
 from elizadb.local.capture import Declaration, declare
 from elizadb.local.identity import check_owned
-from elizadb.local.node_exec import exec_as_postgres, psql_lines
 from elizadb.local.state import StateFile
+from infra.render import paths
 from infra.settings import StackSettings
 from infra.topology import topology
 
@@ -105,7 +107,7 @@ def rerun_job(settings: StackSettings, progress: Progress) -> None:
     applier = Applier(client, settings.stack, progress)
     jobs = [c for c in declaration.of_type(CONTAINER) if c.inputs.get("attach")]
     for job in jobs:
-        applier._remove(job.inputs["name"])
+        applier.remove(job.inputs["name"])
     applier.apply(declaration)
 
 
@@ -120,57 +122,65 @@ class NodeStatus:
 
 
 def status(settings: StackSettings) -> list[NodeStatus]:
+    """Each node as it is now: the role it plays (asked of the server, not taken from its name),
+    its replication as the node that is primary sees it, and where the pooler actually routes."""
     topo = topology(effective_settings(settings, StateFile(settings.stack)))
     client = connect()
     rows: list[NodeStatus] = []
-    streams: dict[str, str] = {}
-    primary_out = None
     for node in topo.nodes:
-        try:
-            container = client.containers.get(node.name)
-        except docker.errors.NotFound:
-            rows.append(NodeStatus(node.name, node.role, "missing", False, None, "-"))
-            continue
-        if container.status != "running":
-            rows.append(NodeStatus(node.name, node.role, container.status, False, None, "-"))
-            continue
+        state = container_status(client, node.name) or "missing"
         ready = (
-            exec_as_postgres(client, node.name, ["pg_isready", "-q", "-h", "/run/postgresql"])[0]
-            == 0
+            state == "running"
+            and exec_in(
+                client, node.name, ["pg_isready", "-q", "-h", "/run/postgresql"], user="postgres"
+            ).ok
         )
-        recovery = psql_lines(client, node.name, "SELECT pg_is_in_recovery()") if ready else None
-        in_recovery = None if not recovery else recovery[-1] == "t"
-        if in_recovery is False and primary_out is None:
-            primary_out = psql_lines(
+        role_now = in_recovery(client, node.name) if ready else None
+        rows.append(NodeStatus(node.name, node.role, state, ready, role_now, "-"))
+    primaries = [r.name for r in rows if r.in_recovery is False]
+    streams: dict[str, str] = {}
+    for name in primaries:
+        for line in (
+            query_rows(
                 client,
-                node.name,
+                name,
                 "SELECT application_name, state, sync_state, "
                 "pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn) FROM pg_stat_replication",
             )
-            for line in primary_out or []:
-                app, state, sync, lag = line.split("|")
-                streams[app] = f"{state} ({sync}, {int(float(lag or 0))} B behind)"
-        rows.append(NodeStatus(node.name, node.role, "running", ready, in_recovery, ""))
+            or []
+        ):
+            app, stream_state, sync, lag = line.split("|")
+            streams[app] = f"{stream_state} from {name} ({sync}, {int(float(lag or 0))} B behind)"
+    by_name = {n.name: n for n in topo.nodes}
     result = []
-    for row, node in zip(rows, topo.nodes, strict=True):
-        if node.role == "replica" and row.state == "running":
-            row = replace(row, replication=streams.get(node.application_name, "not streaming"))
-        elif node.role == "primary" and row.state == "running":
-            row = replace(row, replication=f"{len(streams)} replica(s) streaming")
+    for row in rows:
+        if row.in_recovery is False:
+            text = f"{sum(1 for r in rows if r.in_recovery)} standby(s), {len(streams)} streaming"
+            if len(primaries) > 1:
+                text += f"; {len(primaries)} nodes accept writes"
+            row = replace(row, replication=text)
+        elif row.in_recovery:
+            application = by_name[row.name].application_name
+            row = replace(row, replication=streams.get(application, "not streaming"))
         result.append(row)
-    try:
-        pooler = client.containers.get(topo.pooler_name)
-        pooler_state = pooler.status
-    except docker.errors.NotFound:
-        pooler_state = "missing"
+    pooler_state = container_status(client, topo.pooler_name) or "missing"
+    target = _pooler_target(client, topo.pooler_name) if pooler_state == "running" else None
+    routes = f"-> {target}" if target else "-"
+    if target and target not in primaries:
+        routes += " (not a node that accepts writes)"
     result.append(
         NodeStatus(
-            topo.pooler_name,
-            "pgbouncer",
-            pooler_state,
-            pooler_state == "running",
-            None,
-            f"-> {topo.primary.name}",
+            topo.pooler_name, "pgbouncer", pooler_state, pooler_state == "running", None, routes
         )
     )
     return result
+
+
+def _pooler_target(client: docker.DockerClient, pooler: str) -> str | None:
+    """The server host the running pooler's configuration names (its [databases] entries)."""
+    try:
+        result = exec_in(client, pooler, ["cat", paths.PGBOUNCER_INI])
+    except EngineError:
+        return None
+    hosts = {m.group(1) for m in re.finditer(r"\bhost=(\S+)", result.stdout)}
+    return ", ".join(sorted(hosts)) or None

@@ -18,17 +18,11 @@ from typing import Any
 
 import docker
 
+from elizadb.engine import VolumeMount, exec_in, is_running
 from elizadb.errors import UsageError
 from elizadb.local.apply import REMOTE_IMAGE
 from elizadb.local.capture import Declaration
-from elizadb.ops.backup_engine import (
-    BackupError,
-    VolumeMount,
-    exec_in,
-    is_running,
-    run_job,
-    running_primary,
-)
+from elizadb.ops.backup_engine import BackupError, running_primary, stack_job
 from infra.components.backup import agent_name
 from infra.components.image import image_fingerprint
 from infra.render.pgbackrest import CONF_PATH, render_pgbackrest_conf
@@ -156,7 +150,7 @@ def read_catalog(
         raise BackupError(
             f"stack {settings.stack} has no backup volume ({topo.backup_volume_name})"
         ) from None
-    out = run_job(
+    out = stack_job(
         client,
         image=image,
         name=f"{topo.prefix}-backup-info",

@@ -16,31 +16,27 @@ password is needed here.
 
 from __future__ import annotations
 
-import atexit
-import io
-import tarfile
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
 import psycopg
 
+from elizadb.engine import File, put_files, query_rows
 from elizadb.errors import DeployError, UsageError
 from elizadb.local import deploy
 from elizadb.local.apply import CONTAINER, spec_digest
-from elizadb.local.node_exec import psql_lines
 from elizadb.local.state import StateFile
 from infra.render import paths
 from infra.render.pgbouncer import session_pool_name
 from infra.settings import StackSettings
 from infra.topology import Node, Topology, topology
+from verify.ca_file import private_ca_file, with_root_cert
 
 Progress = Callable[[str], None]
 
@@ -71,7 +67,7 @@ class Cluster:
     # -- queries -----------------------------------------------------------------------------
     def psql(self, node: Node, sql: str, timeout_s: float = 10) -> str | None:
         """The last output line of one statement on `node`; None when it cannot answer."""
-        lines = psql_lines(self.client, node.name, sql, timeout_s)
+        lines = query_rows(self.client, node.name, sql, timeout_s)
         if lines is None:
             return None
         return lines[-1] if lines else ""
@@ -210,12 +206,12 @@ class Cluster:
             u["content"] for u in pooler.inputs["uploads"] if u["file"] == paths.PGBOUNCER_INI
         )
         container = self.client.containers.get(self.topo.pooler_name)
-        container.put_archive("/", _tar_file(paths.PGBOUNCER_INI, ini))
+        put_files(self.client, self.topo.pooler_name, [File(paths.PGBOUNCER_INI, ini)])
         # PgBouncer reloads its configuration on SIGHUP. Server connections to a killed primary
         # get no reset (its network namespace is gone) and would hang in TCP: KILL drops them
         # and their clients at once (clients reconnect), RESUME lets new ones in.
         container.kill(signal="SIGHUP")
-        self._pooler_admin(declaration, ["KILL", "RESUME"])
+        self._pooler_admin(declaration.outputs, ["KILL", "RESUME"])
         conforming = dict(state.runtime("conforming") or {})
         conforming[self.topo.pooler_name] = spec_digest(pooler)
         state = StateFile(self.settings.stack)
@@ -235,12 +231,17 @@ class Cluster:
             f"{node.name} kept receiving WAL for {timeout_s:.0f}s after the primary stopped"
         )
 
-    def _pooler_admin(self, declaration: object, commands: list[str]) -> None:
-        admin = _admin_uri(declaration.outputs)  # type: ignore[attr-defined]
+    def _pooler_admin(self, outputs: dict[str, Any], commands: list[str]) -> None:
         # The admin console speaks only the simple query protocol.
-        with psycopg.connect(
-            admin, autocommit=True, cursor_factory=psycopg.ClientCursor, connect_timeout=5
-        ) as conn:
+        with (
+            private_ca_file(outputs["caCert"]) as ca,
+            psycopg.connect(
+                with_root_cert(outputs["connections"]["poolerAdmin"], ca),
+                autocommit=True,
+                cursor_factory=psycopg.ClientCursor,
+                connect_timeout=5,
+            ) as conn,
+        ):
             # The transaction-mode pool and the session-mode one beside it.
             databases = (self.settings.database, session_pool_name(self.settings.database))
             for command in commands:
@@ -270,38 +271,6 @@ class Cluster:
         raise DeployError(
             f"{node.name} did not stream from {primary.name} in {timeout_s:.0f}s:\n{logs}"
         )
-
-
-def _admin_uri(outputs: dict[str, Any]) -> str:
-    """PgBouncer's admin console URI, verified against the stack CA written to a private file."""
-    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed by the with below, kept on disk
-        "w", prefix="elizadb-ca-", suffix=".crt", delete=False
-    )
-    with handle:
-        handle.write(outputs["caCert"])
-    _CA_FILES.append(handle.name)
-    return str(outputs["connections"]["poolerAdmin"]).replace(
-        f"sslrootcert={outputs['caCertPath']}", f"sslrootcert={handle.name}"
-    )
-
-
-_CA_FILES: list[str] = []
-
-
-@atexit.register
-def _remove_ca_files() -> None:
-    for name in _CA_FILES:
-        Path(name).unlink(missing_ok=True)
-
-
-def _tar_file(path: str, content: str) -> bytes:
-    buffer = io.BytesIO()
-    data = content.encode()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        info = tarfile.TarInfo(path.lstrip("/"))
-        info.size, info.mode = len(data), 0o644
-        tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 @dataclass(frozen=True)

@@ -33,23 +33,14 @@ from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 import docker
-import docker.errors
 
+from elizadb.engine import VolumeMount, connect, explain, in_recovery, is_running, psql, wait_until
 from elizadb.errors import UsageError
 from elizadb.local import deploy
-from elizadb.local.apply import CONTAINER, Applier, connect
+from elizadb.local.apply import CONTAINER, Applier
 from elizadb.local.capture import Declaration
 from elizadb.ops.backup import Catalog, check_archiving, image_ref, read_catalog, take_backup
-from elizadb.ops.backup_engine import (
-    BackupError,
-    VolumeMount,
-    container_logs,
-    in_recovery,
-    psql,
-    run_job,
-    running_primary,
-    wait_until,
-)
+from elizadb.ops.backup_engine import BackupError, running_primary, stack_job
 from infra.components.backup import agent_name
 from infra.components.common import LABEL_STACK
 from infra.render.pgbackrest import CONF_PATH, render_pgbackrest_conf
@@ -196,7 +187,7 @@ def _restore_job(
     node: Node,
     command: list[str],
 ) -> str:
-    return run_job(
+    return stack_job(
         client,
         image=image,
         name=f"{node.name}-restore",
@@ -264,19 +255,18 @@ def _recover(
     def promoted() -> bool:
         state = client.api.inspect_container(node.name)["State"]
         if not state.get("Running") or state.get("Restarting"):
-            logs = container_logs(client, node.name)
-            raise BackupError(f"{node.name} stopped during recovery; its log ends:\n{logs}")
-        return in_recovery(client, node) is False
+            raise BackupError(f"{node.name} stopped during recovery: {explain(client, node.name)}")
+        return in_recovery(client, node.name) is False
 
     wait_until(
         f"{node.name} promotion",
         promoted,
         timeout_s,
-        on_timeout=lambda: container_logs(client, node.name),
+        on_timeout=lambda: explain(client, node.name),
     )
     report.seconds["recovery"] = time.monotonic() - started
     statements = [f"ALTER SYSTEM RESET {p}" for p in RECOVERY_PARAMETERS]
-    result = psql(client, node, *statements)
+    result = psql(client, node.name, *statements)
     if result.code != 0:
         raise BackupError(f"could not clear the recovery settings on {node.name}:\n{result.tail()}")
 
@@ -293,7 +283,7 @@ def _set_superuser_password(
     verifier = scram_verifier(password, SUPERUSER, secrets.token_hex(16))
     result = psql(
         client,
-        node,
+        node.name,
         "SET log_statement = 'none'",
         "SET log_min_duration_statement = -1",
         "SET log_min_error_statement = 'panic'",
@@ -310,7 +300,7 @@ def _wait_archived(client: docker.DockerClient, node: Node, timeout_s: float = 1
     def nothing_ready() -> bool:
         result = psql(
             client,
-            node,
+            node.name,
             "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'",
         )
         return result.code == 0 and result.stdout.strip() == "0"
@@ -319,7 +309,7 @@ def _wait_archived(client: docker.DockerClient, node: Node, timeout_s: float = 1
         f"{node.name} WAL archiving",
         nothing_ready,
         timeout_s,
-        on_timeout=lambda: container_logs(client, node.name),
+        on_timeout=lambda: explain(client, node.name),
     )
 
 
@@ -372,7 +362,7 @@ def restore_in_place(
     catalog = read_catalog(client, settings, image)
     check_target(target, catalog, dt.datetime.now(dt.UTC))
     report = RestoreReport(settings.stack, node.name, target.describe())
-    if running is not None and _agent_running(client, topo):
+    if running is not None and is_running(client, agent_name(topo)):
         progress("archiving the current WAL segment (pgbackrest check)")
         check_archiving(client, settings)
     progress(f"stopping every container of stack {settings.stack} (data volumes stay)")
@@ -418,14 +408,14 @@ def restore_into_stack(
         # Nothing of value was made yet: leave no half-made stack behind.
         Applier(client, dest.stack, progress).down(delete_volumes=True)
         raise
-    if running_primary(client, src_topo) is not None and _agent_running(client, src_topo):
+    if running_primary(client, src_topo) is not None and is_running(client, agent_name(src_topo)):
         progress(f"archiving {source.stack}'s current WAL segment (pgbackrest check)")
         check_archiving(client, source)
     node = _declared_primary(declaration, topo)
     report = RestoreReport(dest.stack, node.name, target.describe())
     progress(f"copying {source.stack}'s backup repository into {topo.backup_volume_name}")
     started = time.monotonic()
-    run_job(
+    stack_job(
         client,
         image=image,
         name=f"{topo.prefix}-copy-repo",
@@ -445,13 +435,6 @@ def restore_into_stack(
     _finish(client, dest, node, report, progress, project_dir, backup_after)
     report.seconds["total"] = time.monotonic() - total
     return report
-
-
-def _agent_running(client: docker.DockerClient, topo: Topology) -> bool:
-    try:
-        return client.containers.get(agent_name(topo)).status == "running"
-    except docker.errors.NotFound:
-        return False
 
 
 def _refuse_existing(client: docker.DockerClient, stack: str) -> None:

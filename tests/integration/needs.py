@@ -14,8 +14,8 @@ from typing import NoReturn
 import docker
 import pytest
 
+from elizadb.engine import connect
 from elizadb.errors import EngineError
-from elizadb.local.apply import connect
 
 # CI services set CI to "true", "1", "True", "yes", ...; only an explicit "no" spelling (or an
 # unset/empty variable) means a developer's machine.

@@ -10,7 +10,7 @@ import pytest
 
 from elizadb.errors import UsageError
 from elizadb.ops.backup import catalog_json, parse_info, render_table
-from elizadb.ops.backup_engine import BackupError, tar_files
+from elizadb.ops.backup_engine import BackupError
 from elizadb.ops.restore import RecoveryTarget, check_target, parse_time, plan
 from infra.settings import load_settings
 from infra.topology import topology
@@ -161,14 +161,3 @@ def test_after_a_failover_the_first_node_is_restored_as_a_standby_never_cleared(
     topo = topology(load_settings("dev", {"replicas": 2, "primaryNode": "replica-1"}, "t"))
     steps = {s.node.short: s.action for s in plan(topo, topo.current_primary)}
     assert steps == {"primary": "restore-standby", "replica-1": "restore", "replica-2": "clear"}
-
-
-def test_job_files_are_archived_with_their_folders() -> None:
-    import io
-    import tarfile
-
-    data = tar_files({"/etc/pgbackrest/pgbackrest.conf": "[global]\n"})
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        assert tar.getnames() == ["etc", "etc/pgbackrest", "etc/pgbackrest/pgbackrest.conf"]
-        member = tar.extractfile("etc/pgbackrest/pgbackrest.conf")
-        assert member is not None and member.read() == b"[global]\n"

@@ -132,7 +132,7 @@ def test_the_local_path_removes_with_the_declared_grace_period() -> None:
         containers = Containers()
         api = None
 
-    apply.Applier(Client(), "dev", lambda _: None)._remove("elizadb-dev-primary")  # type: ignore[arg-type]
+    apply.Applier(Client(), "dev", lambda _: None).remove("elizadb-dev-primary")  # type: ignore[arg-type]
     assert stopped == [120]
     assert apply.grace_seconds({}) == 0  # not ours: as the provider, no grace declared
 

@@ -245,6 +245,6 @@ def test_every_stack_command_checks_ownership_before_it_acts(
 
     monkeypatch.setattr(deploy, "guard", foreign)
     monkeypatch.setattr(deploy, "connect", acted)
-    monkeypatch.setattr("elizadb.local.apply.connect", acted)
+    monkeypatch.setattr("elizadb.engine.connect", acted)
     assert cli.main([*command, "--stack", "dev"]) == 2
     assert "already exists" in capsys.readouterr().err

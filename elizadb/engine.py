@@ -1,0 +1,272 @@
+"""Every call eliza-db makes into a container engine, in one place: connecting, commands inside a
+container (psql as the postgres OS user over the local socket, so no password is needed),
+files in, logs, one-shot jobs and bounded waits that explain their timeout.
+
+Each function takes the client of the engine that runs the container it acts on: a stack whose
+nodes live on several Docker hosts passes each node's own client. Every refusal of the engine is
+an EngineError; a command that ran and failed is an ExecResult with its exit code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tarfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import docker
+import docker.errors
+from docker.types import Mount
+
+from elizadb.errors import EngineError
+
+# An exec that the engine refused, or that never reported its exit code.
+REFUSED = 1
+
+
+def connect(url: str | None = None) -> docker.DockerClient:
+    """A client for `url`, else DOCKER_HOST (or the default socket), with a clear error when
+    none answers."""
+    where = url or os.environ.get("DOCKER_HOST") or "the default socket"
+    try:
+        client = (
+            docker.DockerClient(base_url=url, timeout=300) if url else docker.from_env(timeout=300)
+        )
+        client.ping()
+    except docker.errors.DockerException as exc:
+        raise EngineError(
+            f"no container engine answers at {where} ({exc}). Start Docker, or run "
+            "`scripts/bootstrap-engine.sh` and export the DOCKER_HOST it prints"
+        ) from None
+    return client
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 0
+
+    def tail(self, lines: int = 25) -> str:
+        text = (self.stderr + self.stdout).strip().splitlines()
+        return "\n".join(text[-lines:])
+
+
+def exec_in(
+    client: docker.DockerClient, container: str, cmd: Sequence[str], user: str = ""
+) -> ExecResult:
+    """Run `cmd` in a running container and wait for it; stdout and stderr kept apart."""
+    api = client.api
+    try:
+        exec_id = api.exec_create(container, list(cmd), user=user, stdout=True, stderr=True)["Id"]
+        out, err = api.exec_start(exec_id, demux=True)
+        code = api.exec_inspect(exec_id).get("ExitCode")
+    except docker.errors.NotFound:
+        raise EngineError(f"container {container} does not exist") from None
+    except docker.errors.APIError as exc:
+        raise EngineError(f"cannot run {cmd[0]} in {container}: {exc.explanation or exc}") from None
+    return ExecResult(
+        code if isinstance(code, int) else REFUSED,
+        (out or b"").decode(errors="replace"),
+        (err or b"").decode(errors="replace"),
+    )
+
+
+def psql(
+    client: docker.DockerClient,
+    container: str,
+    *statements: str,
+    database: str = "postgres",
+    timeout_s: float | None = None,
+) -> ExecResult:
+    """Statements on one node as the postgres OS user, each its own `-c` (so each runs outside a
+    transaction block); rows unaligned, fields separated by |."""
+    cmd = ["psql", "-X", "-q", "-At", "-F", "|", "-v", "ON_ERROR_STOP=1", "-d", database]
+    if timeout_s is not None:
+        # -q hides the SET's own output.
+        cmd += ["-c", f"SET statement_timeout = '{int(timeout_s * 1000)}'"]
+    for statement in statements:
+        cmd += ["-c", statement]
+    return exec_in(client, container, cmd, user="postgres")
+
+
+def query_rows(
+    client: docker.DockerClient, container: str, sql: str, timeout_s: float = 10
+) -> list[str] | None:
+    """The rows of one statement (fields separated by |); None when the node cannot answer."""
+    try:
+        result = psql(client, container, sql, timeout_s=timeout_s)
+    except EngineError:
+        return None
+    if not result.ok:
+        return None
+    return [line for line in result.stdout.splitlines() if line]
+
+
+def container_status(client: docker.DockerClient, name: str) -> str | None:
+    """The engine's status of a container (running, exited, ...); None when it does not exist."""
+    try:
+        return str(client.containers.get(name).status)
+    except docker.errors.NotFound:
+        return None
+
+
+def is_running(client: docker.DockerClient, name: str) -> bool:
+    return container_status(client, name) == "running"
+
+
+def in_recovery(client: docker.DockerClient, container: str) -> bool | None:
+    """True for a standby, False for a primary, None when the node does not answer."""
+    if not is_running(client, container):
+        return None
+    rows = query_rows(client, container, "SELECT pg_is_in_recovery()")
+    if not rows:
+        return None
+    return {"t": True, "f": False}.get(rows[-1])
+
+
+def logs(client: docker.DockerClient, name: str, lines: int = 30) -> str:
+    try:
+        return client.api.logs(name, tail=lines).decode(errors="replace")
+    except docker.errors.APIError:
+        return ""
+
+
+def explain(client: docker.DockerClient, name: str, lines: int = 30) -> str:
+    """What a timeout message needs to say about a container: its status, exit code and log end."""
+    try:
+        state = client.api.inspect_container(name)["State"]
+    except docker.errors.NotFound:
+        return f"{name} does not exist"
+    except docker.errors.APIError as exc:
+        return f"{name} cannot be inspected: {exc.explanation or exc}"
+    return (
+        f"{name}: status {state.get('Status')}, exit code {state.get('ExitCode')}; "
+        f"its log ends:\n{logs(client, name, lines)}"
+    )
+
+
+def wait_until(
+    what: str,
+    check: Callable[[], bool],
+    timeout_s: float,
+    interval_s: float = 0.5,
+    on_timeout: Callable[[], str] = lambda: "",
+) -> float:
+    """Seconds until `check()` is true; EngineError after `timeout_s`, with what `on_timeout`
+    says (for a container: `lambda: explain(client, name)`)."""
+    started = time.monotonic()
+    while True:
+        if check():
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout_s:
+            raise EngineError(f"{what}: not done after {timeout_s:.0f}s\n{on_timeout()}".rstrip())
+        time.sleep(interval_s)
+
+
+@dataclass(frozen=True)
+class File:
+    """A text file put into a container (absolute path)."""
+
+    path: str
+    content: str
+    mode: int = 0o644
+
+
+def tar_files(files: Iterable[File]) -> bytes:
+    """An archive of `files` with their parent folders, for put_archive at /. Sorted, so the
+    same files always make the same archive."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        made: set[str] = set()
+        for item in sorted(files, key=lambda f: f.path):
+            parts = item.path.strip("/").split("/")
+            for depth in range(1, len(parts)):
+                folder = "/".join(parts[:depth])
+                if folder not in made:
+                    made.add(folder)
+                    info = tarfile.TarInfo(folder)
+                    info.type, info.mode = tarfile.DIRTYPE, 0o755
+                    tar.addfile(info)
+            data = item.content.encode()
+            info = tarfile.TarInfo("/".join(parts))
+            info.size, info.mode = len(data), item.mode
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def put_files(client: docker.DockerClient, container: str, files: Iterable[File]) -> None:
+    try:
+        client.api.put_archive(container, "/", tar_files(files))
+    except docker.errors.APIError as exc:
+        raise EngineError(
+            f"cannot write files into {container}: {exc.explanation or exc}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class VolumeMount:
+    volume: str
+    path: str
+    read_only: bool = False
+
+
+def run_job(
+    client: docker.DockerClient,
+    *,
+    image: str,
+    name: str,
+    labels: dict[str, str],
+    command: Sequence[str],
+    mounts: Sequence[VolumeMount],
+    files: Iterable[File] = (),
+    timeout_s: float = 3600,
+    stdout_only: bool = False,
+) -> str:
+    """Run the image's entrypoint with `command` in a one-shot container, wait for it, remove it,
+    and return its output; EngineError with the log's end when it fails. Give it the stack's
+    labels, so that `elizadb down` removes a leftover of an interrupted run."""
+    api = client.api
+    with contextlib.suppress(docker.errors.NotFound):
+        client.containers.get(name).remove(force=True)
+    host_config = api.create_host_config(
+        mounts=[
+            Mount(target=m.path, source=m.volume, type="volume", read_only=m.read_only)
+            for m in mounts
+        ],
+    )
+    try:
+        created = api.create_container(
+            image=image, command=list(command), name=name, labels=labels, host_config=host_config
+        )
+    except docker.errors.APIError as exc:
+        raise EngineError(f"cannot create {name} from {image}: {exc.explanation or exc}") from None
+    files = list(files)
+    try:
+        if files:
+            api.put_archive(created["Id"], "/", tar_files(files))
+        api.start(created["Id"])
+        # types-docker says int; docker-py hands the timeout to requests, which takes a float.
+        result = api.wait(created["Id"], timeout=timeout_s)  # type: ignore[arg-type]
+        output = api.logs(created["Id"]).decode(errors="replace")
+        stdout = api.logs(created["Id"], stderr=False).decode(errors="replace")
+    except docker.errors.APIError as exc:
+        raise EngineError(
+            f"{name}: the container engine refused: {exc.explanation or exc}"
+        ) from None
+    finally:
+        with contextlib.suppress(docker.errors.APIError):
+            api.remove_container(created["Id"], force=True)
+    if result.get("StatusCode") != 0:
+        tail = "\n".join(output.strip().splitlines()[-25:])
+        raise EngineError(
+            f"{name} failed (exit code {result.get('StatusCode')}); its log ends:\n{tail}"
+        )
+    return stdout if stdout_only else output
