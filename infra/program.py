@@ -31,7 +31,7 @@ from infra.render.connections import connection_uri, node_uri
 from infra.render.pgbouncer import session_pool_name
 from infra.roles import AGENT, OWNER, POOLER_AUTH, READONLY, SUPERUSER, USER
 from infra.settings import StackSettings
-from infra.topology import Topology, topology
+from infra.topology import BACKUP_MOUNT, Topology, topology
 
 # Where a relative elizadb:tls.rootCertPath is resolved for the node-postgres URIs: the project
 # folder, where `elizadb up` writes the CA and where the README has Pulumi users save it.
@@ -187,6 +187,7 @@ def stack_outputs(
         "caCertPath": root,
         "network": topo.network_name,
         "backupVolume": topo.backup_volume_name,
+        "backupMount": BACKUP_MOUNT,
         "nodeNames": [n.name for n in topo.nodes],
         "primary": _endpoint(current.name, host, current.host_port, "primary"),
         "replicas": [_endpoint(n.name, host, n.host_port, "replica") for n in standbys],

@@ -507,14 +507,33 @@ def _get(values: Mapping[str, Any], *path: str) -> Any:
     return node
 
 
+def _raw(values: Mapping[str, Any], *path: str) -> Any:
+    """The value at `path` (camelCase keys) as given, or the model's default when it is not:
+    the cross-key rules below run on raw values (so that they are reported together with the
+    per-field problems) without restating any default."""
+    given = _get(values, *path)
+    if given is not None:
+        return given
+    model: type[BaseModel] = StackSettings
+    default: Any = None
+    for key in path:
+        field = next((f for name, f in model.model_fields.items() if key in (name, f.alias)), None)
+        if field is None:
+            return None
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel):
+            model = type(default)
+    return default.value if isinstance(default, Enum) else default
+
+
 def _fit_problems(values: Mapping[str, Any], parameters: Any) -> list[str]:
     """Whether the parameters, and the vector indexes of the expected memories, fit the node's
     memory. Skipped when the sizes themselves are invalid (reported per field)."""
-    memory = _get(values, "resources", "memory") or "1g"
-    shm = _get(values, "resources", "shmSize") or "512m"
-    cpus = _get(values, "resources", "cpus") or 2
-    rows = _get(values, "vector", "expectedMemories") or 0
-    dims = values.get("embeddingDimensions", 1536)
+    memory = _raw(values, "resources", "memory")
+    shm = _raw(values, "resources", "shmSize")
+    cpus = _raw(values, "resources", "cpus")
+    rows = _raw(values, "vector", "expectedMemories") or 0
+    dims = _raw(values, "embeddingDimensions")
     if not (
         isinstance(memory, str)
         and _SIZE.match(memory.lower())
@@ -549,7 +568,7 @@ def _semantic_problems(stack: str, values: Mapping[str, Any]) -> list[str]:
             f"stack name {stack!r}: must be lower-case letters, digits and '-', starting with a "
             "letter (it is part of every container name)"
         )
-    environment = values.get("environment", Environment.DEVELOPMENT.value)
+    environment = _raw(values, "environment")
     if environment == Environment.PRODUCTION.value and _get(values, "tls", "enabled") is False:
         problems.append(
             f"{PROJECT}:tls.enabled = False: TLS cannot be turned off for a stack whose "
@@ -579,11 +598,11 @@ def _semantic_problems(stack: str, values: Mapping[str, Any]) -> list[str]:
             )
     problems.extend(_fit_problems(values, parameters))
     ports = {
-        "network.primaryPort": _get(values, "network", "primaryPort") or 15432,
-        "network.poolerPort": _get(values, "network", "poolerPort") or 16432,
+        "network.primaryPort": _raw(values, "network", "primaryPort"),
+        "network.poolerPort": _raw(values, "network", "poolerPort"),
     }
-    replicas = values.get("replicas", 2)
-    base = _get(values, "network", "replicaPortBase") or 15433
+    replicas = _raw(values, "replicas")
+    base = _raw(values, "network", "replicaPortBase")
     if isinstance(replicas, int) and isinstance(base, int) and replicas > 0:
         for i in range(replicas):
             ports[f"network.replicaPortBase+{i}"] = base + i
@@ -600,7 +619,7 @@ def _semantic_problems(stack: str, values: Mapping[str, Any]) -> list[str]:
                 "every published port must differ"
             )
         seen.setdefault(port, key)
-    primary_node = values.get("primaryNode", "primary")
+    primary_node = _raw(values, "primaryNode")
     if isinstance(replicas, int) and isinstance(primary_node, str):
         allowed = ["primary", *(f"replica-{i}" for i in range(1, replicas + 1))]
         if primary_node not in allowed:
@@ -609,11 +628,9 @@ def _semantic_problems(stack: str, values: Mapping[str, Any]) -> list[str]:
                 f"({', '.join(allowed)})"
             )
     full_every, incr_every = (
-        _get(values, "backup", "fullEvery"),
-        _get(values, "backup", "incrEvery"),
+        _raw(values, "backup", "fullEvery"),
+        _raw(values, "backup", "incrEvery"),
     )
-    full_every = "7d" if full_every is None else full_every
-    incr_every = "1d" if incr_every is None else incr_every
     if (
         isinstance(full_every, str)
         and isinstance(incr_every, str)
@@ -626,14 +643,14 @@ def _semantic_problems(stack: str, values: Mapping[str, Any]) -> list[str]:
             f"{PROJECT}:backup.fullEvery ({full_every!r}), or no incremental backup would ever run"
         )
     servers = _get(values, "schema", "servers")
-    if servers and _get(values, "schema", "profile") != "eliza-1":
+    if servers and _raw(values, "schema", "profile") != "eliza-1":
         problems.append(
             f"{PROJECT}:schema.servers = {servers!r}: data isolation roles are for ElizaOS 1.x; "
             f"set {PROJECT}:schema.profile to eliza-1 or remove the key"
         )
     sync = _get(values, "replication", "synchronous")
     if sync is True and isinstance(replicas, int):
-        count = _get(values, "replication", "synchronousCount") or 1
+        count = _raw(values, "replication", "synchronousCount")
         if isinstance(count, int) and count > replicas:
             problems.append(
                 f"{PROJECT}:replication.synchronousCount = {count}: more synchronous standbys "

@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg.conninfo
 
+from infra.settings import MAX_EMBEDDING_DIMENSIONS
 from verify.errors import OutputsError
 
 MASK = "[secret]"
@@ -56,6 +57,9 @@ class Outputs:
     pooler: Endpoint
     connections: Connections
     backup_volume: str
+    # Where the nodes mount the backup repository; outputs of stacks deployed before this key
+    # existed used the image's one path.
+    backup_mount: str = "/var/lib/pgbackrest"
     # elizadb:schema.profile; outputs of stacks deployed before it existed are eliza-0.1.
     schema_profile: str = "eliza-0.1"
 
@@ -161,8 +165,8 @@ def load_outputs(path_or_dict: str | Path | Mapping[str, Any]) -> Outputs:
     stack = r.get(raw, "stack", str)
     database = r.get(raw, "database", str)
     dims = r.get(raw, "embeddingDimensions", int)
-    if dims is not None and not 1 <= dims <= 16000:
-        r.problems.append(f"embeddingDimensions: {dims} is outside 1..16000")
+    if dims is not None and not 1 <= dims <= MAX_EMBEDDING_DIMENSIONS:
+        r.problems.append(f"embeddingDimensions: {dims} is outside 1..{MAX_EMBEDDING_DIMENSIONS}")
     tls = r.get(raw, "tls", bool)
     ca_cert = ""
     if tls:
@@ -174,6 +178,7 @@ def load_outputs(path_or_dict: str | Path | Mapping[str, Any]) -> Outputs:
     if profile not in PROFILES:
         r.problems.append(f"schemaProfile: {profile!r} is not one of {', '.join(PROFILES)}")
     backup_volume = raw.get("backupVolume", "")
+    backup_mount = raw.get("backupMount", Outputs.backup_mount)
 
     primary = r.endpoint(raw, "primary", "", "primary")
     replicas_raw = r.get(raw, "replicas", list) or []
@@ -213,5 +218,6 @@ def load_outputs(path_or_dict: str | Path | Mapping[str, Any]) -> Outputs:
         pooler=pooler,
         connections=Connections(readonly_replicas=tuple(readonly), **uris),
         backup_volume=str(backup_volume),
+        backup_mount=str(backup_mount),
         schema_profile=str(profile),
     )

@@ -28,7 +28,7 @@ SERVER_TLS = frozenset({"tls-server-key", "tls-server-csr", "tls-server"})
 
 def effective_settings(settings: StackSettings, state: StateFile) -> StackSettings:
     """The configured settings, following a failover: the node promoted last is the primary."""
-    current = state.runtime("primaryNode")
+    current = state.runtime.primary_node
     if not current or current == settings.primary_node:
         return settings
     nodes = {n.short for n in topology(settings).nodes}
@@ -58,7 +58,7 @@ def up(settings: StackSettings, progress: Progress, project_dir: Path) -> ApplyR
     client = connect()
     guard(settings, client)
     declaration = declare_stack(settings)
-    conforming = StateFile(settings.stack).runtime("conforming") or {}
+    conforming = dict(StateFile(settings.stack).runtime.conforming)
     report = Applier(client, settings.stack, progress, conforming).apply(declaration)
     _write_ca(declaration, project_dir)
     return report

@@ -8,6 +8,8 @@ import json
 import os
 import stat
 import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,17 @@ def default_state_dir() -> Path:
     from elizadb.config import project_dir  # the project is found only when it is needed
 
     return project_dir() / ".elizadb"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Facts of a running stack that its declaration must follow."""
+
+    # The node a failover or switchover made primary (None: as configured).
+    primary_node: str | None = None
+    # Containers changed in place to match a newer declaration (a failover repoints the pooler
+    # without recreating it): container name -> the spec digest it now matches.
+    conforming: Mapping[str, str] = field(default_factory=dict)
 
 
 class StateFile:
@@ -74,13 +87,23 @@ class StateFile:
         self.dirty = self.dirty or removed
         return removed
 
-    # Runtime facts the declaration must follow: which node is primary after a failover, and
-    # containers changed in place to match a newer declaration (name -> spec digest).
-    def runtime(self, key: str) -> Any:
-        return self.data.get("runtime", {}).get(key)
+    @property
+    def runtime(self) -> Runtime:
+        raw = self.data.get("runtime") or {}
+        primary, conforming = raw.get("primaryNode"), raw.get("conforming") or {}
+        if not (
+            (primary is None or isinstance(primary, str))
+            and isinstance(conforming, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in conforming.items())
+        ):
+            raise StateError(f"{self.path}: its runtime record is damaged: {raw!r}")
+        return Runtime(primary, dict(sorted(conforming.items())))
 
-    def set_runtime(self, key: str, value: object) -> None:
-        self.data.setdefault("runtime", {})[key] = value
+    def set_runtime(self, runtime: Runtime) -> None:
+        record: dict[str, Any] = {"conforming": dict(runtime.conforming)}
+        if runtime.primary_node is not None:
+            record["primaryNode"] = runtime.primary_node
+        self.data["runtime"] = record
         self.dirty = True
 
     def save(self) -> None:

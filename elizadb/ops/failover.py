@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import docker
@@ -194,7 +194,7 @@ class Cluster:
         """Rewrite pgbouncer.ini as the declaration for the new primary has it, reload, and
         record both the new primary and that the running pooler now matches that declaration."""
         state = StateFile(self.settings.stack)
-        state.set_runtime("primaryNode", primary.short)
+        state.set_runtime(replace(state.runtime, primary_node=primary.short))
         state.save()
         self.settings = self.settings.model_copy(update={"primary_node": primary.short})
         self.topo = topology(self.settings)
@@ -212,10 +212,11 @@ class Cluster:
         # and their clients at once (clients reconnect), RESUME lets new ones in.
         container.kill(signal="SIGHUP")
         self._pooler_admin(declaration.outputs, ["KILL", "RESUME"])
-        conforming = dict(state.runtime("conforming") or {})
-        conforming[self.topo.pooler_name] = spec_digest(pooler)
+        # The declaration above may have saved new state: read it again before changing it.
         state = StateFile(self.settings.stack)
-        state.set_runtime("conforming", conforming)
+        runtime = state.runtime
+        conforming = {**runtime.conforming, self.topo.pooler_name: spec_digest(pooler)}
+        state.set_runtime(replace(runtime, conforming=conforming))
         state.save()
 
     def wait_received_all(self, node: Node, timeout_s: float = 30) -> None:

@@ -98,6 +98,11 @@ def test_the_repository_stack_files_are_valid() -> None:
             "elizadb:replication.synchronousCount = 3: more synchronous standbys than elizadb:replicas (2)",
         ),
         (
+            # The rule reads the other key's default from the model (incrEvery: 1d).
+            {"backup": {"fullEvery": "12h"}},
+            "elizadb:backup.incrEvery = '1d': must be shorter than elizadb:backup.fullEvery ('12h')",
+        ),
+        (
             {"resources": {"memory": "lots"}},
             "elizadb:resources.memory = 'lots': must be a size like 512m or 2g",
         ),

@@ -133,7 +133,7 @@ def test_malformed_values_are_refused() -> None:
     raw["caCert"] = "not a certificate"
     raw["embeddingDimensions"] = 0
     problems = _problems(raw)
-    assert problems[0] == "embeddingDimensions: 0 is outside 1..16000"
+    assert problems[0] == "embeddingDimensions: 0 is outside 1..2000"
     assert problems[1] == "caCert: not a PEM certificate"
     assert problems[2].startswith("connections.owner: not a libpq connection string")
 

@@ -11,43 +11,43 @@ import uuid
 
 import psycopg
 
-from infra.topology import BACKUP_MOUNT
 from verify import server_files
 from verify.context import Context, scalar
 from verify.model import Check, Findings, Outcome, Unreachable
 
 
 def check_volume(ctx: Context) -> Outcome:
-    """BACKUP_MOUNT (/var/lib/pgbackrest) on the primary is a directory and a read-write mount
+    """The backup mount (output backupMount) on the primary is a directory and a read-write mount
     point of its own (a volume), not a folder that dies with the container."""
     seen = Findings()
+    path = ctx.outputs.backup_mount
     try:
         conn = ctx.node(ctx.outputs.primary)
     except Unreachable as err:
         seen.unreachable(err)
         return seen.outcome("", "")
-    row = conn.execute("SELECT isdir FROM pg_stat_file(%s, true)", (BACKUP_MOUNT,)).fetchone()
+    row = conn.execute("SELECT isdir FROM pg_stat_file(%s, true)", (path,)).fetchone()
     if row is None or row[0] is None:
-        seen.problem(f"{BACKUP_MOUNT} does not exist on the primary")
+        seen.problem(f"{path} does not exist on the primary")
     elif not row[0]:
-        seen.problem(f"{BACKUP_MOUNT} on the primary is not a directory")
+        seen.problem(f"{path} on the primary is not a directory")
     else:
         mountinfo = scalar(conn, "SELECT pg_read_file('/proc/self/mountinfo')")
-        mount = server_files.mount_point(mountinfo, BACKUP_MOUNT)
+        mount = server_files.mount_point(mountinfo, path)
         if mount is None:
             seen.problem(
-                f"{BACKUP_MOUNT} is not a mount point on the primary: backups would be "
+                f"{path} is not a mount point on the primary: backups would be "
                 "written into the container and lost with it"
             )
         elif "rw" not in mount["options"].split(","):
-            seen.problem(f"{BACKUP_MOUNT} is mounted read-only ({mount['options']})")
+            seen.problem(f"{path} is mounted read-only ({mount['options']})")
         else:
             volume = ctx.outputs.backup_volume
             named = f"volume {volume}" if volume and volume in mount["root"] else mount["root"]
             seen.note(f"{named}, {mount['fstype']}")
     return seen.outcome(
-        f"{BACKUP_MOUNT} is a read-write mount",
-        "mount the stack's backup volume at /var/lib/pgbackrest in the primary's container "
+        f"{path} is a read-write mount",
+        f"mount the stack's backup volume at {path} in the primary's container "
         "(`elizadb up` / `pulumi up` declare it)",
     )
 
@@ -61,7 +61,7 @@ def check_writable(ctx: Context) -> Outcome:
     except Unreachable as err:
         seen.unreachable(err)
         return seen.outcome("", "")
-    path = f"{BACKUP_MOUNT}/.elizadb-verify-{uuid.uuid4().hex}"
+    path = f"{ctx.outputs.backup_mount}/.elizadb-verify-{uuid.uuid4().hex}"
     try:
         server_files.write_file(conn, path, "elizadb verify backup probe")
         size = server_files.file_size(conn, path)
@@ -75,9 +75,9 @@ def check_writable(ctx: Context) -> Outcome:
             if server_files.file_size(conn, path) is not None:
                 seen.problem(f"the probe file {path} could not be removed")
     return seen.outcome(
-        f"{BACKUP_MOUNT} writable by the server's OS user (probe written and removed)",
+        f"{ctx.outputs.backup_mount} writable by the server's OS user (probe written and removed)",
         "give the postgres user ownership of the volume (chown -R postgres:postgres "
-        "/var/lib/pgbackrest in the container) and check that it is not full",
+        f"{ctx.outputs.backup_mount} in the container) and check that it is not full",
     )
 
 
