@@ -588,3 +588,25 @@ def test_how_an_isolated_elizaos_server_starts(
             ELIZADB_SKIP_MIGRATIONS="true",
         )
         assert {"runtime.initialize", "runtime.agent", "runtime.room"} <= records.keys()
+
+    # The hazard the README warns of: an ElizaOS server started *without*
+    # ENABLE_DATA_ISOLATION on the migrator's URL (the tables' owner) takes the isolation off
+    # for every server — its migrations disable RLS, its uninstallRLS drops the policies — and
+    # verify fails the stack for it.
+    off = _drive("server", urls["migrator"], tmp_path, ELIZADB_AGENT_NAME="server-without")
+    assert _result(off, "server.uninstallRLS") == "done"
+    with _superuser(isolated_stack) as su:
+        assert su.execute(
+            "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+            " AND relkind = 'r' AND (relrowsecurity OR relforcerowsecurity)"
+        ).fetchone() == (0,)
+    with psycopg.connect(urls["servers"][SERVERS[1]], autocommit=True) as b:
+        everyone = b.execute("SELECT count(DISTINCT server_id) FROM rooms").fetchone()[0]
+    assert everyone == 2, "with the RLS gone server-b reads server-a's rooms too"
+    broken = _verify(isolated_stack)["security.plugin_rls"]
+    assert broken.status == "fail" and "no table of public has the plugin's" in broken.reason
+    # Put back by the migrations with isolation on, as the README says.
+    _drive("migrate", urls["migrator"], tmp_path, **server_env)
+    assert _verify(isolated_stack)["security.plugin_rls"].status == "pass"
+    with psycopg.connect(urls["servers"][SERVERS[1]], autocommit=True) as b:
+        assert b.execute("SELECT count(DISTINCT server_id) FROM rooms").fetchone() == (1,)

@@ -29,6 +29,7 @@ import sqlPlugin, {
   getOrCreateRlsServer,
   installRLSFunctions,
   setServerContext,
+  uninstallRLS,
 } from "@elizaos/plugin-sql";
 
 const DIMS = 1536;
@@ -122,8 +123,9 @@ if (mode === "server") {
   // What `elizaos start` (@elizaos/server 1.7.2, AgentServer.initialize) does with the database
   // before any agent starts, in its order, with its one POSTGRES_URL: the plugin's migrations
   // (there is no option to skip them), then with ENABLE_DATA_ISOLATION=true the plugin's RLS
-  // functions and the server's row in `servers`, then its default message server. The server
-  // stops at the first failure; so does this.
+  // functions and the server's row in `servers` — without it, the plugin's uninstallRLS, whose
+  // failure the server ignores — then its default message server. The server stops at the
+  // first other failure; so does this.
   const serverAdapter = createDatabaseAdapter({ postgresUrl: url }, "00000000-0000-0000-0000-000000000000");
   const steps = [
     ["server.init", () => serverAdapter.init()],
@@ -144,6 +146,15 @@ if (mode === "server") {
       ["server.getOrCreateRlsServer", () => getOrCreateRlsServer(serverAdapter, serverId)],
       ["server.setServerContext", () => setServerContext(serverAdapter, serverId)],
     );
+  } else {
+    steps.push([
+      "server.uninstallRLS",
+      () =>
+        uninstallRLS(serverAdapter).then(
+          () => "done",
+          (err) => `failed, ignored: ${err?.message ?? err}`,
+        ),
+    ]);
   }
   steps.push([
     "server.messageServer",
@@ -155,7 +166,7 @@ if (mode === "server") {
       }),
   ]);
   for (const [op, run] of steps) {
-    await step(op, run, () => [true, null]);
+    await step(op, run, (r) => [true, r ?? null]);
     if (failures) break;
   }
   await serverAdapter.close();
