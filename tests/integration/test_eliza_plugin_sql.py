@@ -559,7 +559,8 @@ def test_how_an_isolated_elizaos_server_starts(
     the migrator's CREATE SCHEMA), and the migrator is tied to no server, so the server's own
     rows fail the plugin's RLS. What works, and what the README gives: the migrations run once
     with the migrator's URL; each server's agents start through core (AgentRuntime /
-    ElizaOS.addAgents) with migrations skipped, as the server's role."""
+    ElizaOS.addAgents) with migrations skipped, as the server's role. And the hazard it warns
+    of: anything of the plugin started without isolation as the tables' owner removes it."""
     urls = isolated_stack.outputs["nodeConnections"]
     _drive("migrate", urls["migrator"], tmp_path, **ISOLATION, ELIZA_SERVER_ID=SERVERS[0])
     server_env = {**ISOLATION, "ELIZA_SERVER_ID": SERVERS[0]}
@@ -577,7 +578,9 @@ def test_how_an_isolated_elizaos_server_starts(
     assert status != 0 and not as_migrator["server.messageServer"]["ok"], logs
     assert "row-level security" in as_migrator["server.messageServer"]["detail"], logs
 
-    for server in SERVERS:
+    # server-a's agent by AgentRuntime.initialize, server-b's by ElizaOS.addAgents (autoStart),
+    # the two ways the README gives.
+    for server, via_elizaos in zip(SERVERS, ("false", "true"), strict=True):
         records = _drive(
             "runtime",
             urls["servers"][server],
@@ -586,8 +589,10 @@ def test_how_an_isolated_elizaos_server_starts(
             ELIZA_SERVER_ID=server,
             ELIZADB_AGENT_NAME=f"runtime-of-{server}",
             ELIZADB_SKIP_MIGRATIONS="true",
+            ELIZADB_VIA_ELIZAOS=via_elizaos,
         )
         assert {"runtime.initialize", "runtime.agent", "runtime.room"} <= records.keys()
+    assert _result(records, "runtime.initialize")["via"] == "ElizaOS.addAgents"
 
     # The hazard the README warns of: an ElizaOS server started *without*
     # ENABLE_DATA_ISOLATION on the migrator's URL (the tables' owner) takes the isolation off

@@ -22,7 +22,7 @@
 // from a character name); ENABLE_DATA_ISOLATION / ELIZA_SERVER_ID are read by the plugin itself.
 import { createHash } from "node:crypto";
 import pg from "pg";
-import { AgentRuntime, stringToUuid } from "@elizaos/core";
+import { AgentRuntime, ElizaOS, stringToUuid } from "@elizaos/core";
 import sqlPlugin, {
   DatabaseMigrationService,
   createDatabaseAdapter,
@@ -100,13 +100,25 @@ if (mode === "runtime") {
   // An ElizaOS agent's own start: @elizaos/core's AgentRuntime with the SQL plugin, the URL in
   // the character's secrets as the ElizaOS CLI puts it there from .env. initialize() runs the
   // plugin's migrations unless ELIZADB_SKIP_MIGRATIONS=true, then makes the agent, its world,
-  // entity, room and participation.
-  const runtime = new AgentRuntime({
-    character: { name: agentName, bio: ["drives the plugin"], secrets: { POSTGRES_URL: url } },
-    plugins: [sqlPlugin],
-  });
-  await step("runtime.initialize", () =>
-    runtime.initialize({ skipMigrations: process.env.ELIZADB_SKIP_MIGRATIONS === "true" }),
+  // entity, room and participation. With ELIZADB_VIA_ELIZAOS=true the agent is started as an
+  // application hosting agents does: ElizaOS.addAgents(..., { autoStart: true, skipMigrations }).
+  const character = { name: agentName, bio: ["drives the plugin"], secrets: { POSTGRES_URL: url } };
+  const skipMigrations = process.env.ELIZADB_SKIP_MIGRATIONS === "true";
+  const viaElizaOS = process.env.ELIZADB_VIA_ELIZAOS === "true";
+  const elizaOS = new ElizaOS();
+  let runtime = new AgentRuntime({ character, plugins: [sqlPlugin] });
+  await step(
+    "runtime.initialize",
+    async () => {
+      if (!viaElizaOS) return runtime.initialize({ skipMigrations });
+      const [started] = await elizaOS.addAgents([{ character, plugins: [sqlPlugin] }], {
+        autoStart: true,
+        skipMigrations,
+      });
+      runtime = elizaOS.getAgent(started);
+      return started;
+    },
+    (r) => [!viaElizaOS || r === agentId, viaElizaOS ? { via: "ElizaOS.addAgents", agentId: r } : null],
   );
   await step("runtime.agent", () => adapter.getAgent(agentId), (a) => [a?.name === agentName, a?.name]);
   await step(
@@ -114,7 +126,7 @@ if (mode === "runtime") {
     () => adapter.getParticipantsForRoom(agentId),
     (ps) => [ps?.includes(agentId), ps?.length],
   );
-  await runtime.stop();
+  await (viaElizaOS ? elizaOS.stopAgents() : runtime.stop());
   await adapter.close();
   process.exit(failures ? 1 : 0);
 }
