@@ -217,3 +217,27 @@ def test_a_0_1_stack_moves_to_eliza1_with_every_row(tmp_path: Path) -> None:
         }
         assert not [r for r in results.values() if r.status != "pass"], results
         assert "found the memory itself first" in results["vector.plugin_search"].summary
+
+        # The plugin finds the moved knowledge as @elizaos/plugin-knowledge 1.x looks for it.
+        out = _node(
+            TESTS / "plugin-sql" / "drive.mjs",
+            ["recall"],
+            {
+                "POSTGRES_URL": stack.outputs["nodeConnections"]["agentPooler"],
+                "ELIZADB_AGENT_ID": str(ids["agent"]),
+                "ELIZADB_RECALL": json.dumps(
+                    {
+                        "embedding": [float(x) for x in knowledge[3]],
+                        "fragment": str(chunks[2]),
+                        "document": str(document),
+                    }
+                ),
+                "LOG_LEVEL": "warn",
+            },
+            tmp_path,
+        )
+        recalled = [
+            json.loads(line) for line in out.splitlines() if line.startswith('{"op":"recall')
+        ]
+        assert [r["op"] for r in recalled] == ["recall.fragments", "recall.documents"], out
+        assert recalled[1]["detail"]["result"] == ["a document"]

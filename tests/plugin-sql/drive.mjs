@@ -13,6 +13,8 @@
 //                                             (@elizaos/server 1.7.2 AgentServer.initialize)
 //   POSTGRES_URL=... node drive.mjs foreign   with ELIZADB_FOREIGN (another agent's summary):
 //                                             reads and a delete aimed at that agent's rows
+//   POSTGRES_URL=... node drive.mjs recall    with ELIZADB_RECALL: an agent's knowledge read as
+//                                             @elizaos/plugin-knowledge 1.x reads it
 //
 // The connection string is used as given: node-postgres parses it, sslmode=verify-full and the
 // absolute sslrootcert included, so this proves the stack's `connections.node` URLs work from
@@ -35,7 +37,7 @@ import sqlPlugin, {
 const DIMS = 1536;
 const mode = process.argv[2];
 const url = process.env.POSTGRES_URL;
-const MODES = ["migrate", "agent", "runtime", "server", "foreign"];
+const MODES = ["migrate", "agent", "runtime", "server", "foreign", "recall"];
 if (!url || !MODES.includes(mode)) {
   console.error(`usage: POSTGRES_URL=... node drive.mjs ${MODES.join("|")}`);
   process.exit(2);
@@ -78,7 +80,7 @@ const agentName = process.env.ELIZADB_AGENT_NAME ?? "elizadb-plugin-drive";
 // delete removes none, whatever the caller does. Those operations are checked for exactly that
 // behaviour here, so that a plugin that changes it fails the test.
 const isolated = process.env.ENABLE_DATA_ISOLATION === "true";
-const agentId = stringToUuid(agentName);
+const agentId = process.env.ELIZADB_AGENT_ID ?? stringToUuid(agentName);
 const adapter = createDatabaseAdapter({ postgresUrl: url }, agentId);
 
 if (mode === "migrate") {
@@ -208,6 +210,34 @@ if (mode === "foreign") {
     empty,
   );
   await step("foreign.deleteMemory", () => adapter.deleteMemory(other.target));
+  await adapter.close();
+  process.exit(failures ? 1 : 0);
+}
+
+if (mode === "recall") {
+  // Knowledge carried over from 0.1 (elizadb move-to-eliza1), read the way the 1.x knowledge
+  // plugin reads it: fragments by similarity (tableName "knowledge"), documents listed from the
+  // agent's own room (tableName "documents"). ELIZADB_RECALL: {embedding, fragment, document}.
+  const want = JSON.parse(process.env.ELIZADB_RECALL ?? "{}");
+  await step("init", () => adapter.init());
+  await step("ensureEmbeddingDimension", () => adapter.ensureEmbeddingDimension(want.embedding.length));
+  await step(
+    "recall.fragments",
+    () =>
+      adapter.searchMemories({ tableName: "knowledge", embedding: want.embedding, count: 3, match_threshold: 0.1 }),
+    (ms) => [
+      ms?.[0]?.id === want.fragment && ms[0].metadata?.documentId === want.document,
+      ms?.map((m) => ({ id: m.id, text: m.content?.text, similarity: m.similarity })),
+    ],
+  );
+  await step(
+    "recall.documents",
+    () => adapter.getMemories({ tableName: "documents", roomId: agentId, count: 100 }),
+    (ms) => [
+      ms?.length === 1 && ms[0].id === want.document && ms[0].metadata?.type === "document",
+      ms?.map((m) => m.content?.text),
+    ],
+  );
   await adapter.close();
   process.exit(failures ? 1 : 0);
 }
