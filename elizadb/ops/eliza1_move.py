@@ -11,8 +11,12 @@
 The plugin's own 0.x path does not apply. Started on a 0.1 database (tried with plugin-sql
 1.7.2), its "pre-1.6.5" step renames the 0.1 tables' camelCase columns in place, outside a
 transaction, and its migrator then refuses to go on ("Destructive migration blocked": NOT NULL
-columns it cannot add to existing rows), leaving a database neither version can use. Goals and
-knowledge have no 1.x table and stay in eliza01.
+columns it cannot add to existing rows), leaving a database neither version can use.
+
+Knowledge goes where 1.x keeps it: memories of type 'documents' and 'knowledge' (fragments), as
+@elizaos/plugin-knowledge 1.x writes them, with their embeddings. Goals have no home in 1.x (its
+core has no goals), nor has shared knowledge (a 1.x memory belongs to one agent): they stay in
+eliza01, counted, and the report says so.
 """
 
 from __future__ import annotations
@@ -56,6 +60,30 @@ TALLIES: tuple[tuple[str, str, str], ...] = (
         "SELECT count(*) FROM public.memories WHERE id IN (SELECT id FROM eliza01.memories)",
     ),
     (
+        "knowledge -> documents",
+        (
+            'SELECT count(*) FROM eliza01.knowledge WHERE "agentId" IS NOT NULL'
+            ' AND "originalId" IS NULL'
+        ),
+        (
+            "SELECT count(*) FROM public.memories WHERE type = 'documents'"
+            " AND metadata->>'type' = 'document' AND id IN"
+            ' (SELECT id FROM eliza01.knowledge WHERE "originalId" IS NULL)'
+        ),
+    ),
+    (
+        "knowledge chunks",
+        (
+            'SELECT count(*) FROM eliza01.knowledge WHERE "agentId" IS NOT NULL'
+            ' AND "originalId" IS NOT NULL'
+        ),
+        (
+            "SELECT count(*) FROM public.memories WHERE type = 'knowledge'"
+            " AND metadata->>'type' = 'fragment' AND id IN"
+            ' (SELECT id FROM eliza01.knowledge WHERE "originalId" IS NOT NULL)'
+        ),
+    ),
+    (
         "relationships",
         "SELECT count(*) FROM eliza01.relationships",
         (
@@ -79,6 +107,15 @@ TALLIES: tuple[tuple[str, str, str], ...] = (
 )
 
 
+# Rows with no home in 1.x, which stay in schema eliza01: what (and why) -> how many.
+LEFT_IN_ELIZA01: dict[str, str] = {
+    "goals (1.x has no goals)": "SELECT count(*) FROM eliza01.goals",
+    "shared knowledge (a 1.x memory belongs to one agent)": (
+        'SELECT count(*) FROM eliza01.knowledge WHERE "agentId" IS NULL'
+    ),
+}
+
+
 @dataclass(frozen=True)
 class Tally:
     what: str
@@ -93,9 +130,9 @@ class Tally:
 @dataclass(frozen=True)
 class MoveReport:
     tallies: tuple[Tally, ...]
-    embeddings_source: int  # 0.1 memories with an embedding
+    embeddings_source: int  # 0.1 memories and agents' knowledge with an embedding
     embeddings_equal: int  # 1.x embeddings equal to them, component for component
-    left_in_eliza01: dict[str, int]  # rows with no 1.x table
+    left_in_eliza01: dict[str, int]  # rows with no home in 1.x
 
     @property
     def complete(self) -> bool:
@@ -148,30 +185,38 @@ def carry_over(conn: psycopg.Connection[Any], dims: int) -> MoveReport:
 def _carry_over(conn: psycopg.Connection[Any], column: sql.Identifier) -> MoveReport:
     with conn.transaction():
         conn.execute((MOVE_DIR / "2_carry_over.sql").read_text())
+        # Every 0.1 vector with a home in 1.x: memories' and agents' knowledge rows'.
+        conn.execute(
+            "CREATE TEMP VIEW eliza01_embedded AS"
+            ' SELECT id, "createdAt" AS created_at, embedding FROM eliza01.memories'
+            ' WHERE embedding IS NOT NULL AND "agentId" IS NOT NULL'
+            ' UNION ALL SELECT id, "createdAt", embedding FROM eliza01.knowledge'
+            ' WHERE embedding IS NOT NULL AND "agentId" IS NOT NULL'
+        )
         conn.execute(
             sql.SQL(
                 "INSERT INTO public.embeddings (memory_id, created_at, {col})"
-                ' SELECT m.id, m."createdAt", m.embedding FROM eliza01.memories m'
-                ' WHERE m.embedding IS NOT NULL AND m."agentId" IS NOT NULL'
+                " SELECT id, created_at, embedding FROM eliza01_embedded"
             ).format(col=column)
         )
         report = MoveReport(
             tallies=tuple(Tally(w, _one(conn, s), _one(conn, c)) for w, s, c in TALLIES),
             embeddings_source=_one(
-                conn, "SELECT count(*) FROM eliza01.memories WHERE embedding IS NOT NULL"
+                conn,
+                "SELECT (SELECT count(*) FROM eliza01.memories WHERE embedding IS NOT NULL)"
+                " + (SELECT count(*) FROM eliza01.knowledge WHERE embedding IS NOT NULL"
+                ' AND "agentId" IS NOT NULL)',
             ),
             embeddings_equal=_one(
                 conn,
                 sql.SQL(
-                    "SELECT count(*) FROM eliza01.memories m JOIN public.embeddings e"
-                    " ON e.memory_id = m.id WHERE e.{col} = m.embedding"
+                    "SELECT count(*) FROM eliza01_embedded o JOIN public.embeddings e"
+                    " ON e.memory_id = o.id WHERE e.{col} = o.embedding"
                 ).format(col=column),
             ),
-            left_in_eliza01={
-                t: _one(conn, sql.SQL("SELECT count(*) FROM eliza01.{}").format(sql.Identifier(t)))
-                for t in ("goals", "knowledge")
-            },
+            left_in_eliza01={what: _one(conn, query) for what, query in LEFT_IN_ELIZA01.items()},
         )
+        conn.execute("DROP VIEW eliza01_embedded")
         if not report.complete:
             raise DeployError("carry-over rolled back, rows would be lost:\n" + render(report))
     return report
@@ -185,6 +230,6 @@ def render(report: MoveReport) -> str:
     lines.append(
         f"{'embeddings (equal)':<22} {report.embeddings_source:>9} {report.embeddings_equal:>9}"
     )
-    kept = ", ".join(f"{table}: {rows}" for table, rows in report.left_in_eliza01.items())
-    lines.append(f"kept in schema eliza01 (no 1.x table): {kept}")
+    lines.append("kept in schema eliza01, no home in 1.x:")
+    lines.extend(f"  {what}: {rows}" for what, rows in report.left_in_eliza01.items())
     return "\n".join(lines)

@@ -12,7 +12,12 @@
 --   memories                 -> memories (userId -> entity_id) + embeddings (embedding -> dim_N)
 --   relationships            -> relationships (userA/userB -> source/target, status -> tags)
 --   logs, cache              -> logs, cache
---   goals, knowledge         -> not carried (no 1.x table); they stay in eliza01
+--   knowledge of an agent    -> memories as @elizaos/plugin-knowledge 1.x writes them: documents
+--                               ("originalId" null) type 'documents', their chunks type
+--                               'knowledge' (metadata type 'fragment', documentId, position),
+--                               in the agent's own room and world, + embeddings
+--   goals                    -> not carried: 1.x has no goals; they stay in eliza01
+--   shared knowledge         -> not carried: every 1.x memory belongs to an agent; stays too
 --
 -- An agent is an account that some memory, or a cache or knowledge row, names as its agentId.
 
@@ -89,3 +94,38 @@ SELECT c.key, c."agentId"::uuid, coalesce(c.value, '{}'::jsonb), c."createdAt", 
   FROM eliza01.cache c
  WHERE c."agentId" ~* '^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$'
    AND c."agentId"::uuid IN (SELECT id FROM move_agents);
+
+-- Knowledge. 1.x keeps it in memories, scoped to the agent's own room, world and entity (all
+-- three are the agent's id), which the agent's first start would create: made here when
+-- missing, as AgentRuntime.initialize makes them, so that the documents are where the
+-- knowledge plugin lists them.
+CREATE TEMP TABLE move_knowledge_agents ON COMMIT DROP AS
+SELECT g.id, g.name FROM move_agents g
+ WHERE g.id IN (SELECT "agentId" FROM eliza01.knowledge);
+
+INSERT INTO public.worlds (id, agent_id, name, message_server_id)
+SELECT id, id, name || '''s World', id FROM move_knowledge_agents
+ON CONFLICT (id) DO NOTHING;
+
+INSERT INTO public.rooms (id, agent_id, source, type, message_server_id, world_id, name,
+                          channel_id)
+SELECT id, id, 'elizaos', 'SELF', id, id, name, id::text FROM move_knowledge_agents
+ON CONFLICT (id) DO NOTHING;
+
+INSERT INTO public.memories (id, type, created_at, content, entity_id, agent_id, room_id,
+                             world_id, "unique", metadata)
+SELECT k.id,
+       CASE WHEN k."originalId" IS NULL THEN 'documents' ELSE 'knowledge' END,
+       k."createdAt", k.content, k."agentId", k."agentId", k."agentId", k."agentId", true,
+       CASE WHEN k."originalId" IS NULL THEN
+           jsonb_build_object('type', 'document', 'documentId', k.id,
+                              'timestamp', (extract(epoch FROM k."createdAt") * 1000)::bigint,
+                              'source', 'eliza-0.1')
+       ELSE
+           jsonb_build_object('type', 'fragment', 'documentId', k."originalId",
+                              'position', coalesce(k."chunkIndex", 0),
+                              'timestamp', (extract(epoch FROM k."createdAt") * 1000)::bigint,
+                              'source', 'eliza-0.1')
+       END
+  FROM eliza01.knowledge k
+ WHERE k."agentId" IS NOT NULL;

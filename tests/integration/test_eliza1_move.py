@@ -28,6 +28,7 @@ pytestmark = pytest.mark.integration
 
 TESTS = Path(__file__).resolve().parents[1]
 EXTRA_MEMORIES = 300
+KNOWLEDGE_CHUNKS = 4
 
 
 def _node(script: Path, args: list[str], env: dict[str, str], cwd: Path) -> str:
@@ -72,7 +73,7 @@ def test_a_0_1_stack_moves_to_eliza1_with_every_row(tmp_path: Path) -> None:
         with psycopg.connect(stack.connections["superuser"], dbname="eliza", autocommit=True) as su:
             register_vector(su)
             # More memories of that agent, with embedding-like vectors.
-            vectors = clustered_vectors(EXTRA_MEMORIES, 1536, seed=8)
+            vectors = clustered_vectors(EXTRA_MEMORIES + KNOWLEDGE_CHUNKS + 2, 1536, seed=8)
             with su.cursor() as cur:
                 cur.executemany(
                     'INSERT INTO memories (id, type, content, embedding, "userId", "agentId",'
@@ -90,10 +91,42 @@ def test_a_0_1_stack_moves_to_eliza1_with_every_row(tmp_path: Path) -> None:
                         for i in range(EXTRA_MEMORIES)
                     ],
                 )
+            # The agent's RAG knowledge as the 0.1 adapter keeps it: a document, its chunks
+            # ("originalId", "chunkIndex"), each with an embedding; and a shared document.
+            document, shared = uuid.uuid4(), uuid.uuid4()
+            chunks = [uuid.uuid4() for _ in range(KNOWLEDGE_CHUNKS)]
+            knowledge = [vectors[EXTRA_MEMORIES + i] for i in range(KNOWLEDGE_CHUNKS + 2)]
+            su.execute(
+                'INSERT INTO knowledge (id, "agentId", content, embedding, "isMain")'
+                " VALUES (%s, %s, %s, %s, true)",
+                (document, ids["agent"], Jsonb({"text": "a document"}), knowledge[0]),
+            )
+            with su.cursor() as cur:
+                cur.executemany(
+                    'INSERT INTO knowledge (id, "agentId", content, embedding, "originalId",'
+                    ' "chunkIndex") VALUES (%s, %s, %s, %s, %s, %s)',
+                    [
+                        (
+                            c,
+                            ids["agent"],
+                            Jsonb({"text": f"chunk {i}"}),
+                            knowledge[1 + i],
+                            document,
+                            i,
+                        )
+                        for i, c in enumerate(chunks)
+                    ],
+                )
+            su.execute(
+                'INSERT INTO knowledge (id, content, embedding, "isMain", "isShared")'
+                " VALUES (%s, %s, %s, true, true)",
+                (shared, Jsonb({"text": "shared"}), knowledge[-1]),
+            )
             before = {
                 t: su.execute(f"SELECT count(*) FROM public.{t}").fetchone()[0]
                 for t in ("accounts", "rooms", "memories", "participants", "logs", "cache")
             }
+            goals = su.execute("SELECT count(*) FROM public.goals").fetchone()[0]
             progress(f"0.1 rows before the move: {before}")
             assert before["memories"] > EXTRA_MEMORIES
 
@@ -134,8 +167,37 @@ def test_a_0_1_stack_moves_to_eliza1_with_every_row(tmp_path: Path) -> None:
             assert tallies["memories"] == (before["memories"], before["memories"])
             assert tallies["accounts -> entities"] == (before["accounts"], before["accounts"])
             assert tallies["rooms"] == (before["rooms"], before["rooms"])
-            assert report.embeddings_source == report.embeddings_equal >= EXTRA_MEMORIES
-            assert report.left_in_eliza01["goals"] >= 1  # no 1.x table for goals: kept, counted
+            assert tallies["knowledge -> documents"] == (1, 1)
+            assert tallies["knowledge chunks"] == (KNOWLEDGE_CHUNKS, KNOWLEDGE_CHUNKS)
+            # Every vector compared: the memories' and the agent's knowledge's.
+            assert report.embeddings_source == report.embeddings_equal
+            assert report.embeddings_source >= EXTRA_MEMORIES + 1 + KNOWLEDGE_CHUNKS
+            # No home in 1.x: kept in eliza01, counted, and the report says why.
+            assert report.left_in_eliza01 == {
+                "goals (1.x has no goals)": goals,
+                "shared knowledge (a 1.x memory belongs to one agent)": 1,
+            }
+            assert goals >= 1
+            assert "goals (1.x has no goals): " in eliza1_move.render(report)
+            # Knowledge as @elizaos/plugin-knowledge 1.x keeps it: the document in the agent's
+            # own room, its chunks fragments of it, in order, each with its own embedding.
+            moved = su.execute(
+                "SELECT m.type, m.metadata->>'type', m.metadata->>'documentId',"
+                " (m.metadata->>'position')::int, m.room_id = m.agent_id,"
+                " e.dim_1536 = k.embedding"
+                " FROM memories m JOIN embeddings e ON e.memory_id = m.id"
+                " JOIN eliza01.knowledge k ON k.id = m.id"
+                " WHERE m.agent_id = %s AND m.type IN ('documents', 'knowledge')"
+                " ORDER BY m.type, 4",
+                (ids["agent"],),
+            ).fetchall()
+            assert moved == [("documents", "document", str(document), None, True, True)] + [
+                ("knowledge", "fragment", str(document), i, True, True)
+                for i in range(KNOWLEDGE_CHUNKS)
+            ]
+            assert su.execute(
+                "SELECT type, name FROM rooms WHERE id = %s", (ids["agent"],)
+            ).fetchone()[0] in ("SELF", "GROUP")
             # The agent is an agent now, with its memories' room and cache.
             assert su.execute(
                 "SELECT count(*) FROM agents WHERE id = %s", (ids["agent"],)
@@ -155,3 +217,27 @@ def test_a_0_1_stack_moves_to_eliza1_with_every_row(tmp_path: Path) -> None:
         }
         assert not [r for r in results.values() if r.status != "pass"], results
         assert "found the memory itself first" in results["vector.plugin_search"].summary
+
+        # The plugin finds the moved knowledge as @elizaos/plugin-knowledge 1.x looks for it.
+        out = _node(
+            TESTS / "plugin-sql" / "drive.mjs",
+            ["recall"],
+            {
+                "POSTGRES_URL": stack.outputs["nodeConnections"]["agentPooler"],
+                "ELIZADB_AGENT_ID": str(ids["agent"]),
+                "ELIZADB_RECALL": json.dumps(
+                    {
+                        "embedding": [float(x) for x in knowledge[3]],
+                        "fragment": str(chunks[2]),
+                        "document": str(document),
+                    }
+                ),
+                "LOG_LEVEL": "warn",
+            },
+            tmp_path,
+        )
+        recalled = [
+            json.loads(line) for line in out.splitlines() if line.startswith('{"op":"recall')
+        ]
+        assert [r["op"] for r in recalled] == ["recall.fragments", "recall.documents"], out
+        assert recalled[1]["detail"]["result"] == ["a document"]

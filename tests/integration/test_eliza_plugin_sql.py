@@ -7,6 +7,32 @@ session-mode pool; `agent` lives an agent's memory life as the application role 
 transaction-mode pool. The driver runs from a scratch folder, so the `nodeConnections` URLs
 (absolute sslrootcert) are proven to work from any working directory.
 
+Under ENABLE_DATA_ISOLATION=true four memory calls cannot serve an agent, whoever calls them and
+however; the plugin (1.7.2, dist/node/index.node.js) is the reason, not the stack:
+- its migrations put a RESTRICTIVE policy on `memories` (apply_entity_rls_to_all_tables, STRICT
+  for memories, logs, components, tasks):
+  `USING (current_entity_id() IS NOT NULL AND room_id IN (SELECT room_id FROM participants
+  WHERE entity_id = current_entity_id()))`, where current_entity_id() reads
+  `current_setting('app.entity_id', true)`;
+- the plugin sets app.entity_id only in withIsolationContext, a transaction that begins with
+  `SELECT set_config('app.entity_id', $1, true)`; MemoryStore.get (getMemories), create, and
+  the log store use it;
+- MemoryStore.searchByEmbedding, getById, count and delete run on the pool (`this.db`), with no
+  transaction and no set_config: `SELECT ... FROM embeddings INNER JOIN memories ... WHERE
+  type = $1 AND agent_id = $2 ... ORDER BY 1 - (dim_1536 <=> $3) DESC`, `SELECT ... FROM
+  memories WHERE id = $1`, `SELECT count(*) FROM memories WHERE room_id = $1 AND type = $2`,
+  `DELETE FROM embeddings WHERE memory_id = $1; DELETE FROM memories WHERE id = $1`. The
+  policy's `current_entity_id() IS NOT NULL` is false for every row, so they see none: search
+  [], count 0, getMemoryById null, and the delete removes the memory's embedding (`embeddings`
+  has no entity column, only the server policy binds it) but not the memory;
+- a caller has no way in: the adapter's withIsolationContext(entity, fn) opens its transaction
+  on one pooled connection while fn's calls take others; @elizaos/core's message service uses
+  runtime.withEntityContext only if the runtime has one, and neither AgentRuntime nor the
+  adapter defines it in 1.7.2.
+test_data_isolation_keeps_two_servers_apart asserts exactly this, so an upgrade that changes it
+fails there; getMemories with an entityId (the call that sets the context) returns the room's
+memories, and nothing of the other server's.
+
 Needs Node >= 20 and npm; node_modules are installed with `npm ci` from the pinned lock file
 when missing. In CI (CI=true) a missing Node, npm or container engine fails the test.
 """
@@ -59,6 +85,8 @@ AGENT_OPERATIONS = {
     "createMemory",
     "searchMemories",
     "searchMemories.threshold",
+    "searchMemories.inIsolationContext",
+    "withEntityContext",
     "getMemories",
     "getMemoryById",
     "countMemories",
@@ -77,17 +105,16 @@ AGENT_OPERATIONS = {
     "getMemories.afterDelete",
     "summary",
 }
-# Left out under ENABLE_DATA_ISOLATION=true: the plugin's STRICT entity RLS on memories hides
-# them from every read it runs outside an entity context (drive.mjs says why).
-NOT_UNDER_ISOLATION = {
-    "searchMemories",
-    "searchMemories.threshold",
-    "getMemoryById",
-    "countMemories",
-    "countMemories.afterDelete",
-    "getMemoryById.deleted",
-    "deleteMemory",
-    "getMemories.afterDelete",
+# What `drive.mjs foreign` aims at another server's agent; every one must come back empty.
+FOREIGN_OPERATIONS = {
+    "foreign.getAgent",
+    "foreign.getRoomsByIds",
+    "foreign.getParticipantsForRoom",
+    "foreign.getMemories",
+    "foreign.getMemoryById",
+    "foreign.countMemories",
+    "foreign.getLogs",
+    "foreign.deleteMemory",
 }
 # The plugin's tables (its Drizzle schema) that its migrations must have created.
 PLUGIN_TABLES = {*plugin_sql.PLUGIN_TABLES, "components", "tasks"}
@@ -153,6 +180,10 @@ def _drive(mode: str, url: str, cwd: Path, **extra: str) -> dict[str, dict[str, 
     failed = [r for r in records.values() if not r["ok"]]
     assert not failed and status == 0, json.dumps(failed, indent=1) + "\n" + logs
     return records
+
+
+def _result(records: dict[str, dict[str, Any]], op: str) -> Any:
+    return records[op]["detail"]["result"]
 
 
 def _superuser(stack: DeployedStack) -> psycopg.Connection[Any]:
@@ -269,6 +300,7 @@ def test_an_agent_lives_its_memory_life_through_the_transaction_pool(
         "app": "elizadb-plugin-drive",
         "authorized": True,
     }
+    assert _result(records, "withEntityContext") == {"runtime": "undefined", "adapter": "undefined"}
     ranked = records["searchMemories"]["detail"]["result"]["ranked"]
     assert ranked[0]["text"] == "weather message 1"
     assert all(r["text"].startswith("weather") for r in ranked[:4]), ranked
@@ -400,40 +432,69 @@ def isolated_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deploye
         yield handle
 
 
+ISOLATION = {"ENABLE_DATA_ISOLATION": "true"}
+
+
 def test_data_isolation_keeps_two_servers_apart(
     isolated_stack: DeployedStack, tmp_path: Path
 ) -> None:
     """ENABLE_DATA_ISOLATION=true with two ELIZA_SERVER_IDs: the plugin installs its RLS when it
     migrates; each server's agent, connected as that server's role through the transaction
-    pool, lives its life; neither server sees the other's rows, and a role without a server
-    sees none at all."""
+    pool, lives its life; neither server reads, counts or deletes the other's rows, and a role
+    without a server sees none at all.
+
+    The plugin's own entity RLS decides what the memory calls return under isolation (the
+    module docstring of drive.mjs and the README say why): getMemories with an entityId finds
+    the room's memories; searchMemories, countMemories and getMemoryById find none, and
+    deleteMemory removes none, even wrapped in the adapter's withIsolationContext. Asserted as
+    such, so that a plugin upgrade that changes it fails here."""
     stack = isolated_stack
     urls = stack.outputs["nodeConnections"]
     # The plugin asks every process with isolation on for its ELIZA_SERVER_ID, the migrating
     # one included; the migration role itself is tied to no server.
-    _drive(
-        "migrate",
-        urls["migrator"],
-        tmp_path,
-        ENABLE_DATA_ISOLATION="true",
-        ELIZA_SERVER_ID=SERVERS[0],
-    )
+    _drive("migrate", urls["migrator"], tmp_path, **ISOLATION, ELIZA_SERVER_ID=SERVERS[0])
     ids: dict[str, dict[str, Any]] = {}
     for server in SERVERS:
         records = _drive(
             "agent",
             urls["servers"][server],
             tmp_path,
-            ENABLE_DATA_ISOLATION="true",
+            **ISOLATION,
             ELIZA_SERVER_ID=server,
             ELIZADB_AGENT_NAME=f"agent-of-{server}",
         )
-        expected = AGENT_OPERATIONS - NOT_UNDER_ISOLATION
-        assert expected <= records.keys(), f"not reported: {expected - records.keys()}"
+        assert records.keys() >= AGENT_OPERATIONS, (
+            f"not reported: {AGENT_OPERATIONS - records.keys()}"
+        )
         summary = records["summary"]["detail"]
         assert summary["isolated"] is True
-        assert set(summary["skipped"]) == NOT_UNDER_ISOLATION
+        # Within an entity context (getMemories with the user's id): the room's memories.
+        assert _result(records, "getMemories") == 12
+        # Outside one, as the plugin runs these calls: nothing, and the delete removes nothing.
+        assert _result(records, "searchMemories") == {"ranked": []}
+        assert _result(records, "searchMemories.threshold") == []
+        assert _result(records, "searchMemories.inIsolationContext") == 0
+        assert _result(records, "getMemoryById") is None
+        assert _result(records, "countMemories") == 0
+        assert _result(records, "getMemories.afterDelete") == 12
+        assert _result(records, "withEntityContext") == {
+            "runtime": "undefined",
+            "adapter": "undefined",
+        }
         ids[server] = summary
+
+    # Each server's agent aims every read and a delete at the other server's rows.
+    for me, other in (SERVERS, SERVERS[::-1]):
+        records = _drive(
+            "foreign",
+            urls["servers"][me],
+            tmp_path,
+            **ISOLATION,
+            ELIZA_SERVER_ID=me,
+            ELIZADB_AGENT_NAME=f"agent-of-{me}",
+            ELIZADB_FOREIGN=json.dumps(ids[other]),
+        )
+        assert records.keys() >= FOREIGN_OPERATIONS, FOREIGN_OPERATIONS - records.keys()
 
     queries = {
         "agents": "SELECT count(*) FROM agents WHERE id = %s",
@@ -465,6 +526,16 @@ def test_data_isolation_keeps_two_servers_apart(
         with psycopg.connect(urls["servers"]["server-a"]) as conn:
             uuid_a = conn.execute("SELECT current_setting('app.server_id')").fetchone()[0]
         assert (uuid_a, 12) in rows and len(rows) == 2, rows
+        # Neither its own deleteMemory nor the other server's removed a memory. Its own did
+        # remove the memory's embedding: `embeddings` has no entity column, so only the server
+        # policy applies there, and the plugin deletes the embedding before the memory row.
+        kept = [a["target"], a["removed"], b["target"], b["removed"]]
+        memories = su.execute("SELECT id::text FROM memories WHERE id = ANY(%s::uuid[])", (kept,))
+        assert {r[0] for r in memories.fetchall()} == set(kept)
+        embedded = su.execute(
+            "SELECT memory_id::text FROM embeddings WHERE memory_id = ANY(%s::uuid[])", (kept,)
+        )
+        assert {r[0] for r in embedded.fetchall()} == {a["target"], b["target"]}
 
     results = _verify(stack)
     assert not [r for r in results.values() if r.status != "pass"], results
@@ -472,5 +543,75 @@ def test_data_isolation_keeps_two_servers_apart(
     # A table whose owner escapes the isolation: verify says so.
     with _superuser(stack) as su:
         su.execute("ALTER TABLE public.memories NO FORCE ROW LEVEL SECURITY")
-        broken = _verify(stack)["security.plugin_rls"]
+        try:
+            broken = _verify(stack)["security.plugin_rls"]
+        finally:
+            su.execute("ALTER TABLE public.memories FORCE ROW LEVEL SECURITY")
     assert broken.status == "fail" and "public.memories: RLS on, not forced" in broken.reason
+
+
+def test_how_an_isolated_elizaos_server_starts(
+    isolated_stack: DeployedStack, tmp_path: Path
+) -> None:
+    """`elizaos start` (@elizaos/server 1.7.2) always runs the plugin's migrations and, with
+    isolation on, installs the plugin's RLS functions with its one POSTGRES_URL before any
+    agent starts. No role of the stack serves both: a server's role has no DDL (refused at
+    the migrator's CREATE SCHEMA), and the migrator is tied to no server, so the server's own
+    rows fail the plugin's RLS. What works, and what the README gives: the migrations run once
+    with the migrator's URL; each server's agents start through core (AgentRuntime /
+    ElizaOS.addAgents) with migrations skipped, as the server's role. And the hazard it warns
+    of: anything of the plugin started without isolation as the tables' owner removes it."""
+    urls = isolated_stack.outputs["nodeConnections"]
+    _drive("migrate", urls["migrator"], tmp_path, **ISOLATION, ELIZA_SERVER_ID=SERVERS[0])
+    server_env = {**ISOLATION, "ELIZA_SERVER_ID": SERVERS[0]}
+
+    refused, status, logs = _finish(
+        _start("server", urls["servers"][SERVERS[0]], tmp_path, **server_env)
+    )
+    assert status != 0 and not refused["server.migrations"]["ok"], logs
+    detail = refused["server.migrations"]["detail"]
+    assert "CREATE SCHEMA IF NOT EXISTS migrations" in detail and "permission denied" in detail
+
+    as_migrator, status, logs = _finish(_start("server", urls["migrator"], tmp_path, **server_env))
+    for op in ("server.migrations", "server.installRLSFunctions", "server.getOrCreateRlsServer"):
+        assert as_migrator[op]["ok"], logs
+    assert status != 0 and not as_migrator["server.messageServer"]["ok"], logs
+    assert "row-level security" in as_migrator["server.messageServer"]["detail"], logs
+
+    # server-a's agent by AgentRuntime.initialize, server-b's by ElizaOS.addAgents (autoStart),
+    # the two ways the README gives.
+    for server, via_elizaos in zip(SERVERS, ("false", "true"), strict=True):
+        records = _drive(
+            "runtime",
+            urls["servers"][server],
+            tmp_path,
+            **ISOLATION,
+            ELIZA_SERVER_ID=server,
+            ELIZADB_AGENT_NAME=f"runtime-of-{server}",
+            ELIZADB_SKIP_MIGRATIONS="true",
+            ELIZADB_VIA_ELIZAOS=via_elizaos,
+        )
+        assert {"runtime.initialize", "runtime.agent", "runtime.room"} <= records.keys()
+    assert _result(records, "runtime.initialize")["via"] == "ElizaOS.addAgents"
+
+    # The hazard the README warns of: an ElizaOS server started *without*
+    # ENABLE_DATA_ISOLATION on the migrator's URL (the tables' owner) takes the isolation off
+    # for every server — its migrations disable RLS, its uninstallRLS drops the policies — and
+    # verify fails the stack for it.
+    off = _drive("server", urls["migrator"], tmp_path, ELIZADB_AGENT_NAME="server-without")
+    assert _result(off, "server.uninstallRLS") == "done"
+    with _superuser(isolated_stack) as su:
+        assert su.execute(
+            "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+            " AND relkind = 'r' AND (relrowsecurity OR relforcerowsecurity)"
+        ).fetchone() == (0,)
+    with psycopg.connect(urls["servers"][SERVERS[1]], autocommit=True) as b:
+        everyone = b.execute("SELECT count(DISTINCT server_id) FROM rooms").fetchone()[0]
+    assert everyone == 2, "with the RLS gone server-b reads server-a's rooms too"
+    broken = _verify(isolated_stack)["security.plugin_rls"]
+    assert broken.status == "fail" and "no table of public has the plugin's" in broken.reason
+    # Put back by the migrations with isolation on, as the README says.
+    _drive("migrate", urls["migrator"], tmp_path, **server_env)
+    assert _verify(isolated_stack)["security.plugin_rls"].status == "pass"
+    with psycopg.connect(urls["servers"][SERVERS[1]], autocommit=True) as b:
+        assert b.execute("SELECT count(DISTINCT server_id) FROM rooms").fetchone() == (1,)

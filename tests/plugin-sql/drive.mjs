@@ -9,6 +9,12 @@
 //                                             transaction-mode pool)
 //   POSTGRES_URL=... node drive.mjs runtime   @elizaos/core's AgentRuntime.initialize() with
 //                                             the plugin: an agent's own start
+//   POSTGRES_URL=... node drive.mjs server    the database steps of an ElizaOS server's start
+//                                             (@elizaos/server 1.7.2 AgentServer.initialize)
+//   POSTGRES_URL=... node drive.mjs foreign   with ELIZADB_FOREIGN (another agent's summary):
+//                                             reads and a delete aimed at that agent's rows
+//   POSTGRES_URL=... node drive.mjs recall    with ELIZADB_RECALL: an agent's knowledge read as
+//                                             @elizaos/plugin-knowledge 1.x reads it
 //
 // The connection string is used as given: node-postgres parses it, sslmode=verify-full and the
 // absolute sslrootcert included, so this proves the stack's `connections.node` URLs work from
@@ -18,14 +24,22 @@
 // from a character name); ENABLE_DATA_ISOLATION / ELIZA_SERVER_ID are read by the plugin itself.
 import { createHash } from "node:crypto";
 import pg from "pg";
-import { AgentRuntime, stringToUuid } from "@elizaos/core";
-import sqlPlugin, { createDatabaseAdapter } from "@elizaos/plugin-sql";
+import { AgentRuntime, ElizaOS, stringToUuid } from "@elizaos/core";
+import sqlPlugin, {
+  DatabaseMigrationService,
+  createDatabaseAdapter,
+  getOrCreateRlsServer,
+  installRLSFunctions,
+  setServerContext,
+  uninstallRLS,
+} from "@elizaos/plugin-sql";
 
 const DIMS = 1536;
 const mode = process.argv[2];
 const url = process.env.POSTGRES_URL;
-if (!url || !["migrate", "agent", "runtime"].includes(mode)) {
-  console.error("usage: POSTGRES_URL=... node drive.mjs migrate|agent|runtime");
+const MODES = ["migrate", "agent", "runtime", "server", "foreign", "recall"];
+if (!url || !MODES.includes(mode)) {
+  console.error(`usage: POSTGRES_URL=... node drive.mjs ${MODES.join("|")}`);
   process.exit(2);
 }
 
@@ -43,10 +57,6 @@ function report(op, ok, detail) {
 }
 // Runs one operation; `check` turns its result into [ok, detail]. An exception is a failure.
 async function step(op, run, check = (r) => [true, r]) {
-  if (isolated && NEEDS_NO_ISOLATION.has(op)) {
-    skipped.push(op);
-    return undefined;
-  }
   const started = performance.now();
   try {
     const result = await run();
@@ -63,23 +73,14 @@ async function step(op, run, check = (r) => [true, r]) {
 
 const agentName = process.env.ELIZADB_AGENT_NAME ?? "elizadb-plugin-drive";
 // With ENABLE_DATA_ISOLATION=true the plugin's own RLS on memories is STRICT: a row is visible
-// only inside an entity context (app.entity_id), which the plugin sets for getMemories with an
-// entityId (getLogs likewise) and nowhere in searchMemories, countMemories, getMemoryById or
-// deleteMemory — those see no memory for any role that does not bypass RLS (the delete removes
-// nothing). They are left out, and said so in the summary.
+// only inside an entity context (app.entity_id set to a participant of the memory's room). The
+// plugin sets that context in its withIsolationContext transaction, which getMemories,
+// createMemory, log and getLogs use; searchMemories, countMemories, getMemoryById and
+// deleteMemory run on the pool without it, so under isolation they find no memory and the
+// delete removes none, whatever the caller does. Those operations are checked for exactly that
+// behaviour here, so that a plugin that changes it fails the test.
 const isolated = process.env.ENABLE_DATA_ISOLATION === "true";
-const NEEDS_NO_ISOLATION = new Set([
-  "searchMemories",
-  "searchMemories.threshold",
-  "getMemoryById",
-  "countMemories",
-  "countMemories.afterDelete",
-  "getMemoryById.deleted",
-  "deleteMemory",
-  "getMemories.afterDelete",
-]);
-const skipped = [];
-const agentId = stringToUuid(agentName);
+const agentId = process.env.ELIZADB_AGENT_ID ?? stringToUuid(agentName);
 const adapter = createDatabaseAdapter({ postgresUrl: url }, agentId);
 
 if (mode === "migrate") {
@@ -101,13 +102,25 @@ if (mode === "runtime") {
   // An ElizaOS agent's own start: @elizaos/core's AgentRuntime with the SQL plugin, the URL in
   // the character's secrets as the ElizaOS CLI puts it there from .env. initialize() runs the
   // plugin's migrations unless ELIZADB_SKIP_MIGRATIONS=true, then makes the agent, its world,
-  // entity, room and participation.
-  const runtime = new AgentRuntime({
-    character: { name: agentName, bio: ["drives the plugin"], secrets: { POSTGRES_URL: url } },
-    plugins: [sqlPlugin],
-  });
-  await step("runtime.initialize", () =>
-    runtime.initialize({ skipMigrations: process.env.ELIZADB_SKIP_MIGRATIONS === "true" }),
+  // entity, room and participation. With ELIZADB_VIA_ELIZAOS=true the agent is started as an
+  // application hosting agents does: ElizaOS.addAgents(..., { autoStart: true, skipMigrations }).
+  const character = { name: agentName, bio: ["drives the plugin"], secrets: { POSTGRES_URL: url } };
+  const skipMigrations = process.env.ELIZADB_SKIP_MIGRATIONS === "true";
+  const viaElizaOS = process.env.ELIZADB_VIA_ELIZAOS === "true";
+  const elizaOS = new ElizaOS();
+  let runtime = new AgentRuntime({ character, plugins: [sqlPlugin] });
+  await step(
+    "runtime.initialize",
+    async () => {
+      if (!viaElizaOS) return runtime.initialize({ skipMigrations });
+      const [started] = await elizaOS.addAgents([{ character, plugins: [sqlPlugin] }], {
+        autoStart: true,
+        skipMigrations,
+      });
+      runtime = elizaOS.getAgent(started);
+      return started;
+    },
+    (r) => [!viaElizaOS || r === agentId, viaElizaOS ? { via: "ElizaOS.addAgents", agentId: r } : null],
   );
   await step("runtime.agent", () => adapter.getAgent(agentId), (a) => [a?.name === agentName, a?.name]);
   await step(
@@ -115,7 +128,116 @@ if (mode === "runtime") {
     () => adapter.getParticipantsForRoom(agentId),
     (ps) => [ps?.includes(agentId), ps?.length],
   );
-  await runtime.stop();
+  await (viaElizaOS ? elizaOS.stopAgents() : runtime.stop());
+  await adapter.close();
+  process.exit(failures ? 1 : 0);
+}
+
+if (mode === "server") {
+  // What `elizaos start` (@elizaos/server 1.7.2, AgentServer.initialize) does with the database
+  // before any agent starts, in its order, with its one POSTGRES_URL: the plugin's migrations
+  // (there is no option to skip them), then with ENABLE_DATA_ISOLATION=true the plugin's RLS
+  // functions and the server's row in `servers` — without it, the plugin's uninstallRLS, whose
+  // failure the server ignores — then its default message server. The server stops at the
+  // first other failure; so does this.
+  const serverAdapter = createDatabaseAdapter({ postgresUrl: url }, "00000000-0000-0000-0000-000000000000");
+  const steps = [
+    ["server.init", () => serverAdapter.init()],
+    [
+      "server.migrations",
+      async () => {
+        const service = new DatabaseMigrationService();
+        await service.initializeWithDatabase(serverAdapter.getDatabase());
+        service.discoverAndRegisterPluginSchemas([sqlPlugin]);
+        await service.runAllPluginMigrations({ verbose: false });
+      },
+    ],
+  ];
+  if (isolated) {
+    const serverId = stringToUuid(process.env.ELIZA_SERVER_ID ?? "");
+    steps.push(
+      ["server.installRLSFunctions", () => installRLSFunctions(serverAdapter)],
+      ["server.getOrCreateRlsServer", () => getOrCreateRlsServer(serverAdapter, serverId)],
+      ["server.setServerContext", () => setServerContext(serverAdapter, serverId)],
+    );
+  } else {
+    steps.push([
+      "server.uninstallRLS",
+      () =>
+        uninstallRLS(serverAdapter).then(
+          () => "done",
+          (err) => `failed, ignored: ${err?.message ?? err}`,
+        ),
+    ]);
+  }
+  steps.push([
+    "server.messageServer",
+    () =>
+      serverAdapter.createMessageServer({
+        id: stringToUuid(`${agentName}:message-server`),
+        name: agentName,
+        sourceType: "eliza_default",
+      }),
+  ]);
+  for (const [op, run] of steps) {
+    await step(op, run, (r) => [true, r ?? null]);
+    if (failures) break;
+  }
+  await serverAdapter.close();
+  process.exit(failures ? 1 : 0);
+}
+
+if (mode === "foreign") {
+  // Another server's agent, its ids known: every read aimed at its rows must come back empty
+  // and the delete must remove nothing (the test counts that row as a superuser).
+  const other = JSON.parse(process.env.ELIZADB_FOREIGN ?? "{}");
+  const empty = (rs) => [Array.isArray(rs) && rs.length === 0, rs?.length];
+  await step("init", () => adapter.init());
+  await step("foreign.getAgent", () => adapter.getAgent(other.agentId), (a) => [a === null, a?.name ?? null]);
+  await step("foreign.getRoomsByIds", () => adapter.getRoomsByIds([other.roomId]), empty);
+  await step("foreign.getParticipantsForRoom", () => adapter.getParticipantsForRoom(other.roomId), empty);
+  await step(
+    "foreign.getMemories",
+    () =>
+      adapter.getMemories({ roomId: other.roomId, entityId: other.userId, tableName: "messages", count: 50 }),
+    empty,
+  );
+  await step("foreign.getMemoryById", () => adapter.getMemoryById(other.target), (m) => [m === null, m]);
+  await step("foreign.countMemories", () => adapter.countMemories(other.roomId, false, "messages"), (n) => [n === 0, n]);
+  await step(
+    "foreign.getLogs",
+    () => adapter.getLogs({ roomId: other.roomId, entityId: other.userId, count: 10 }),
+    empty,
+  );
+  await step("foreign.deleteMemory", () => adapter.deleteMemory(other.target));
+  await adapter.close();
+  process.exit(failures ? 1 : 0);
+}
+
+if (mode === "recall") {
+  // Knowledge carried over from 0.1 (elizadb move-to-eliza1), read the way the 1.x knowledge
+  // plugin reads it: fragments by similarity (tableName "knowledge"), documents listed from the
+  // agent's own room (tableName "documents"). ELIZADB_RECALL: {embedding, fragment, document}.
+  const want = JSON.parse(process.env.ELIZADB_RECALL ?? "{}");
+  await step("init", () => adapter.init());
+  await step("ensureEmbeddingDimension", () => adapter.ensureEmbeddingDimension(want.embedding.length));
+  await step(
+    "recall.fragments",
+    () =>
+      adapter.searchMemories({ tableName: "knowledge", embedding: want.embedding, count: 3, match_threshold: 0.1 }),
+    (ms) => [
+      ms?.[0]?.id === want.fragment && ms[0].metadata?.documentId === want.document,
+      ms?.map((m) => ({ id: m.id, text: m.content?.text, similarity: m.similarity })),
+    ],
+  );
+  await step(
+    "recall.documents",
+    () => adapter.getMemories({ tableName: "documents", roomId: agentId, count: 100 }),
+    (ms) => [
+      ms?.length === 1 && ms[0].id === want.document && ms[0].metadata?.type === "document",
+      ms?.map((m) => m.content?.text),
+    ],
+  );
   await adapter.close();
   process.exit(failures ? 1 : 0);
 }
@@ -280,6 +402,7 @@ await step(
   () => adapter.searchMemories({ embedding: query, tableName: "messages", roomId, count: 5 }),
   (ms) => {
     const ranked = (ms ?? []).map((m) => ({ text: m.content.text, similarity: m.similarity }));
+    if (isolated) return [ms?.length === 0, { ranked }];
     const descending = ranked.every((m, i) => i === 0 || ranked[i - 1].similarity >= m.similarity);
     return [ms?.[0]?.id === target && ranked.length === 5 && descending, { ranked }];
   },
@@ -294,7 +417,30 @@ await step(
       count: 10,
       match_threshold: 0.8,
     }),
-  (ms) => [ms?.length === 1 && ms[0].id === target, ms?.map((m) => m.content.text)],
+  (ms) => [
+    isolated ? ms?.length === 0 : ms?.length === 1 && ms[0].id === target,
+    ms?.map((m) => m.content.text),
+  ],
+);
+// The caller's only handle on the entity context: the adapter's withIsolationContext. The
+// search inside it still runs on another pooled connection, outside that transaction.
+await step(
+  "searchMemories.inIsolationContext",
+  () =>
+    adapter.withIsolationContext(userId, () =>
+      adapter.searchMemories({ embedding: query, tableName: "messages", roomId, count: 5 }),
+    ),
+  (ms) => [isolated ? ms?.length === 0 : ms?.[0]?.id === target, ms?.length],
+);
+// ElizaOS's message service wraps a message's handling in runtime.withEntityContext when the
+// runtime has one; in this core and plugin neither the runtime nor the adapter defines it.
+await step(
+  "withEntityContext",
+  async () => ({
+    runtime: typeof AgentRuntime.prototype.withEntityContext,
+    adapter: typeof adapter.withEntityContext,
+  }),
+  (r) => [true, r],
 );
 await step(
   "getMemories",
@@ -304,9 +450,16 @@ await step(
 await step(
   "getMemoryById",
   () => adapter.getMemoryById(target),
-  (m) => [m?.content?.text === "weather message 1" && m.embedding?.length === DIMS, m?.content?.text],
+  (m) =>
+    isolated
+      ? [m === null, m]
+      : [m?.content?.text === "weather message 1" && m.embedding?.length === DIMS, m?.content?.text],
 );
-await step("countMemories", () => adapter.countMemories(roomId, false, "messages"), (n) => [n === 12, n]);
+await step(
+  "countMemories",
+  () => adapter.countMemories(roomId, false, "messages"),
+  (n) => [n === (isolated ? 0 : 12), n],
+);
 await step("setCache", () => adapter.setCache("kept", { answer: 42 }), (r) => [r === true, r]);
 await step("setCache.removed", () => adapter.setCache("removed", [1, 2]), (r) => [r === true, r]);
 await step("getCache", () => adapter.getCache("kept"), (v) => [v?.answer === 42, v]);
@@ -331,12 +484,21 @@ await step(
 );
 const removed = id("music message 3");
 await step("deleteMemory", () => adapter.deleteMemory(removed));
-await step("countMemories.afterDelete", () => adapter.countMemories(roomId, false, "messages"), (n) => [n === 11, n]);
+// Under isolation the delete matched no row: the memory is still there.
+const afterDelete = isolated ? 12 : 11;
+await step(
+  "countMemories.afterDelete",
+  () => adapter.countMemories(roomId, false, "messages"),
+  (n) => [n === (isolated ? 0 : 11), n],
+);
 await step("getMemoryById.deleted", () => adapter.getMemoryById(removed), (m) => [m === null, m]);
 await step(
   "getMemories.afterDelete",
   () => roomMessages(),
-  (ms) => [ms?.length === 11 && !ms.some((m) => m.id === removed), ms?.length],
+  (ms) => [
+    ms?.length === afterDelete && ms.some((m) => m.id === removed) === isolated,
+    ms?.length,
+  ],
 );
 report("summary", failures === 0, {
   agentId,
@@ -347,7 +509,6 @@ report("summary", failures === 0, {
   removed,
   memoryIds,
   isolated,
-  skipped,
 });
 await adapter.close();
 process.exit(failures ? 1 : 0);

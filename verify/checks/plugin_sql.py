@@ -204,9 +204,28 @@ def check_plugin_rls(ctx: Context) -> Outcome:
         "   AND c.relname <> 'servers' ORDER BY 1"
     ).fetchall()
     isolated = [r for r in rows if r[1] or r[3]]
+    remediation = (
+        "run the plugin's migrations with ENABLE_DATA_ISOLATION=true as the migrator (README, "
+        "ElizaOS 1.x): the plugin re-applies its RLS to every table after them"
+    )
     if not isolated:
+        # A stack made for isolated servers whose tables carry no isolation: never installed,
+        # or taken off (an ElizaOS server started without ENABLE_DATA_ISOLATION as the
+        # tables' owner runs the plugin's uninstallRLS). Every server then reads every row.
+        servers = [
+            r
+            for (r,) in conn.execute(
+                "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s) ORDER BY 1",
+                (SERVER_ROLE_PREFIX,),
+            ).fetchall()
+        ]
+        if servers and rows:
+            seen.problem(
+                f"the stack has data isolation roles ({', '.join(servers)}) but no table of "
+                "public has the plugin's row level security: each server reads every server's rows"
+            )
         return seen.outcome(
-            "data isolation is off (no table has the plugin's row level security)", ""
+            "data isolation is off (no table has the plugin's row level security)", remediation
         )
     for table, enabled, forced, policy in rows:
         if not (enabled and forced and policy):
@@ -217,8 +236,7 @@ def check_plugin_rls(ctx: Context) -> Outcome:
             )
     return seen.outcome(
         f"data isolation on: {len(rows)} tables with forced RLS and the server policy",
-        "start the ElizaOS server with ENABLE_DATA_ISOLATION=true once: the plugin re-applies "
-        "its RLS to every table after its migrations",
+        remediation,
     )
 
 
