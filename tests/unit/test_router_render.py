@@ -55,8 +55,7 @@ def test_reads_go_to_replicas_and_fall_back_to_the_leader() -> None:
     assert "http-check send meth GET uri /replica" in listen
     backups = [line for line in listen if " backup " in line]
     assert sorted(backups) == sorted(
-        f"server {m.name}-leader {m.address}:5432 backup track read_write/{m.name}"
-        for m in MEMBERS
+        f"server {m.name}-leader {m.address}:5432 backup track read_write/{m.name}" for m in MEMBERS
     )
 
 
