@@ -71,9 +71,11 @@ def render_haproxy_cfg(config: RouterConfig) -> str:
         "    timeout client 1h",
         "    timeout server 1h",
         "    timeout check 2s",
-        f"    default-server inter {inter}ms fastinter {max(inter // 2, 100)}ms "
-        f"downinter {inter}ms fall {config.fall} rise {config.rise} "
-        "on-marked-down shutdown-sessions",
+        (
+            f"    default-server inter {inter}ms fastinter {max(inter // 2, 100)}ms "
+            f"downinter {inter}ms fall {config.fall} rise {config.rise} "
+            "on-marked-down shutdown-sessions"
+        ),
         "",
         "frontend health",
         "    mode http",
