@@ -16,6 +16,7 @@ import tarfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import docker
 import docker.errors
@@ -118,8 +119,41 @@ def container_status(client: docker.DockerClient, name: str) -> str | None:
         return None
 
 
+def container_state(client: docker.DockerClient, name: str) -> dict[str, Any]:
+    """The engine's State record of a container (Running, Restarting, ExitCode, ...)."""
+    try:
+        return dict(client.api.inspect_container(name)["State"])
+    except docker.errors.APIError as exc:
+        raise EngineError(f"cannot inspect {name}: {exc.explanation or exc}") from None
+
+
 def is_running(client: docker.DockerClient, name: str) -> bool:
     return container_status(client, name) == "running"
+
+
+def start(client: docker.DockerClient, name: str) -> None:
+    try:
+        client.api.start(name)
+    except docker.errors.APIError as exc:
+        raise EngineError(f"cannot start {name}: {exc.explanation or exc}") from None
+
+
+def stop(client: docker.DockerClient, name: str, timeout_s: int = 10) -> None:
+    """Stop a container through the engine (so that its restart policy does not bring it back);
+    kill it when it will not stop. A container that does not exist is already stopped."""
+    try:
+        client.api.stop(name, timeout=timeout_s)
+    except docker.errors.NotFound:
+        return
+    except docker.errors.APIError:
+        kill(client, name)
+
+
+def kill(client: docker.DockerClient, name: str, signal: str = "SIGKILL") -> None:
+    try:
+        client.api.kill(name, signal=signal)
+    except docker.errors.APIError as exc:
+        raise EngineError(f"cannot send {signal} to {name}: {exc.explanation or exc}") from None
 
 
 def in_recovery(client: docker.DockerClient, container: str) -> bool | None:

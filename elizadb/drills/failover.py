@@ -27,6 +27,7 @@ import docker
 import psycopg
 from psycopg import sql
 
+from elizadb import engine
 from elizadb.ops import failover as ops
 from infra.topology import Node
 from verify.ca_file import with_root_cert
@@ -268,7 +269,7 @@ def run_drill(
         if kind == "failover":
             progress(f"killing {old.name} (SIGKILL)")
             t0 = time.monotonic()
-            client.containers.get(old.name).kill()
+            engine.kill(client, old.name)
             if behind is not None:
                 _set_conninfo(cluster, behind, None)
             _wait_down(cluster, old)

@@ -27,8 +27,8 @@ import docker
 import docker.errors
 import psycopg
 
-from elizadb.engine import File, put_files, query_rows
-from elizadb.errors import DeployError, UsageError
+from elizadb import engine
+from elizadb.errors import DeployError, EngineError, UsageError
 from elizadb.local import deploy
 from elizadb.local.apply import CONTAINER, spec_digest
 from elizadb.local.state import StateFile
@@ -67,16 +67,13 @@ class Cluster:
     # -- queries -----------------------------------------------------------------------------
     def psql(self, node: Node, sql: str, timeout_s: float = 10) -> str | None:
         """The last output line of one statement on `node`; None when it cannot answer."""
-        lines = query_rows(self.client, node.name, sql, timeout_s)
+        lines = engine.query_rows(self.client, node.name, sql, timeout_s)
         if lines is None:
             return None
         return lines[-1] if lines else ""
 
     def state(self, node: Node) -> NodeState:
-        try:
-            running = self.client.containers.get(node.name).status == "running"
-        except docker.errors.NotFound:
-            running = False
+        running = engine.is_running(self.client, node.name)
         if not running:
             return NodeState(node, False, None, None, None)
         row = self.psql(
@@ -118,12 +115,7 @@ class Cluster:
     # -- actions -----------------------------------------------------------------------------
     def fence(self, node: Node) -> None:
         """Stopped through the engine, a container is not restarted by its restart policy."""
-        try:
-            self.client.containers.get(node.name).stop(timeout=10)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError:
-            self.client.containers.get(node.name).kill()
+        engine.stop(self.client, node.name, timeout_s=10)
 
     def standby_positions(self, exclude: Node, settle_s: float = 1.0) -> dict[Node, int]:
         """Replayed LSN of every running standby, read until it stops moving (at most
@@ -205,12 +197,13 @@ class Cluster:
         ini = next(
             u["content"] for u in pooler.inputs["uploads"] if u["file"] == paths.PGBOUNCER_INI
         )
-        container = self.client.containers.get(self.topo.pooler_name)
-        put_files(self.client, self.topo.pooler_name, [File(paths.PGBOUNCER_INI, ini)])
+        engine.put_files(
+            self.client, self.topo.pooler_name, [engine.File(paths.PGBOUNCER_INI, ini)]
+        )
         # PgBouncer reloads its configuration on SIGHUP. Server connections to a killed primary
         # get no reset (its network namespace is gone) and would hang in TCP: KILL drops them
         # and their clients at once (clients reconnect), RESUME lets new ones in.
-        container.kill(signal="SIGHUP")
+        engine.kill(self.client, self.topo.pooler_name, signal="SIGHUP")
         self._pooler_admin(declaration.outputs, ["KILL", "RESUME"])
         # The declaration above may have saved new state: read it again before changing it.
         state = StateFile(self.settings.stack)
@@ -255,22 +248,20 @@ class Cluster:
                             raise DeployError(f"PgBouncer refused {command}: {exc}") from None
 
     def start(self, node: Node) -> None:
-        self.client.containers.get(node.name).start()
+        engine.start(self.client, node.name)
 
     def wait_streaming(self, node: Node, primary: Node, timeout_s: float = 120) -> float:
         """Seconds until `node` streams from `primary` (it may first rewind)."""
-        started = time.monotonic()
-        while time.monotonic() - started < timeout_s:
-            row = self.psql(
-                primary,
-                f"SELECT state FROM pg_stat_replication WHERE application_name = '{node.application_name}'",
-            )
-            if row == "streaming":
-                return time.monotonic() - started
-            time.sleep(0.25)
-        logs = self.client.containers.get(node.name).logs(tail=30).decode(errors="replace")
-        raise DeployError(
-            f"{node.name} did not stream from {primary.name} in {timeout_s:.0f}s:\n{logs}"
+        query = (
+            "SELECT state FROM pg_stat_replication "
+            f"WHERE application_name = '{node.application_name}'"
+        )
+        return engine.wait_until(
+            f"{node.name} streaming from {primary.name}",
+            lambda: self.psql(primary, query) == "streaming",
+            timeout_s,
+            interval_s=0.25,
+            on_timeout=lambda: engine.explain(self.client, node.name),
         )
 
 
@@ -370,7 +361,7 @@ def watch(
             misses = 0
             try:
                 rejoin(cluster, result.old, result.new, progress)
-            except (DeployError, docker.errors.APIError) as err:
+            except (DeployError, EngineError) as err:
                 progress(f"{result.old.name} did not rejoin (start it to retry): {err}")
         stop.wait(interval_s)
     return done

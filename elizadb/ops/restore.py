@@ -34,7 +34,16 @@ from urllib.parse import unquote, urlsplit
 
 import docker
 
-from elizadb.engine import VolumeMount, connect, explain, in_recovery, is_running, psql, wait_until
+from elizadb.engine import (
+    VolumeMount,
+    connect,
+    container_state,
+    explain,
+    in_recovery,
+    is_running,
+    psql,
+    wait_until,
+)
 from elizadb.errors import UsageError
 from elizadb.local import deploy
 from elizadb.local.apply import CONTAINER, Applier
@@ -253,7 +262,7 @@ def _recover(
     _apply_without_containers(client, declaration, settings.stack, progress, keep=node.name)
 
     def promoted() -> bool:
-        state = client.api.inspect_container(node.name)["State"]
+        state = container_state(client, node.name)
         if not state.get("Running") or state.get("Restarting"):
             raise BackupError(f"{node.name} stopped during recovery: {explain(client, node.name)}")
         return in_recovery(client, node.name) is False
