@@ -817,7 +817,9 @@ def container_port(stack: DeployedStack, name: str) -> int:
 @contextmanager
 def client_link_throttled(stack: DeployedStack, image: str, node: str) -> Iterator[None]:
     """What `node` sends its clients (packets from its server port) throttled to THROTTLED_RATE
-    on its network interface; everything else it sends, replication included, is not.
+    on its network interface; everything else it sends, replication included, is not (a whole
+    link throttled also held back the replica's acknowledgements of WAL: replication.streaming
+    failed with it).
 
     A helper in the node's network namespace changes the queueing of its interface with one
     capability, NET_ADMIN, that both engines grant without a privileged container."""
