@@ -166,7 +166,13 @@ def _vacuum(ctx: Context) -> bool:
     size = scalar(conn, "SELECT pg_total_relation_size('public.memories')")
     if size > ctx.thresholds.probe_vacuum_max_mb * 2**20:
         return False
-    conn.execute("VACUUM public.memories")
+    try:
+        conn.execute("VACUUM public.memories")
+    except psycopg.errors.QueryCanceled:
+        # Repairing the HNSW graphs around the dead entries takes time on a populated table
+        # and a busy host: what the vacuum did not finish in the statement timeout, autovacuum
+        # will. The probe's measurements are complete either way.
+        return False
     return True
 
 
