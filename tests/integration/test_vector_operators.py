@@ -27,7 +27,7 @@ PORT_BASE = 51000
 # Small vectors and enough rows that the second index's build lasts long enough to be seen in
 # progress (a few seconds on two loaded CPUs), and no longer.
 DIMS = 384
-ROWS = 20_000
+ROWS = 5_000
 VALUES: dict[str, Any] = {"replicas": 0, "embeddingDimensions": DIMS}
 COSINE, L2 = "idx_memories_embedding", "idx_memories_embedding_l2"
 
