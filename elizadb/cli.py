@@ -171,13 +171,17 @@ def _status_warnings(settings: StackSettings) -> str:
     except ElizaDbError as err:
         return f"verify: warnings not checked ({err})"
     warned = [r for r in results if r.status == "warn"]
-    unchecked = [r.id for r in results if r.status in ("fail", "skip")]
     lines = [f"verify: {len(warned)} warning(s)" + (":" if warned else "")]
     for r in warned:
         lines += [f"  WARN {r.id}: {line}" for line in r.reason.splitlines()]
         lines.append(f"       fix: {r.fix}")
+    # Beyond a warning (a queue past the thresholds), or not examined: the full run says why.
+    failed = [f"  FAIL {r.id}: {r.summary}" for r in results if r.status == "fail"]
+    unchecked = [r.id for r in results if r.status == "skip"]
     if unchecked:
-        lines.append(f"  not checked: {', '.join(unchecked)} (run `elizadb verify`)")
+        failed.append(f"  not checked: {', '.join(unchecked)}")
+    if failed:
+        lines += [*failed, "  run `elizadb verify` for the details"]
     return "\n".join(lines)
 
 
