@@ -69,6 +69,25 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeployedStack]:
         yield handle
 
 
+def _up(stack: DeployedStack, settings: Any) -> None:
+    """Deploy the changed parameters (the primary restarts), then wait until the pooler serves
+    again: PgBouncer answers logins that failed during the restart from its cache for
+    server_login_retry (15 s), and that is not what these tests are about."""
+    stack.up(settings)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with psycopg.connect(
+                stack.connections["agentPooler"], prepare_threshold=None, connect_timeout=5
+            ) as conn:
+                conn.execute("SELECT 1")
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
 def _run(stack: DeployedStack, **kwargs: Any) -> dict[str, CheckResult]:
     """Every check that does not write (the vector probe's writes are not what this is about,
     and on a populated table they take long on a loaded machine)."""
@@ -94,7 +113,7 @@ def test_a_healthy_stack_with_memories_warns_of_nothing(stack: DeployedStack) ->
 def test_indexes_the_cache_cannot_hold_warn_naming_them_and_what_to_raise(
     stack: DeployedStack,
 ) -> None:
-    stack.up(_settings({"effective_cache_size": "16MB"}))
+    _up(stack, _settings({"effective_cache_size": "16MB"}))
     results = _run(stack)
     assert _warned(results) == ["vector.index_cache"]
     warning = results["vector.index_cache"]
@@ -110,7 +129,7 @@ def test_indexes_the_cache_cannot_hold_warn_naming_them_and_what_to_raise(
 
 
 def test_an_index_a_rebuild_would_spill_warns(stack: DeployedStack) -> None:
-    stack.up(_settings({"maintenance_work_mem": "16MB"}))
+    _up(stack, _settings({"maintenance_work_mem": "16MB"}))
     results = _run(stack)
     assert _warned(results) == ["vector.index_build"]
     warning = results["vector.index_build"]
@@ -123,7 +142,7 @@ def test_an_index_a_rebuild_would_spill_warns(stack: DeployedStack) -> None:
 
 def test_a_pooler_whose_clients_queue_warns(stack: DeployedStack) -> None:
     # One server connection per pool: a client in a transaction holds it, the next one waits.
-    stack.up(_settings(pooler={"poolSize": 1}))
+    _up(stack, _settings(pooler={"poolSize": 1}))
     assert _warned(_run(stack, only=warning_checks())) == []
     pooled = stack.connections["userPooler"]
     holder = psycopg.connect(pooled, prepare_threshold=None)
