@@ -18,7 +18,7 @@ from psycopg.types.json import Jsonb
 
 from elizadb.local import deploy
 from tests.integration.stacks import DeployedStack, deployed_stack, progress, stack_settings
-from verify.suite import load_outputs, run_checks
+from verify.suite import Thresholds, load_outputs, run_checks
 from verify.synthetic import clustered_vectors
 
 pytestmark = pytest.mark.integration
@@ -65,7 +65,8 @@ def job_log(stack: DeployedStack) -> str:
 
 
 def verify_results(stack: DeployedStack) -> dict[str, Any]:
-    results = run_checks(load_outputs(stack.outputs))
+    # A TLS + SCRAM login can take longer than verify's 3 s on a machine shared by many runs.
+    results = run_checks(load_outputs(stack.outputs), thresholds=Thresholds(connect_timeout_s=20))
     failed = [f"{r.id}: {r.summary}\n{r.reason}" for r in results if r.status == "fail"]
     assert not failed, "verify failed:\n" + "\n".join(failed)
     return {r.id: r for r in results}
