@@ -181,6 +181,9 @@ def stack_outputs(
         "database": db,
         "embeddingDimensions": settings.embedding_dimensions,
         "schemaProfile": settings.profile,
+        # The operators whose HNSW indexes exist on memories.embedding (none on eliza-1 stacks):
+        # verify checks exactly these.
+        "vectorOperators": list(settings.vector_operators),
         "poolerSessionDatabase": session_db,
         "tls": tls,
         "caCert": ca_cert_pem,

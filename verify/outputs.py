@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg.conninfo
 
-from infra.settings import MAX_EMBEDDING_DIMENSIONS
+from infra.settings import MAX_EMBEDDING_DIMENSIONS, VECTOR_OPERATORS
 from verify.errors import OutputsError
 
 MASK = "[secret]"
@@ -62,6 +62,9 @@ class Outputs:
     backup_mount: str = "/var/lib/pgbackrest"
     # elizadb:schema.profile; outputs of stacks deployed before it existed are eliza-0.1.
     schema_profile: str = "eliza-0.1"
+    # The distance operators whose HNSW indexes the stack keeps (elizadb:vector.operators);
+    # stacks deployed before the key existed built both.
+    vector_operators: tuple[str, ...] = VECTOR_OPERATORS
 
     @property
     def nodes(self) -> tuple[Endpoint, ...]:
@@ -177,6 +180,12 @@ def load_outputs(path_or_dict: str | Path | Mapping[str, Any]) -> Outputs:
     profile = raw.get("schemaProfile", "eliza-0.1")
     if profile not in PROFILES:
         r.problems.append(f"schemaProfile: {profile!r} is not one of {', '.join(PROFILES)}")
+    operators = raw.get("vectorOperators", list(VECTOR_OPERATORS))
+    if not isinstance(operators, list) or any(op not in VECTOR_OPERATORS for op in operators):
+        r.problems.append(
+            f"vectorOperators: {operators!r} is not a list of {', '.join(VECTOR_OPERATORS)}"
+        )
+        operators = []
     backup_volume = raw.get("backupVolume", "")
     backup_mount = raw.get("backupMount", Outputs.backup_mount)
 
@@ -220,4 +229,5 @@ def load_outputs(path_or_dict: str | Path | Mapping[str, Any]) -> Outputs:
         backup_volume=str(backup_volume),
         backup_mount=str(backup_mount),
         schema_profile=str(profile),
+        vector_operators=tuple(operators),
     )
