@@ -21,7 +21,8 @@ duplicate search: count 1, similarity >= 0.95, then the INSERT with the embeddin
 searchMemories (type, agent, room, similarity >= 0.1, 10 rows) and getMemories (32 most recent).
 Parameters go over the extended protocol without named statements, as node-postgres sends them,
 the vector as the adapter's text literal. Each connection is a thread that runs turns back to
-back for --duration seconds after --warmup seconds that are not counted. Meanwhile a superuser
+back; the turns that end within --duration seconds after --warmup seconds are counted (a turn
+in flight at the end is finished but not counted). Meanwhile a superuser
 connection to the primary samples pg_stat_replication every 100 ms (replay_lag and the LSN
 distance of each replica).
 
@@ -499,9 +500,10 @@ def run_level(
         barrier.wait()
         end = start_box[0] + warmup + duration
         mine: list[tuple[float, dict[str, float]]] = []
-        while (now := time.monotonic()) < end:
+        while time.monotonic() < end:
             try:
-                mine.append((now, turn(conn, source)))
+                times = turn(conn, source)
+                mine.append((time.monotonic(), times))
             except psycopg.Error as exc:  # counted and shown, never hidden
                 with lock:
                     errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
@@ -526,9 +528,12 @@ def run_level(
     sampler.join()
     for c in conns:
         c.close()
+    # Turns that ended inside the counted window: those in flight at its end are finished (a
+    # turn is never cut) but not counted, so that slow turns cannot stretch the window.
     counted_from = start_box[0] + warmup
-    kept = [r for t, r in records if t >= counted_from]
-    window = [s for s in lag if s[0] >= counted_from]
+    counted_to = counted_from + duration
+    kept = [r for t, r in records if counted_from <= t <= counted_to]
+    window = [s for s in lag if counted_from <= s[0] <= counted_to]
     per_replica: dict[str, dict[str, Any]] = {}
     for name in sorted({s[1] for s in window}):
         ms = [s[2] for s in window if s[1] == name and s[2] is not None]
