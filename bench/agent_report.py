@@ -5,6 +5,7 @@ figure the result files show from made-up samples."""
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
@@ -163,7 +164,10 @@ def line_panel(
 
 def figure(panels: Sequence[str], caption: str, panel_w: int = 420, panel_h: int = 280) -> str:
     """Panels side by side, a caption line under them, as one standalone SVG document."""
-    width, height = panel_w * len(panels), panel_h + 24
+    width = panel_w * len(panels)
+    # About 6 px per character at 10 px: wrap so that a long label stays inside the picture.
+    lines = textwrap.wrap(caption, max(40, width // 6))
+    height = panel_h + 8 + 14 * len(lines)
     body = [
         (
             f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -173,7 +177,9 @@ def figure(panels: Sequence[str], caption: str, panel_w: int = 420, panel_h: int
     ]
     for i, panel in enumerate(panels):
         body.append(f'<g transform="translate({i * panel_w},0)">\n{panel}\n</g>')
-    body.append(f'<text x="8" y="{height - 8}" font-size="10">{escape(caption)}</text>')
+    for i, line in enumerate(lines):
+        y = panel_h + 14 * (i + 1)
+        body.append(f'<text x="8" y="{y}" font-size="10">{escape(line)}</text>')
     body.append("</svg>")
     return "\n".join(body) + "\n"
 

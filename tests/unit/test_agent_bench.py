@@ -118,6 +118,13 @@ def test_plots_are_well_formed_svg_with_a_point_per_measurement() -> None:
         root = ET.fromstring(svg)  # well-formed, the label's markup escaped
         assert root.tag.endswith("svg")
         assert "VALIDATION &lt;run&gt; &amp; co" in svg
+    # A long label wraps onto lines that fit the picture's width.
+    long = load_svg({**result, "label": "word " * 200})
+    width = int(ET.fromstring(long).get("width", "0"))
+    captions = [
+        t for t in ET.fromstring(long).iter() if t.tag.endswith("text") and "word" in (t.text or "")
+    ]
+    assert len(captions) > 1 and all(len(t.text or "") * 6 <= width for t in captions)
     load = ET.fromstring(load_svg(result))
     circles = [e for e in load.iter() if e.tag.endswith("circle")]
     # throughput 4 + turn p50/p95/p99 12 + lag p50/p95 8
