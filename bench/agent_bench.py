@@ -88,6 +88,8 @@ RECENT = 32  # AgentRuntime's conversationLength: getMemories' count on every tu
 SEARCH_COUNT = 10
 SEARCH_THRESHOLD = 0.1  # @elizaos/core's defaultMatchThreshold
 DEDUPE_THRESHOLD = 0.95  # the adapter's createMemory
+# The calls of a turn: createMemory is getMemoryById + the duplicate search + the INSERT.
+OPS = ("create", "get_by_id", "dedupe", "insert", "search", "recent")
 TARGETS = {"turn_p95_ms_at_16": 20.0, "replay_lag_p95_ms": 100.0}
 
 
@@ -416,6 +418,7 @@ def turn(conn: psycopg.Connection[Any], source: TurnSource) -> dict[str, float]:
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     conn.execute(GET_BY_ID, (new_id,)).fetchall()
+    ta = time.perf_counter()
     similar = conn.execute(
         DEDUPE_SQL,
         {
@@ -426,6 +429,7 @@ def turn(conn: psycopg.Connection[Any], source: TurnSource) -> dict[str, float]:
             "count": 1,
         },
     ).fetchall()
+    tb = time.perf_counter()
     conn.execute(
         INSERT,
         (
@@ -456,10 +460,52 @@ def turn(conn: psycopg.Connection[Any], source: TurnSource) -> dict[str, float]:
     conn.execute(RECENT_SQL, ("messages", room_id(room), agent, RECENT)).fetchall()
     t3 = time.perf_counter()
     times["create"] = (t1 - t0) * 1000
+    times["get_by_id"] = (ta - t0) * 1000
+    times["dedupe"] = (tb - ta) * 1000
+    times["insert"] = (t1 - tb) * 1000
     times["search"] = (t2 - t1) * 1000
     times["recent"] = (t3 - t2) * 1000
     times["turn"] = (t3 - t0) * 1000
     return times
+
+
+def _plan_nodes(node: dict[str, Any]) -> list[str]:
+    name = node["Node Type"] + (f" using {node['Index Name']}" if "Index Name" in node else "")
+    return [name] + [n for child in node.get("Plans", []) for n in _plan_nodes(child)]
+
+
+def turn_plans(url: str, source: TurnSource) -> dict[str, Any]:
+    """EXPLAIN ANALYZE of a turn's reads, for one turn's parameters: which index served each."""
+    text, room, _ = source.take()
+    agent = account_id(0xA, source.data.agent_of_room(room))
+    reads: dict[str, tuple[str, Any]] = {
+        "dedupe": (
+            DEDUPE_SQL,
+            {"q": text, "type": "messages", "room": room_id(room), "threshold": DEDUPE_THRESHOLD}
+            | {"count": 1},
+        ),
+        "search": (
+            SEARCH_SQL,
+            {"q": text, "type": "messages", "agent": agent, "room": room_id(room)}
+            | {"threshold": SEARCH_THRESHOLD, "count": SEARCH_COUNT},
+        ),
+        "recent": (
+            RECENT_SQL,
+            ("messages", room_id(room), agent, RECENT),
+        ),
+    }
+    plans: dict[str, Any] = {}
+    with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
+        for name, (sql, params) in reads.items():
+            row = conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, params).fetchone()
+            assert row is not None
+            plan = row[0][0]
+            plans[name] = {
+                "nodes": _plan_nodes(plan["Plan"]),
+                "execution_ms": round(plan["Execution Time"], 2),
+                "shared_buffers_read": plan["Plan"].get("Shared Read Blocks"),
+            }
+    return plans
 
 
 def sample_lag(
@@ -552,9 +598,7 @@ def run_level(
         "turns": len(kept),
         "turns_per_s": round(len(kept) / duration, 1),
         "turn_ms": latency_summary([r["turn"] for r in kept]),
-        "ops_ms": {
-            op: latency_summary([r[op] for r in kept]) for op in ("create", "search", "recent")
-        },
+        "ops_ms": {op: latency_summary([r[op] for r in kept]) for op in OPS},
         "errors": len(errors),
         "error_examples": sorted(set(errors))[:5],
         "replay_lag_ms": _pcts(worst_ms),
@@ -657,6 +701,8 @@ def measure(stack: DeployedStack, args: argparse.Namespace, result: dict[str, An
     progress("ef_search curve")
     result["ef_search"] = ef_search_curve(agent_url, data, args.ef_search, args.queries, args.seed)
     source = TurnSource(data, args.seed)
+    result["turn_plans"] = turn_plans(agent_url, source)
+    progress(f"turn plans: {result['turn_plans']}")
     result["levels"] = []
     for n in args.connections:
         progress(f"{n} connections for {args.warmup + args.duration:.0f} s")

@@ -14,6 +14,7 @@ from verify.synthetic import percentile
 
 # Turn latency and the curve's latency are reported at these percentiles.
 QUANTILES = (50, 95, 99)
+CALLS = ("get_by_id", "dedupe", "insert", "search", "recent")
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 
 
@@ -314,6 +315,31 @@ def render_markdown(result: Mapping[str, Any]) -> str:
             f"{_cell(lag, 'p50')} / {_cell(lag, 'p95')} | {_cell(lv['replay_lag_bytes'], 'p95')} "
             f"| {lv['client_cpu']} |"
         )
+    lines += [
+        "",
+        (
+            "Each call of a turn, p50 / p95 ms (createMemory = getMemoryById + duplicate search + "
+            "INSERT):"
+        ),
+        "",
+        "| connections | " + " | ".join(CALLS) + " |",
+        "|---|" + "---|" * len(CALLS),
+    ]
+    for lv in result["levels"]:
+        cells = [
+            f"{_cell(lv['ops_ms'].get(op, {}), 'p50')} / {_cell(lv['ops_ms'].get(op, {}), 'p95')}"
+            for op in CALLS
+        ]
+        lines.append(f"| {lv['connections']} | " + " | ".join(cells) + " |")
+    plans = result.get("turn_plans")
+    if plans:
+        lines += [
+            "",
+            "Plans of one turn's reads (EXPLAIN ANALYZE after the load, before the runs):",
+            "",
+        ]
+        for name, plan in plans.items():
+            lines.append(f"- {name}: {' → '.join(plan['nodes'])}; {plan['execution_ms']} ms")
     ef = result["ef_search"]
     lines += [
         "",
