@@ -1,0 +1,170 @@
+"""The agent-workload benchmark's pure parts: the figures its result files show (percentiles,
+recall, the ef_search that first reaches a recall), its SVG, and the adapter's SQL it sends."""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import numpy as np
+
+from bench.agent_bench import DEDUPE_SQL, SEARCH_SQL, SHAPES, make_dataset, vector_text
+from bench.agent_report import (
+    ef_search_svg,
+    first_reaching,
+    latency_summary,
+    line_panel,
+    load_svg,
+    mean_recall,
+    nice_ceiling,
+    query_recall,
+    render_markdown,
+)
+
+
+def test_latency_summary_reports_observed_nearest_rank_percentiles() -> None:
+    samples = [float(x) for x in range(1, 101)]  # 1..100 ms
+    summary = latency_summary(samples)
+    assert summary == {
+        "count": 100,
+        "mean": 50.5,
+        "p50": 50.0,
+        "p95": 95.0,
+        "p99": 99.0,
+        "max": 100.0,
+    }
+    # Few samples: p99 is the largest observed value, never an interpolation beyond it.
+    few = latency_summary([3.0, 1.0, 2.0])
+    assert few["p50"] == 2.0 and few["p95"] == 3.0 and few["p99"] == 3.0
+    assert latency_summary([]) == {"count": 0}
+
+
+def test_recall_divides_by_the_exact_answer_and_skips_empty_ones() -> None:
+    assert query_recall([1, 2, 3], [3, 2, 1], 10) == 1.0  # order does not matter
+    assert query_recall([1, 2, 9], [1, 2, 3, 4], 10) == 0.5
+    # The threshold left 2 exact rows: both found is full recall, not 2/10.
+    assert query_recall([7, 8], [7, 8], 10) == 1.0
+    assert query_recall([1], [], 10) is None
+    # Only the top k of each side count.
+    assert query_recall(list(range(20)), list(range(10, 30)), 10) == 0.0
+    recall, answered = mean_recall([[1, 2], [5], [9]], [[1, 2], [5, 6], []], 10)
+    assert (recall, answered) == (0.75, 2)
+    assert mean_recall([[1]], [[]], 10) == (None, 0)
+
+
+def test_first_reaching_is_the_smallest_ef_search_at_the_target() -> None:
+    curve = [
+        {"ef_search": 100, "recall": 0.995},
+        {"ef_search": 20, "recall": 0.95},
+        {"ef_search": 40, "recall": 0.99},
+        {"ef_search": 60, "recall": None},
+    ]
+    assert first_reaching(curve, 0.99) == 40
+    assert first_reaching(curve, 0.999) is None
+
+
+def test_nice_ceiling() -> None:
+    assert [nice_ceiling(v) for v in (0, 0.7, 3, 19, 101, 2500)] == [1, 1, 5, 20, 200, 2500]
+
+
+def _result() -> dict[str, Any]:
+    level = {
+        "turns_per_s": 10.0,
+        "turn_ms": {"count": 5, "p50": 5.0, "p95": 9.0, "p99": 9.5},
+        "ops_ms": {k: {"count": 5, "p95": 1.0} for k in ("create", "search", "recent")},
+        "errors": 0,
+        "replay_lag_ms": {"samples": 3, "p50": 1.0, "p95": 2.0},
+        "replay_lag_bytes": {"samples": 3, "p50": 10.0, "p95": 20.0},
+        "client_cpu": 0.1,
+    }
+    curve = [
+        {
+            "ef_search": ef,
+            "recall": r,
+            "answered": 9,
+            "hnsw_share": 1.0,
+            "latency_ms": {"p50": 1.0, "p95": 2.0},
+        }
+        for ef, r in ((20, 0.93), (40, 0.97), (200, 0.995))
+    ]
+    return {
+        "label": "VALIDATION <run> & co",
+        "machine": {"cpus": 2, "load_start": [1, 2, 3], "load_end": [4, 5, 6]},
+        "engine": {"name": "Podman", "version": "4.3.1", "api_version": "1.41"},
+        "stack": {"config": "Pulumi.dev.yaml", "replicas": 2, "memory": "4g", "pool_size": 20},
+        "data": {
+            "memories": 10000,
+            "dims": 1536,
+            "rooms": 100,
+            "agents": 8,
+            "load_s": 1.0,
+            "copy_s": 0.5,
+            "index_build_s": {"idx": 0.2},
+        },
+        "targets": {"turn_p95_ms_at_16": 20.0, "replay_lag_p95_ms": 100.0},
+        "levels": [{**level, "connections": n} for n in (1, 4, 16, 64)],
+        "ef_search": {
+            "queries": 10,
+            "default": "40",
+            "shapes": {"room": {"where": "type = x", "curve": curve, "first_reaching_0_99": 200}},
+        },
+    }
+
+
+def test_plots_are_well_formed_svg_with_a_point_per_measurement() -> None:
+    result = _result()
+    for svg in (load_svg(result), ef_search_svg(result)):
+        root = ET.fromstring(svg)  # well-formed, the label's markup escaped
+        assert root.tag.endswith("svg")
+        assert "VALIDATION &lt;run&gt; &amp; co" in svg
+    # A long label wraps onto lines that fit the picture's width.
+    long = load_svg({**result, "label": "word " * 200})
+    width = int(ET.fromstring(long).get("width", "0"))
+    captions = [
+        t for t in ET.fromstring(long).iter() if t.tag.endswith("text") and "word" in (t.text or "")
+    ]
+    assert len(captions) > 1 and all(len(t.text or "") * 6 <= width for t in captions)
+    load = ET.fromstring(load_svg(result))
+    circles = [e for e in load.iter() if e.tag.endswith("circle")]
+    # throughput 4 + turn p50/p95/p99 12 + lag p50/p95 8
+    assert len(circles) == 4 + 12 + 8
+    ef = ET.fromstring(ef_search_svg(result))
+    assert len([e for e in ef.iter() if e.tag.endswith("circle")]) == 3 + 6
+
+
+def test_panel_places_points_on_a_log_x_axis() -> None:
+    svg = line_panel("t", "x", "y", [("s", [(1, 0.0), (10, 5.0), (100, 10.0)])])
+    xs = [float(c.split('cx="')[1].split('"')[0]) for c in svg.split("<circle")[1:]]
+    assert math.isclose(xs[1] - xs[0], xs[2] - xs[1])  # a decade is a decade
+    ys = [float(c.split('cy="')[1].split('"')[0]) for c in svg.split("<circle")[1:]]
+    assert ys[0] > ys[1] > ys[2]  # larger values higher up
+
+
+def test_markdown_carries_the_label_and_every_measured_row() -> None:
+    md = render_markdown(_result())
+    assert "**VALIDATION <run> & co**" in md
+    assert md.count("\n| room |") == 3
+    assert "recall@10 ≥ 0.99 first at ef_search 200" in md
+    assert "load average 1 / 2 / 3 at start, 4 / 5 / 6 at end" in md
+
+
+def test_the_adapters_search_shape_is_sent() -> None:
+    # The adapter orders by L2 (<->, served by the vector_l2_ops index) and filters the
+    # similarity with the same operator; the turn's search filters agent and room.
+    assert SEARCH_SQL.count("<->") == 3 and "<=>" not in SEARCH_SQL
+    assert '"agentId" = %(agent)s AND "roomId" = %(room)s::uuid' in SEARCH_SQL
+    assert SEARCH_SQL.rstrip().endswith("ORDER BY embedding <-> %(q)s::vector LIMIT %(count)s")
+    assert '"agentId"' not in DEDUPE_SQL  # createMemory's duplicate check gives no agent
+    assert '"roomId"' not in SHAPES["agent"]
+    # As JavaScript prints Number(x.toFixed(6)).
+    values = np.array([0.1234567, -1.0, 0.0000001, -0.0000001, 0.5], dtype="float64")
+    assert vector_text(values) == "[0.123457,-1,0,0,0.5]"
+
+
+def test_rooms_are_topical_and_deterministic() -> None:
+    a = make_dataset(400, 100, rooms=10, agents=3, seed=5)
+    b = make_dataset(400, 100, rooms=10, agents=3, seed=5)
+    assert (a.rooms == b.rooms).all() and a.vectors.shape == (500, 1536)
+    assert set(a.rooms.tolist()) <= set(range(10))
+    assert a.agent_of_room(7) == 1
