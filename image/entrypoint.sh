@@ -11,6 +11,7 @@
 #   job        bootstrap roles, database and slots on the primary, then apply sql/ migrations
 #   patroni    Patroni runs PostgreSQL and decides its role (highly available stacks)
 #   etcd       one member of the etcd cluster Patroni elects its leader in
+#   router     HAProxy: the pooler's way to whichever node Patroni made leader
 #
 # Files arrive as uploads under /etc/elizadb (rendered by infra/render, identical for `pulumi up`
 # and the local deploy). Uploads get default owner and mode, and PostgreSQL and libpq refuse keys
@@ -18,7 +19,7 @@
 # before dropping to the postgres user.
 set -euo pipefail
 
-MODE=${1:?usage: elizadb-entrypoint primary|replica|pgbouncer|job|backup|patroni|etcd}
+MODE=${1:?usage: elizadb-entrypoint primary|replica|pgbouncer|job|backup|patroni|etcd|router}
 ETC=/etc/elizadb
 PRIVATE=/var/lib/postgresql/private
 CONF="$ETC/postgresql.conf"
@@ -175,6 +176,13 @@ case "$MODE" in
     install -d -o etcd -g etcd -m 0700 /var/lib/etcd /var/lib/etcd/data
     log "starting etcd"
     exec setpriv --reuid=etcd --regid=etcd --init-groups etcd --config-file "$ETC/etcd.yml"
+    ;;
+
+  router)
+    # haproxy.cfg (infra/render/router.py) holds no secret; HAProxy needs no privilege for its
+    # ports (all above 1024), so it runs as its own user from the start.
+    log "starting HAProxy"
+    exec setpriv --reuid=haproxy --regid=haproxy --init-groups haproxy -W -db -f "$ETC/haproxy.cfg"
     ;;
 
   backup)
