@@ -23,7 +23,7 @@ import psycopg
 import pytest
 import requests
 
-from infra.render.patroni import slot_name
+from infra.render.patroni import PATRONI_YML, PATRONI_YML_UPLOAD, slot_name
 from tests.integration.needs import require_engine
 from tests.integration.patroni_cluster import (
     ETCD_NODES,
@@ -170,6 +170,9 @@ def test_one_leader_two_streaming_replicas_in_their_own_slots(cluster: Cluster) 
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(cluster.conninfo((leader,)).replace("verify-full", "disable"))
     assert cluster.query(leader, "SHOW data_checksums") == [("on",)]
+    # The passwords live only in patroni.yml: 0600 for postgres, the uploaded copy closed too.
+    code, out = cluster.exec(leader, ["stat", "-c", "%a %U", PATRONI_YML, PATRONI_YML_UPLOAD])
+    assert code == 0 and out.split("\n")[:2] == ["600 postgres", "600 root"], out
 
 
 def _sync_standby(cluster: Cluster) -> str | None:
