@@ -16,6 +16,7 @@ from elizadb import cli_backup, cli_drill, cli_move
 from elizadb.config import choose_project_dir, engine_host, load_stack, project_dir
 from elizadb.errors import ElizaDbError, EngineError
 from elizadb.local.state import choose_state_dir
+from infra.settings import StackSettings
 
 
 class _Parser(argparse.ArgumentParser):
@@ -246,8 +247,51 @@ def _run(args: argparse.Namespace) -> int:
             )
             for r in rows
         ]
-        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-        for row in table:
-            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-        return 0 if all(r.ready for r in rows) else 1
+        _print_table(table)
+        healthy = all(r.ready for r in rows)
+        if settings.patroni:
+            healthy = _patroni_status(settings) and healthy
+        return 0 if healthy else 1
     raise AssertionError(args.command)
+
+
+def _print_table(table: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _patroni_status(settings: StackSettings) -> bool:
+    """Patroni's own view of its members, and the health of its store (etcd). True when one
+    leader runs, every other member streams, and every etcd member is healthy."""
+    from elizadb.engine import connect
+    from elizadb.ops import patroni
+    from infra.topology import topology
+
+    client, topo = connect(), topology(settings)
+    members = patroni.members(client, topo)
+    print()
+    _print_table(
+        [
+            ("PATRONI MEMBER", "ROLE", "STATE", "TIMELINE", "LAG (MB)"),
+            *(
+                (
+                    m.name,
+                    m.role,
+                    m.state,
+                    "-" if m.timeline is None else str(m.timeline),
+                    "-" if m.lag_mb is None else f"{m.lag_mb:g}",
+                )
+                for m in members
+            ),
+        ]
+    )
+    etcd = patroni.etcd_health(client, topo)
+    print()
+    _print_table(
+        [("ETCD MEMBER", "HEALTHY", "DETAIL")]
+        + [(e.name, "yes" if e.healthy else "no", e.detail) for e in etcd]
+    )
+    leaders = [m for m in members if m.leads and m.state == "running"]
+    followers_ok = all(m.state == "streaming" for m in members if not m.leads)
+    return len(leaders) == 1 and followers_ok and all(e.healthy for e in etcd)

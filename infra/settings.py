@@ -619,6 +619,11 @@ def _semantic_problems(stack: str, values: Mapping[str, Any]) -> list[str]:
             f"{PROJECT}:tls.enabled = False: TLS cannot be turned off for a stack whose "
             f"{PROJECT}:environment is production; remove the key"
         )
+    if _raw(values, "ha", "engine") == "patroni" and _raw(values, "tls", "enabled") is False:
+        problems.append(
+            f"{PROJECT}:tls.enabled = False: a Patroni stack (elizadb:ha.engine patroni) speaks "
+            "TLS between every node, etcd member and the router; remove the key"
+        )
     parameters = _get(values, "postgres", "parameters")
     if isinstance(parameters, Mapping):
         for name in sorted(parameters):

@@ -4,6 +4,9 @@ behind the router, no slots of eliza-db's own, and secrets kept out of plain inp
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,7 @@ from infra.render.patroni import PATRONI_YML_UPLOAD
 from infra.settings import load_settings
 
 PASSWORD = "random:index/randomPassword:RandomPassword"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _declare(tmp_path: Path, **values: object) -> tuple[Declaration, StateFile]:
@@ -78,6 +82,11 @@ def test_an_unknown_engine_is_refused_with_what_is_allowed() -> None:
         load_settings("hat", {"ha": {"engine": "pacemaker"}}, "test")
 
 
+def test_a_patroni_stack_without_tls_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"elizadb:tls.enabled = False: a Patroni stack"):
+        load_settings("hat", {"ha": {"engine": "patroni"}, "tls": {"enabled": False}}, "test")
+
+
 def test_the_pooler_goes_through_the_router_and_the_router_checks_every_node(
     patroni: tuple[Declaration, StateFile],
 ) -> None:
@@ -125,3 +134,27 @@ def test_no_patroni_secret_is_in_a_plain_input(patroni: tuple[Declaration, State
         for text in resource.plain_strings:
             assert not [s for s in secrets if s in text], f"{resource.name} carries a secret"
     assert "uploads" in _container(decl, "elizadb-hat-primary").secret_inputs
+
+
+@pytest.mark.parametrize("command", [["failover"], ["watch"], ["drill", "failover"]])
+def test_eliza_db_never_fails_over_a_patroni_stack_itself(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """Two deciders would be one too many: on a Patroni stack the kit's own failover, watcher and
+    drills refuse, before the engine is asked anything, and say what to use instead."""
+    (tmp_path / "Pulumi.hat.yaml").write_text("config:\n  elizadb:ha:\n    engine: patroni\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "elizadb", *command, "--stack", "hat"],
+        cwd=REPO,
+        env={
+            **os.environ,
+            "DOCKER_HOST": "unix:///nonexistent.sock",
+            "ELIZADB_PROJECT_DIR": str(tmp_path),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "runs Patroni" in result.stderr and "elizadb switchover --to NODE" in result.stderr
