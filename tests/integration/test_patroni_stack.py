@@ -67,8 +67,8 @@ def leader(stack: DeployedStack) -> str:
     return str(leaders[0])
 
 
-def wait_for(what: str, check: Any, timeout_s: float = 120) -> float:
-    return engine.wait_until(what, check, timeout_s, interval_s=0.5)
+def wait_for(what: str, check: Any, timeout_s: float = 120, explain: Any = lambda: "") -> float:
+    return engine.wait_until(what, check, timeout_s, interval_s=0.5, on_timeout=explain)
 
 
 @dataclass
@@ -217,6 +217,7 @@ def test_pooled_writes_follow_a_killed_leader_and_no_acknowledged_row_is_lost(
         "the old leader streaming as a replica",
         lambda: any(m["Member"] == old and m["State"] == "streaming" for m in members(stack)),
         timeout_s=180,
+        explain=lambda: f"{members(stack)}\n{engine.explain(stack.client, old_container, 60)}",
     )
 
 
