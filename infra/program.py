@@ -207,6 +207,7 @@ def stack_outputs(
         "database": db,
         "embeddingDimensions": settings.embedding_dimensions,
         "schemaProfile": settings.profile,
+        "haEngine": settings.ha.engine,
         "poolerSessionDatabase": session_db,
         "tls": tls,
         "caCert": ca_cert_pem,
