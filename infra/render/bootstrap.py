@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from infra.render import HEADER
+from infra.render.patroni import REWIND_USER
 from infra.render.scram import scram_verifier
 from infra.roles import AGENT, OWNER, POOLER_AUTH, READONLY, ROLES, USER, eliza_uuid
 from infra.settings import StackSettings
@@ -63,6 +64,10 @@ def render_bootstrap_sql(
         f"REVOKE ALL ON DATABASE {_ident(db)} FROM PUBLIC;",
         "REVOKE ALL ON DATABASE postgres FROM PUBLIC;",
     ]
+    if settings.patroni:
+        # Patroni's rewind user (made by Patroni at initialisation) reads the leader's control
+        # data from the postgres database before it rewinds a returning old leader.
+        out.append(f"GRANT CONNECT ON DATABASE postgres TO {_ident(REWIND_USER)};")
     for role in (OWNER, AGENT, USER, READONLY, POOLER_AUTH):
         out.append(f"GRANT CONNECT ON DATABASE {_ident(db)} TO {_ident(role.name)};")
     if settings.server_roles:

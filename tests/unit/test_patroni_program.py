@@ -103,7 +103,10 @@ def test_patroni_keeps_the_slots_and_its_config_carries_the_stack_settings(
 ) -> None:
     decl, _ = patroni
     job = _container(decl, "elizadb-hat-bootstrap")
-    assert "pg_create_physical_replication_slot" not in _upload(job, paths.BOOTSTRAP_SQL)
+    bootstrap_sql = _upload(job, paths.BOOTSTRAP_SQL)
+    assert "pg_create_physical_replication_slot" not in bootstrap_sql
+    # Patroni's rewind reads the leader's postgres database, which PUBLIC may not connect to.
+    assert 'GRANT CONNECT ON DATABASE postgres TO "eliza_rewind";' in bootstrap_sql
     config = yaml.safe_load(_upload(_container(decl, "elizadb-hat-replica-1"), PATRONI_YML_UPLOAD))
     assert config["name"] == "elizadb-replica-1"  # its slot: elizadb_replica_1, as ever
     assert config["bootstrap"]["dcs"]["synchronous_mode"] is True
