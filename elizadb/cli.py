@@ -11,12 +11,16 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from elizadb import cli_backup, cli_drill, cli_move
 from elizadb.config import choose_project_dir, engine_host, load_stack, project_dir
 from elizadb.errors import ElizaDbError, EngineError
 from elizadb.local.state import choose_state_dir
 from infra.settings import StackSettings
+
+if TYPE_CHECKING:
+    from infra.settings import StackSettings
 
 
 class _Parser(argparse.ArgumentParser):
@@ -156,6 +160,32 @@ def _verify(args: argparse.Namespace) -> int:
     return report.exit_code(results)
 
 
+def _status_warnings(settings: StackSettings) -> str:
+    """What verify's warning checks say now (read-only, catalog and pooler console only: well
+    under a second), for `elizadb status`."""
+    from elizadb.local import deploy
+    from verify import suite
+
+    try:
+        outputs = suite.load_outputs(deploy.outputs(settings, show_secrets=True))
+        results = suite.run_checks(outputs, read_only=True, only=suite.warning_checks())
+    except ElizaDbError as err:
+        return f"verify: warnings not checked ({err})"
+    warned = [r for r in results if r.status == "warn"]
+    lines = [f"verify: {len(warned)} warning(s)" + (":" if warned else "")]
+    for r in warned:
+        lines += [f"  WARN {r.id}: {line}" for line in r.reason.splitlines()]
+        lines.append(f"       fix: {r.fix}")
+    # Beyond a warning (a queue past the thresholds), or not examined: the full run says why.
+    failed = [f"  FAIL {r.id}: {r.summary}" for r in results if r.status == "fail"]
+    unchecked = [r.id for r in results if r.status == "skip"]
+    if unchecked:
+        failed.append(f"  not checked: {', '.join(unchecked)}")
+    if failed:
+        lines += [*failed, "  run `elizadb verify` for the details"]
+    return "\n".join(lines)
+
+
 def _state(args: argparse.Namespace) -> int:
     from elizadb.local import state_transfer
 
@@ -248,10 +278,11 @@ def _run(args: argparse.Namespace) -> int:
             for r in rows
         ]
         _print_table(table)
-        healthy = all(r.ready for r in rows)
+        ready = all(r.ready for r in rows)
+        print(_status_warnings(settings) if ready else "verify: not asked (a node is not ready)")
         if settings.patroni:
-            healthy = _patroni_status(settings) and healthy
-        return 0 if healthy else 1
+            ready = _patroni_status(settings) and ready
+        return 0 if ready else 1
     raise AssertionError(args.command)
 
 

@@ -8,7 +8,8 @@
 # The mode matters only for an empty data directory. Afterwards the data directory decides
 # (standby.signal or not), so a promoted replica stays primary when its container restarts.
 #   pgbouncer  PgBouncer in front of the primary
-#   job        bootstrap roles, database and slots on the primary, then apply sql/ migrations
+#   job        bootstrap roles, database and slots on the primary, apply sql/ migrations, then
+#              keep only the HNSW indexes of elizadb:vector.operators (vector_indexes.sql)
 #   patroni    Patroni runs PostgreSQL and decides its role (highly available stacks)
 #   etcd       one member of the etcd cluster Patroni elects its leader in
 #   router     HAProxy: the pooler's way to whichever node Patroni made leader
@@ -154,6 +155,14 @@ case "$MODE" in
       -f "$ETC/job/bootstrap.sql"
     log "migrations"
     as_postgres env PGPASSFILE="$PGPASSFILE" elizadb-migrate "$ETC/sql"
+    # Migrations run once per file; the HNSW indexes follow elizadb:vector.operators on every
+    # run (built or dropped concurrently: the memories table keeps taking writes). Each step
+    # says what it did. Not a transaction: CREATE/DROP INDEX CONCURRENTLY cannot run in one.
+    if [[ -f "$ETC/job/vector_indexes.sql" ]]; then
+      log "vector indexes"
+      as_postgres env PGPASSFILE="$PGPASSFILE" psql -X -q -v ON_ERROR_STOP=1 \
+        -f "$ETC/job/vector_indexes.sql"
+    fi
     log "done"
     ;;
 

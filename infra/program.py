@@ -208,6 +208,9 @@ def stack_outputs(
         "embeddingDimensions": settings.embedding_dimensions,
         "schemaProfile": settings.profile,
         "haEngine": settings.ha.engine,
+        # The operators whose HNSW indexes exist on memories.embedding (none on eliza-1 stacks):
+        # verify checks exactly these.
+        "vectorOperators": list(settings.vector_operators),
         "poolerSessionDatabase": session_db,
         "tls": tls,
         "caCert": ca_cert_pem,

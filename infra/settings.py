@@ -188,10 +188,42 @@ class ResourceSettings(_Model):
         return value.lower()
 
 
+# The distance operators an HNSW index can serve on memories.embedding, each by its own index
+# (an HNSW index serves only its operator class's operator): cosine `<=>` is the seed guide's
+# index, l2 `<->` is what @elizaos/adapter-postgres 0.1's searchMemoriesByEmbedding orders by.
+VectorOperator = Literal["cosine", "l2"]
+VECTOR_OPERATORS: tuple[VectorOperator, ...] = ("cosine", "l2")
+
+
 class VectorSettings(_Model):
     # How many memories the stack is expected to hold; validation refuses a size whose HNSW
     # indexes the node's memory cannot cache or build. None: not stated, not checked.
     expected_memories: int | None = Field(default=None, ge=0, le=10**10)
+    # The operators the stack's clients rank memories by: only their HNSW indexes are built and
+    # maintained (each costs minutes to build on a populated table and work on every insert).
+    # Default: both, as the guide's queries (cosine) and the 0.1 adapter (l2) need.
+    operators: list[str] = Field(default_factory=lambda: [str(op) for op in VECTOR_OPERATORS])
+
+    @field_validator("operators")
+    @classmethod
+    def _operators(cls, value: list[str]) -> list[str]:
+        allowed = ", ".join(VECTOR_OPERATORS)
+        if not value:
+            raise ValueError(
+                "an empty list would leave agents' vector searches without an index (every "
+                "search would read every embedding); list the operators your clients order by, "
+                f"from {allowed}"
+            )
+        unknown = [op for op in value if op not in VECTOR_OPERATORS]
+        if unknown:
+            raise ValueError(
+                f"{unknown[0]!r} is not an operator eliza-db indexes: use {allowed} "
+                "(cosine serves ORDER BY embedding <=> q, l2 serves <->, which "
+                "@elizaos/adapter-postgres 0.1 uses)"
+            )
+        if len(set(value)) != len(value):
+            raise ValueError("lists an operator twice; name each once")
+        return value
 
 
 class PostgresSettings(_Model):
@@ -408,6 +440,15 @@ class StackSettings(_Model):
         return self.schema_settings.profile
 
     @property
+    def vector_operators(self) -> tuple[VectorOperator, ...]:
+        """The operators whose HNSW indexes the bootstrap job keeps on memories.embedding, in
+        a fixed order. None on eliza-1 stacks: @elizaos/plugin-sql's tables are its own, and it
+        ranks by 1 - (dimN <=> q), which no HNSW index can serve."""
+        if self.profile != "eliza-0.1":
+            return ()
+        return tuple(op for op in VECTOR_OPERATORS if op in self.vector.operators)
+
+    @property
     def server_roles(self) -> tuple[Role, ...]:
         return tuple(server_role(s) for s in self.schema_settings.servers)
 
@@ -571,6 +612,17 @@ def _raw(values: Mapping[str, Any], *path: str) -> Any:
     return default.value if isinstance(default, Enum) else default
 
 
+def _raw_operators(values: Mapping[str, Any]) -> tuple[str, ...]:
+    """The operators whose indexes will exist, from the raw values (invalid ones are reported
+    per field and left out here); none on eliza-1 stacks, whose tables the kit does not index."""
+    if _raw(values, "schema", "profile") != "eliza-0.1":
+        return ()
+    listed = _raw(values, "vector", "operators")
+    if not isinstance(listed, list):
+        return ()
+    return tuple(op for op in VECTOR_OPERATORS if op in listed)
+
+
 def _fit_problems(values: Mapping[str, Any], parameters: Any) -> list[str]:
     """Whether the parameters, and the vector indexes of the expected memories, fit the node's
     memory. Skipped when the sizes themselves are invalid (reported per field)."""
@@ -597,7 +649,7 @@ def _fit_problems(values: Mapping[str, Any], parameters: Any) -> list[str]:
     fit = memory_problem(merged, container_mb)
     if fit:
         problems.append(f"{PROJECT}:postgres.parameters: {fit}")
-    need = VectorNeed(rows=rows, dimensions=dims)
+    need = VectorNeed(rows=rows, dimensions=dims, operators=_raw_operators(values))
     for key, why in fit_problems(need, merged, container_mb, size_mb(shm)):
         value = rows if key == "vector.expectedMemories" else shm
         problems.append(f"{PROJECT}:{key} = {value!r}: {why}")
@@ -697,6 +749,14 @@ def _semantic_problems(stack: str, values: Mapping[str, Any]) -> list[str]:
         problems.append(
             f"{PROJECT}:schema.servers = {servers!r}: data isolation roles are for ElizaOS 1.x; "
             f"set {PROJECT}:schema.profile to eliza-1 or remove the key"
+        )
+    operators = _get(values, "vector", "operators")
+    if operators is not None and _raw(values, "schema", "profile") == "eliza-1":
+        problems.append(
+            f"{PROJECT}:vector.operators = {operators!r}: eliza-1 stacks build no vector index "
+            "(@elizaos/plugin-sql ranks by 1 - (dimN <=> q), an expression no HNSW index can "
+            f"serve, on tables it creates itself); remove the key or set {PROJECT}:schema.profile "
+            "to eliza-0.1"
         )
     sync = _get(values, "replication", "synchronous")
     if sync is True and isinstance(replicas, int):

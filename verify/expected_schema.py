@@ -31,6 +31,9 @@ class Index:
     columns: tuple[str, ...]
     opclasses: tuple[str, ...] = ()  # compared when given; () = the type's default
     unique: bool = False
+    # An HNSW index exists only when its distance operator is in the stack's vectorOperators
+    # output (elizadb:vector.operators); "" for every other index.
+    operator: str = ""
 
 
 @dataclass(frozen=True)
@@ -88,8 +91,20 @@ TABLES: tuple[Table, ...] = (
         (
             _btree("memories_pkey", "id", unique=True),
             # An HNSW index serves only its operator class's operator: cosine (<=>) and L2 (<->).
-            Index("idx_memories_embedding", "hnsw", ("embedding",), ("vector_cosine_ops",)),
-            Index("idx_memories_embedding_l2", "hnsw", ("embedding",), ("vector_l2_ops",)),
+            Index(
+                "idx_memories_embedding",
+                "hnsw",
+                ("embedding",),
+                ("vector_cosine_ops",),
+                operator="cosine",
+            ),
+            Index(
+                "idx_memories_embedding_l2",
+                "hnsw",
+                ("embedding",),
+                ("vector_l2_ops",),
+                operator="l2",
+            ),
             _btree("idx_memories_type_room", "type", "roomId"),
             _btree("idx_memories_user", "userId"),
             _btree("idx_memories_agent", "agentId"),

@@ -8,6 +8,9 @@ collect what they see in `Findings`, which decides the status:
 * a target could not be reached -> skip, naming the check that reports the root cause
                                    (`depends_on`), so that one stopped replica fails
                                    health.reachable instead of ten checks at once;
+* a warning noted               -> warn: the stack works, but users will feel this soon (an
+                                   index the memory cannot cache, a pooler that queues); a
+                                   warning does not fail the run;
 * otherwise                     -> pass.
 
 The runner makes sure that a skip of the second kind is never the last word: the check it depends
@@ -23,7 +26,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from verify.context import Context
 
-Status = Literal["pass", "fail", "skip"]
+Status = Literal["pass", "warn", "fail", "skip"]
 FAMILIES = ("schema", "health", "replication", "tls", "security", "pooler", "vector", "backups")
 
 
@@ -33,8 +36,8 @@ class CheckResult:
     family: str  # schema | health | replication | tls | security | pooler | vector | backups
     status: Status
     summary: str  # one line
-    reason: str = ""  # on fail: what is wrong, with the observed values
-    fix: str = ""  # on fail: what to do
+    reason: str = ""  # on fail or warn: what is wrong, with the observed values
+    fix: str = ""  # on fail or warn: what to do
     seconds: float = 0.0
 
 
@@ -60,6 +63,10 @@ def skipped(summary: str) -> Outcome:
     return Outcome("skip", summary)
 
 
+def warned(summary: str, reason: str, fix: str) -> Outcome:
+    return Outcome("warn", summary, reason, fix)
+
+
 class Unreachable(Exception):
     """A target could not be connected to. `root` is the check that reports it as a failure."""
 
@@ -77,9 +84,14 @@ class Findings:
     problems: list[str] = field(default_factory=list)
     unchecked: dict[str, Unreachable | tuple[str, str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def problem(self, text: str) -> None:
         self.problems.append(text)
+
+    def warn(self, text: str) -> None:
+        """Not wrong yet, but users will feel it: the check warns unless something fails."""
+        self.warnings.append(text)
 
     def note(self, text: str) -> None:
         self.notes.append(text)
@@ -91,11 +103,14 @@ class Findings:
         """`target` could not be examined because of something `root` reports."""
         self.unchecked[target] = (root, why)
 
-    def outcome(self, ok: str, fix: str) -> Outcome:
-        """fail if anything was wrong, skip if some target could not be examined, else pass.
+    def outcome(self, ok: str, fix: str, advice: str = "") -> Outcome:
+        """fail if anything was wrong, skip if some target could not be examined, warn if a
+        warning was noted, else pass.
 
-        `ok` is the one-line summary of a pass; `fix` says what to do on a failure.
+        `ok` is the one-line summary of a pass; `fix` says what to do on a failure, `advice` on
+        a warning (`fix` when not given). A failure's reason lists the warnings too.
         """
+        warnings = [f"warning: {w}" for w in self.warnings]
         roots: list[str] = []
         missed: list[str] = []
         for target, why in self.unchecked.items():
@@ -104,14 +119,21 @@ class Findings:
             missed.append(f"{target} not checked: {text} (see {root})")
         if self.problems:
             more = f" (+{len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
-            return failed(self.problems[0] + more, "\n".join(self.problems + missed), fix)
+            return failed(
+                self.problems[0] + more, "\n".join(self.problems + missed + warnings), fix
+            )
         if missed:
             summary = (
                 "; ".join(m.split(":", 1)[0] for m in missed)
                 + " — "
                 + ", ".join(dict.fromkeys(f"see {r}" for r in roots))
             )
-            return Outcome("skip", summary, "\n".join(missed), "", tuple(dict.fromkeys(roots)))
+            return Outcome(
+                "skip", summary, "\n".join(missed + warnings), "", tuple(dict.fromkeys(roots))
+            )
+        if self.warnings:
+            more = f" (+{len(self.warnings) - 1} more)" if len(self.warnings) > 1 else ""
+            return warned(self.warnings[0] + more, "\n".join(self.warnings), advice or fix)
         return passed(ok + (f" ({'; '.join(self.notes)})" if self.notes else ""))
 
 
@@ -127,6 +149,8 @@ class Check:
     # The schema profiles (elizadb:schema.profile) the check applies to: the 0.1 schema's
     # checks mean nothing on a stack whose tables @elizaos/plugin-sql 1.x writes, and back.
     profiles: tuple[str, ...] = ("eliza-0.1", "eliza-1")
+    # The check may warn: `elizadb status` runs such checks (read-only) to print the warnings.
+    warns: bool = False
 
     @property
     def family(self) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg.conninfo
 
-from infra.settings import MAX_EMBEDDING_DIMENSIONS
+from infra.settings import MAX_EMBEDDING_DIMENSIONS, VECTOR_OPERATORS
 from verify.errors import OutputsError
 
 MASK = "[secret]"
@@ -64,6 +64,9 @@ class Outputs:
     schema_profile: str = "eliza-0.1"
     # elizadb:ha.engine: under patroni the primary is whichever node leads now (verify/leader.py).
     ha_engine: str = "builtin"
+    # The distance operators whose HNSW indexes the stack keeps (elizadb:vector.operators);
+    # stacks deployed before the key existed built both.
+    vector_operators: tuple[str, ...] = VECTOR_OPERATORS
 
     @property
     def nodes(self) -> tuple[Endpoint, ...]:
@@ -179,6 +182,12 @@ def load_outputs(path_or_dict: str | Path | Mapping[str, Any]) -> Outputs:
     profile = raw.get("schemaProfile", "eliza-0.1")
     if profile not in PROFILES:
         r.problems.append(f"schemaProfile: {profile!r} is not one of {', '.join(PROFILES)}")
+    operators = raw.get("vectorOperators", list(VECTOR_OPERATORS))
+    if not isinstance(operators, list) or any(op not in VECTOR_OPERATORS for op in operators):
+        r.problems.append(
+            f"vectorOperators: {operators!r} is not a list of {', '.join(VECTOR_OPERATORS)}"
+        )
+        operators = []
     backup_volume = raw.get("backupVolume", "")
     backup_mount = raw.get("backupMount", Outputs.backup_mount)
 
@@ -223,4 +232,5 @@ def load_outputs(path_or_dict: str | Path | Mapping[str, Any]) -> Outputs:
         backup_mount=str(backup_mount),
         schema_profile=str(profile),
         ha_engine=str(raw.get("haEngine", "builtin")),
+        vector_operators=tuple(operators),
     )

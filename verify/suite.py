@@ -4,8 +4,9 @@
     results = run_checks(outputs, read_only=True)    # no writes at all
     print(report.render_table(results))
 
-Every check has a stable id (`verify.checks.ALL_CHECKS`), runs on its own, and reports pass, fail
-(with the reason, observed values included, and what to do) or skip. A skip because a target was
+Every check has a stable id (`verify.checks.ALL_CHECKS`), runs on its own, and reports pass, warn
+(the stack works, but users will soon feel what it names), fail (with the reason, observed values
+included, and what to do) or skip. A skip because a target was
 unreachable names the check that reports it; the runner adds that check to the results when
 `only` left it out, and turns the skip into a failure if that check does not fail — so a broken
 stack can never come out green.
@@ -25,9 +26,23 @@ from verify.model import Check, CheckResult, Outcome, Unreachable, failed
 from verify.outputs import Outputs, load_outputs
 from verify.thresholds import Thresholds
 
-__all__ = ["CheckResult", "Outputs", "Thresholds", "load_outputs", "run_checks", "select"]
+__all__ = [
+    "CheckResult",
+    "Outputs",
+    "Thresholds",
+    "load_outputs",
+    "run_checks",
+    "select",
+    "warning_checks",
+]
 
 _BY_ID = {check.id: check for check in ALL_CHECKS}
+
+
+def warning_checks() -> list[str]:
+    """The ids of the checks that may warn: what `elizadb status` runs (read-only) to say
+    whether users are about to feel something."""
+    return [c.id for c in ALL_CHECKS if c.warns]
 
 
 def select(only: Sequence[str]) -> list[Check]:

@@ -1,5 +1,6 @@
 """The bootstrap job: a one-shot container that applies bootstrap.sql (roles, database, pooler
-auth function, replication slots) and the sql/ migrations on the primary. Its uploads carry
+auth function, replication slots), the sql/ migrations and then vector_indexes.sql (the HNSW
+indexes of vector.operators) on the primary. Its uploads carry
 everything it applies, so any change to them replaces the job and it runs again."""
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ from infra.components.common import (
 )
 from infra.profiles import SQL_ROOT, sql_dir
 from infra.render import paths
-from infra.render.bootstrap import render_bootstrap_sql
+from infra.render.bootstrap import (
+    VECTOR_INDEXES_SQL,
+    render_bootstrap_sql,
+    render_vector_indexes_sql,
+)
 from infra.render.connections import render_pgpass
 from infra.render.router import READ_WRITE_PORT
 from infra.roles import ROLES, SUPERUSER
@@ -97,6 +102,7 @@ class BootstrapJob(pulumi.ComponentResource):
         )
         pgpass = passwords[SUPERUSER].apply(lambda pw: render_pgpass([("*", SUPERUSER, pw)]))
         sslmode = "verify-full" if settings.tls.enabled else "disable"
+        vector_indexes = render_vector_indexes_sql(settings)
         self.container = docker.Container(
             name,
             name=topo.job_name,
@@ -129,6 +135,9 @@ class BootstrapJob(pulumi.ComponentResource):
                     upload(f"{paths.SQL_DIR}/{f.name}", f.read_text())
                     for f in migration_files(sql_dir(settings.profile))
                 ),
+                # After the migrations: only the configured operators' HNSW indexes exist. A
+                # changed elizadb:vector.operators changes this upload, so the job runs again.
+                *([upload(VECTOR_INDEXES_SQL, vector_indexes)] if vector_indexes else []),
             ],
             # Run to completion (the provider waits for the container to stop and keeps its exit
             # code and log); `succeeded` below fails the deployment when the code is not 0. Every

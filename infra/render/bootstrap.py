@@ -1,22 +1,26 @@
 """bootstrap.sql: what the job applies as the superuser before the migrations — roles with their
-SCRAM verifiers, the database, PgBouncer's auth function and the replication slots.
+SCRAM verifiers, the database, PgBouncer's auth function and the replication slots — and
+vector_indexes.sql, what it applies after them: the HNSW indexes of `vector.operators`.
 
-Idempotent; applied on every run of the job. The file carries verifiers, so it is uploaded as a
-secret.
+Idempotent; applied on every run of the job. bootstrap.sql carries verifiers, so it is uploaded
+as a secret.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
-from infra.render import HEADER
+from infra.render import HEADER, paths
 from infra.render.patroni import REWIND_USER
 from infra.render.scram import scram_verifier
 from infra.roles import AGENT, OWNER, POOLER_AUTH, READONLY, ROLES, USER, eliza_uuid
-from infra.settings import StackSettings
+from infra.settings import StackSettings, VectorOperator
 from infra.topology import Topology
 
 SLOT_PREFIX = "elizadb_"
+# Where the job finds vector_indexes.sql (image/entrypoint.sh runs it when it is there).
+VECTOR_INDEXES_SQL = f"{paths.ETC}/job/vector_indexes.sql"
 
 
 def _literal(value: str) -> str:
@@ -144,3 +148,95 @@ def _slots_sql(topo: Topology) -> list[str]:
         "  END LOOP;",
         "END $$;",
     ]
+
+
+@dataclass(frozen=True)
+class VectorIndex:
+    """One HNSW index on memories.embedding, as sql/0005_indexes.sql names and defines it."""
+
+    operator: VectorOperator
+    name: str
+    opclass: str
+    serves: str  # the SQL operator its operator class serves
+
+
+VECTOR_INDEXES: tuple[VectorIndex, ...] = (
+    VectorIndex("cosine", "idx_memories_embedding", "vector_cosine_ops", "<=>"),
+    VectorIndex("l2", "idx_memories_embedding_l2", "vector_l2_ops", "<->"),
+)
+
+
+def _vector_index_steps(index: VectorIndex, wanted: bool) -> list[str]:
+    """psql steps that bring one index to what is configured, each saying what it did."""
+    regclass = f"to_regclass({_literal('public.' + index.name)})"
+    label = f"vector index {index.name} ({index.operator}, serves {index.serves})"
+    # A build that is still running in another session shows as invalid too: it is left to
+    # finish (dropping it would wait for it anyway, then throw its work away).
+    invalid = (
+        f"SELECT EXISTS (SELECT FROM pg_index WHERE indexrelid = {regclass} AND NOT indisvalid)"
+        f"   AND NOT EXISTS (SELECT FROM pg_stat_progress_create_index"
+        f" WHERE index_relid = {regclass}) AS elizadb_invalid \\gset"
+    )
+    drop = f"DROP INDEX CONCURRENTLY IF EXISTS public.{_ident(index.name)};"
+    if not wanted:
+        return [
+            f"SELECT {regclass} IS NOT NULL AS elizadb_present \\gset",
+            "\\if :elizadb_present",
+            f"\\echo {label}: not in vector.operators: dropping it (concurrently)",
+            drop,
+            f"\\echo {label}: dropped",
+            "\\else",
+            f"\\echo {label}: not in vector.operators, absent",
+            "\\endif",
+        ]
+    return [
+        invalid,
+        "\\if :elizadb_invalid",
+        f"\\echo {label}: INVALID (an interrupted concurrent build left it): dropping it",
+        drop,
+        "\\endif",
+        f"SELECT {regclass} IS NULL AS elizadb_missing \\gset",
+        "\\if :elizadb_missing",
+        f"\\echo {label}: missing: building it concurrently (the table keeps taking writes)",
+        "SELECT clock_timestamp() AS elizadb_started \\gset",
+        (
+            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {_ident(index.name)} ON public.memories"
+            f" USING hnsw (embedding public.{index.opclass});"
+        ),
+        (
+            f"SELECT format('{label}: built in %s s, %s',"
+            " round(extract(epoch FROM clock_timestamp() - :'elizadb_started'::timestamptz)"
+            "::numeric, 1),"
+            f" pg_size_pretty(pg_relation_size({regclass}))) AS elizadb_said \\gset"
+        ),
+        "\\echo :elizadb_said",
+        "\\else",
+        f"\\echo {label}: present and valid",
+        "\\endif",
+    ]
+
+
+def render_vector_indexes_sql(settings: StackSettings) -> str | None:
+    """vector_indexes.sql: run by the job after the migrations, outside any transaction, so
+    that only the HNSW indexes of `vector.operators` exist on memories.embedding.
+
+    Migrations run once per file, so a changed setting is reconciled here, on every run of the
+    job: a missing index is built with CREATE INDEX CONCURRENTLY (a populated table keeps taking
+    writes meanwhile; an INVALID index left by an interrupted build is dropped first, as IF NOT
+    EXISTS would keep it), an unconfigured one is dropped. Idempotent. None for stacks whose
+    schema the kit does not index (eliza-1)."""
+    if settings.profile != "eliza-0.1":
+        return None
+    wanted = settings.vector_operators
+    out = [
+        f"-- {HEADER}",
+        "\\set ON_ERROR_STOP on",
+        "SET client_min_messages = warning;",
+        # The job's PGOPTIONS keep commits local; an index build must not be cut short by a
+        # database-wide statement_timeout either.
+        "SET statement_timeout = 0;",
+        f"\\echo vector indexes: configured {', '.join(wanted)}",
+    ]
+    for index in VECTOR_INDEXES:
+        out += ["", *_vector_index_steps(index, index.operator in wanted)]
+    return "\n".join(out) + "\n"

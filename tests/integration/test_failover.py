@@ -181,3 +181,21 @@ def test_watch_fails_over_by_itself_and_the_old_primary_rejoins(sync_stack: Depl
     assert Cluster(sync_stack.client, sync_stack.settings).primaries() == [results[0].new]
     assert Cluster(sync_stack.client, sync_stack.settings).state(old).in_recovery is True
     _verify_after(sync_stack)
+
+
+def test_status_after_a_failover_shows_the_role_each_node_plays_and_where_the_pooler_routes(
+    sync_stack: DeployedStack,
+) -> None:
+    """`elizadb status` asks every server its role and the pooler its route: after a failover
+    the old primary is a standby streaming from the new one, and the pooler names the new one."""
+    r = drill(sync_stack)
+    sync_stack.up()
+    prefix = f"elizadb-{sync_stack.settings.stack}"
+    new, old = f"{prefix}-{r.new_primary}", f"{prefix}-{r.old_primary}"
+    rows = {row.name: row for row in deploy.status(sync_stack.settings)}
+    writers = [name for name, row in rows.items() if row.in_recovery is False]
+    assert writers == [new], rows
+    assert rows[new].replication == "2 standby(s), 2 streaming", rows[new]
+    assert rows[old].in_recovery is True
+    assert rows[old].replication.startswith(f"streaming from {new} "), rows[old]
+    assert rows[f"{prefix}-pgbouncer"].replication == f"-> {new}", rows[f"{prefix}-pgbouncer"]

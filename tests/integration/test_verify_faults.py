@@ -9,16 +9,18 @@ Every fault has one shape (`caught`): a context manager breaks the stack on entr
 it on exit, whatever the assertions did; faults made by SQL alone are rows of SQL_FAULTS, pooler
 faults rows of POOLER_FAULTS.
 
-Latency and free disk space have no real fault here (a slow host or a full disk cannot be made
-safely on a shared machine); they, and the threshold logic of every other measured check, are
-proved by thresholds the healthy stack cannot meet: the stack is not touched, the threshold
-logic is.
+Measured checks have real faults too: a client link throttled to 16 kbit/s (health.latency), a
+data volume 95 % full (health.disk), a slow policy on every vector search (vector.latency). Their
+threshold logic is proved apart, by thresholds the healthy stack cannot meet: the stack is not
+touched there, the threshold logic is.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime
+import io
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -35,6 +37,7 @@ from cryptography.x509.oid import NameOID
 from psycopg import sql as pg_sql
 
 from elizadb.local.state import StateFile
+from infra.components.common import LABEL_STACK
 from tests.integration.stacks import DeployedStack, deployed_stack
 from verify.model import CheckResult
 from verify.report import render_table
@@ -218,12 +221,13 @@ def caught(
     skips: set[str] | frozenset[str] = frozenset(),
     says: dict[str, str] | None = None,
     outputs: dict[str, Any] | None = None,
+    thresholds: Thresholds = FAST,
 ) -> dict[str, CheckResult]:
     """Break the stack with `fault` (entering breaks it, leaving repairs it, also when an
     assertion fails), run the whole suite under it and expect exactly `fails` and `skips`, then
     see the checks it touched pass again."""
     with fault:
-        results = verify(stack, outputs=outputs)
+        results = verify(stack, thresholds, outputs=outputs)
         expect(results, fails, skips, says)
     expect_repaired(stack, results)
     return results
@@ -439,6 +443,24 @@ SQL_FAULTS = [
         ("ALTER DATABASE eliza SET hnsw.iterative_scan = relaxed_order",),
         frozenset({"vector.settings"}),
         {"vector.settings": "hnsw.iterative_scan is unset"},
+    ),
+    # Every search of memories by the agents waits 0.6 s on the server, before the HNSW scan:
+    # a restrictive policy whose check is slow (pg_sleep stands for a slow lookup, without
+    # burning a shared machine's CPU; it runs once per query, as an InitPlan). Each indexed
+    # query then takes longer than FAST's 500 ms, for a reason that lies in the searches
+    # themselves: SELECT 1, the other roles and the plan and results are untouched. A network
+    # delay would not do here: the probe and health.latency share the primary's link.
+    SqlFault(
+        "slow_policy_on_searches_fails_vector_latency",
+        (
+            (
+                "CREATE POLICY verify_slow ON public.memories AS RESTRICTIVE FOR SELECT"
+                " TO eliza_agent USING ((SELECT pg_sleep(0.6)) IS NOT NULL)"
+            ),
+        ),
+        ("DROP POLICY verify_slow ON public.memories",),
+        frozenset({"vector.latency"}),
+        {"vector.latency": "cosine top-10 p95 is"},
     ),
     # -- replication
     SqlFault(
@@ -695,8 +717,7 @@ def test_certificate_without_a_clients_name_fails_tls_certificate(stack: Deploye
 
 THRESHOLD_FAULTS = [
     # (thresholds the healthy stack cannot meet, the one check that must fail, what it says):
-    # the threshold logic of checks whose real faults (a slow host, a full disk) cannot be made
-    # safely on a shared machine; tls.expiry and health.connections also have real faults here.
+    # the threshold logic of every measured check, apart from its real fault (further down).
     (replace(FAST, cert_min_days=100000), "tls.expiry", "under the 100000-day threshold"),
     (replace(FAST, select1_max_ms=0.0), "health.latency", "SELECT 1 takes"),
     (replace(FAST, connections_max_used=0.0), "health.connections", "client connection slots"),
@@ -746,6 +767,173 @@ def test_connections_near_the_limit_fail_health_connections(stack: DeployedStack
         connections_held(stack, hold),
         {"health.connections"},
         says={"health.connections": "client connection slots in use"},
+    )
+
+
+# The Linux kernels of these machines have no sch_netem (CONFIG_NET_SCH_NETEM is not set), so a
+# link cannot be given a fixed delay; HTB and the u32 classifier are built in. A link throttled
+# to 16 kbit/s with no burst holds each packet for its size over the rate, however long it was
+# idle (with a burst of 1600 bytes, an idle link let the suite's five SELECT 1 through at once:
+# 0.4 ms). A SELECT 1 answer over TLS (about 150 bytes on the wire) then takes 70 to 90 ms and a
+# new connection (TLS and SCRAM, some 3.5 kB) 1.6 to 1.8 s (measured with Podman, under a load
+# average of 14). Any slowdown of the link delays a connection (six round trips, 20 times the
+# bytes) far more than a SELECT 1, and past connect_timeout_s (3 s) the suite reports the node
+# unreachable: no node that still lets the suite in answers SELECT 1 slower than FAST's 500 ms.
+# The latency test therefore holds SELECT 1 to the shipped threshold (50 ms), which healthy
+# nodes meet by far (medians of 0.2 to 2 ms measured under that load).
+THROTTLED_RATE = "16kbit"
+SELECT1_SHIPPED = replace(FAST, select1_max_ms=Thresholds().select1_max_ms)
+
+
+@pytest.fixture(scope="module")
+def tc_image(stack: DeployedStack) -> Iterator[str]:
+    """The stack's image with iproute2 (tc) added: neither image nor base carries it. Removed at
+    the end of the module."""
+    base = stack.client.containers.get(PRIMARY).image
+    tag = f"localhost/elizadb-verify-faults-tc:{base.short_id.removeprefix('sha256:')}"
+    recipe = (
+        f"FROM {base.tags[0] if base.tags else base.id}\n"
+        "RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y"
+        " --no-install-recommends iproute2 && rm -rf /var/lib/apt/lists/*\n"
+    )
+    stack.client.images.build(fileobj=io.BytesIO(recipe.encode()), tag=tag, rm=True, forcerm=True)
+    try:
+        yield tag
+    finally:
+        stack.client.images.remove(tag)
+
+
+def container_port(stack: DeployedStack, name: str) -> int:
+    """The port inside `name` that the outputs' host port of that node is published from."""
+    published = stack.client.containers.get(name).attrs["NetworkSettings"]["Ports"]
+    host_port = str(endpoint(stack, name)["port"])
+    return next(
+        int(inside.split("/")[0])
+        for inside, bindings in published.items()
+        if any(b.get("HostPort") == host_port for b in bindings or ())
+    )
+
+
+@contextmanager
+def client_link_throttled(stack: DeployedStack, image: str, node: str) -> Iterator[None]:
+    """What `node` sends its clients (packets from its server port) throttled to THROTTLED_RATE
+    on its network interface; everything else it sends, replication included, is not (a whole
+    link throttled also held back the replica's acknowledgements of WAL: replication.streaming
+    failed with it).
+
+    A helper in the node's network namespace changes the queueing of its interface with one
+    capability, NET_ADMIN, that both engines grant without a privileged container."""
+    target = stack.client.containers.get(node)
+    port = container_port(stack, node)
+
+    def tc(script: str) -> None:
+        # The interface that carries the node's address (eth0 on both engines).
+        stack.client.containers.run(
+            image,
+            entrypoint=[
+                "sh",
+                "-c",
+                "set -e; dev=$(ip -o -4 addr show scope global | awk '{print $2; exit}'); "
+                + script,
+            ],
+            network_mode=f"container:{target.id}",
+            cap_add=["NET_ADMIN"],
+            user="root",
+            remove=True,
+        )
+
+    tc(
+        "tc qdisc add dev $dev root handle 1: htb default 20; "
+        f"tc class add dev $dev parent 1: classid 1:10 htb rate {THROTTLED_RATE}"
+        f" ceil {THROTTLED_RATE} burst 1 cburst 1; "
+        "tc class add dev $dev parent 1: classid 1:20 htb rate 10gbit; "
+        "tc filter add dev $dev parent 1: protocol ip u32"
+        f" match ip sport {port} 0xffff flowid 1:10"
+    )
+    try:
+        yield
+    finally:
+        tc("tc qdisc del dev $dev root")
+
+
+def test_throttled_client_link_fails_health_latency(stack: DeployedStack, tc_image: str) -> None:
+    caught(
+        stack,
+        client_link_throttled(stack, tc_image, REPLICA_1),
+        {"health.latency"},
+        says={"health.latency": "replica-1 (127.0.0.1"},
+        thresholds=SELECT1_SHIPPED,
+    )
+
+
+def _stack_containers_using(stack: DeployedStack, volume: str) -> list[str]:
+    return [
+        str(c.name)
+        for c in stack.client.containers.list(all=True, filters={"label": f"{LABEL_STACK}={STACK}"})
+        if any(m.get("Name") == volume for m in c.attrs.get("Mounts") or ())
+    ]
+
+
+def _remove_volume(stack: DeployedStack, volume: str) -> dict[str, str]:
+    """Remove `volume` and the containers that mount it (the node and the backup agent, which
+    mounts every node's data); its labels, for a volume that takes its place."""
+    labels = dict(stack.client.volumes.get(volume).attrs.get("Labels") or {})
+    for name in _stack_containers_using(stack, volume):
+        container = stack.client.containers.get(name)
+        container.stop(timeout=20)
+        container.remove()
+    stack.client.volumes.get(volume).remove()
+    return labels
+
+
+# df's line: filesystem, 1024-blocks, used, available, ...: allocate all but 5 % of the total.
+FILL_TO_95_PERCENT = (
+    "set -e; set -- $(df -P -k /fill | tail -n 1); "
+    "fallocate -l $(( ($4 - $2 / 20) * 1024 )) /fill/elizadb-verify-filler"
+)
+
+
+@contextmanager
+def data_volume_nearly_full(stack: DeployedStack, node: str) -> Iterator[None]:
+    """`node`'s data volume replaced by a 1 GiB tmpfs volume of the same name and labels, the
+    node cloned into it by the deploy, then filled with a file until 5 % is free: a full data
+    volume without writing to the machine's shared disk. The repair removes it and deploys
+    again, which clones the node onto an ordinary volume.
+
+    The filler is written by a helper that mounts the volume: tmpfs pages are charged to the
+    writer's memory limit, and the node's own (512 MB) would kill its server. 5 % of 1 GiB
+    (51 MB) leaves room for the WAL the node receives meanwhile. The size is in pages
+    (nr_blocks): Podman 4.3 refuses size= on a volume ("does not support Project Quota")."""
+    volume = f"{node}-data"
+    labels = _remove_volume(stack, volume)
+    pages = 2**30 // os.sysconf("SC_PAGE_SIZE")
+    stack.client.volumes.create(
+        volume,
+        driver="local",
+        driver_opts={"type": "tmpfs", "device": "tmpfs", "o": f"nr_blocks={pages}"},
+        labels=labels,
+    )
+    try:
+        stack.up()
+        stack.client.containers.run(
+            stack.client.containers.get(node).image.id,
+            entrypoint=["sh", "-c", FILL_TO_95_PERCENT],
+            volumes={volume: {"bind": "/fill", "mode": "rw"}},
+            user="root",
+            remove=True,
+        )
+        yield
+    finally:
+        _remove_volume(stack, volume)
+        stack.up()
+
+
+def test_data_volume_nearly_full_fails_health_disk(stack: DeployedStack) -> None:
+    caught(
+        stack,
+        data_volume_nearly_full(stack, REPLICA_2),
+        {"health.disk"},
+        says={"health.disk": "replica-2 (127.0.0.1"},
     )
 
 

@@ -31,6 +31,7 @@ def test_totals_count_every_status_and_add_the_seconds() -> None:
     assert totals([PASS, FAIL, SKIP]) == {
         "checks": 3,
         "passed": 1,
+        "warned": 0,
         "failed": 1,
         "skipped": 1,
         "seconds": 0.03,

@@ -81,26 +81,53 @@ def check_routes_to_primary(ctx: Context) -> Outcome:
     )
 
 
+def _waited(pool: dict[str, Any]) -> float:
+    """How long the oldest waiting client of the pool has waited, in seconds."""
+    return float(pool["maxwait"]) + float(pool.get("maxwait_us") or 0) / 1e6
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s" if value >= 0.1 else f"{value * 1000:.0f} ms"
+
+
+def _over(pool: dict[str, Any], t: Thresholds) -> bool:
+    return (
+        pool["cl_waiting"] > t.pooler_max_waiting_clients
+        or _waited(pool) > t.pooler_max_wait_seconds
+    )
+
+
+def _queue(pool: dict[str, Any], t: Thresholds) -> str:
+    return (
+        f"pool {pool['database']}/{pool['user']}: {pool['cl_waiting']} client(s) waiting, "
+        f"the oldest for {_seconds(_waited(pool))} ({pool['cl_active']} active, "
+        f"{pool['sv_active']} server connections busy; thresholds "
+        f"{t.pooler_max_waiting_clients} clients, {t.pooler_max_wait_seconds:g} s)"
+    )
+
+
+def _client_pools(pools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [p for p in pools if p["database"] != "pgbouncer"]  # not the admin console itself
+
+
 def pool_problems(pools: list[dict[str, Any]], t: Thresholds) -> list[str]:
     """Pools where clients queue: more waiting than allowed, or waiting too long."""
-    problems = []
-    for pool in pools:
-        if pool["database"] == "pgbouncer":
-            continue  # the admin console itself
-        waited = float(pool["maxwait"]) + float(pool.get("maxwait_us") or 0) / 1e6
-        if pool["cl_waiting"] > t.pooler_max_waiting_clients or waited > t.pooler_max_wait_seconds:
-            problems.append(
-                f"pool {pool['database']}/{pool['user']}: {pool['cl_waiting']} client(s) waiting, "
-                f"the oldest for {waited:.1f} s ({pool['cl_active']} active, "
-                f"{pool['sv_active']} server connections busy; thresholds "
-                f"{t.pooler_max_waiting_clients} clients, {t.pooler_max_wait_seconds:g} s)"
-            )
-    return problems
+    return [_queue(p, t) for p in _client_pools(pools) if _over(p, t)]
+
+
+def pool_warnings(pools: list[dict[str, Any]], t: Thresholds) -> list[str]:
+    """Pools where clients queue within the thresholds: every server connection of the pool is
+    busy and the next client waits. Agents feel it as latency before anything fails."""
+    return [
+        _queue(p, t)
+        for p in _client_pools(pools)
+        if (p["cl_waiting"] > 0 or _waited(p) > 0) and not _over(p, t)
+    ]
 
 
 def check_pools(ctx: Context) -> Outcome:
-    """No pool has clients queueing (cl_waiting, maxwait under the thresholds) and no database
-    is paused or disabled."""
+    """No pool has clients queueing beyond the thresholds (cl_waiting, maxwait) and no database
+    is paused or disabled. Warns when clients queue at all (cl_waiting or maxwait above 0)."""
     seen = Findings()
     try:
         pools = ctx.admin_show("POOLS")
@@ -110,6 +137,8 @@ def check_pools(ctx: Context) -> Outcome:
         return seen.outcome("", "")
     for problem in pool_problems(pools, ctx.thresholds):
         seen.problem(problem)
+    for warning in pool_warnings(pools, ctx.thresholds):
+        seen.warn(warning)
     for db in databases:
         if db.get("paused") or db.get("disabled"):
             seen.problem(
@@ -122,6 +151,9 @@ def check_pools(ctx: Context) -> Outcome:
         "clients wait when every server connection of the pool is busy: look for long "
         "transactions (SHOW SERVERS, pg_stat_activity) or raise elizadb:pooler.poolSize; RESUME "
         "a paused database, ENABLE a disabled one",
+        "every server connection of the pool was busy: look for long transactions (SHOW "
+        "SERVERS, pg_stat_activity), or raise elizadb:pooler.poolSize if the primary has the "
+        "connections (max_connections) and the CPUs to run them",
     )
 
 
@@ -170,6 +202,6 @@ def check_config(ctx: Context) -> Outcome:
 CHECKS = (
     Check("pooler.reachable", check_reachable),
     Check("pooler.routes_to_primary", check_routes_to_primary),
-    Check("pooler.pools", check_pools),
+    Check("pooler.pools", check_pools, warns=True),
     Check("pooler.config", check_config),
 )

@@ -290,8 +290,17 @@ def check_indexes(ctx: Context) -> Outcome:
     if catalog is None:
         return seen.outcome("", "")
     expected = set()
+    operators = ctx.outputs.vector_operators
     for table in _present_tables(catalog, seen):
         for index in table.indexes:
+            if index.operator and index.operator not in operators:
+                if index.name in catalog.indexes:
+                    expected.add(index.name)
+                    seen.note(
+                        f"{index.name} ({index.operator}) is not in vectorOperators: the next "
+                        "run of the bootstrap job drops it"
+                    )
+                continue
             expected.add(index.name)
             for problem in index_problems(index, table.name, catalog.indexes.get(index.name)):
                 seen.problem(problem)
@@ -301,9 +310,9 @@ def check_indexes(ctx: Context) -> Outcome:
     hnsw = sum(1 for i in catalog.indexes.values() if i.method == "hnsw" and i.valid)
     return seen.outcome(
         f"{len(expected)} indexes valid, {hnsw} HNSW",
-        f"{MIGRATE_FIX}; an invalid index: REINDEX INDEX CONCURRENTLY <name>; a dropped one is "
-        "recreated by the migration's CREATE INDEX IF NOT EXISTS after removing its ledger row, "
-        "or by hand",
+        f"{MIGRATE_FIX}; an invalid index: REINDEX INDEX CONCURRENTLY <name>; a dropped HNSW "
+        "index of vectorOperators is rebuilt by the bootstrap job (`elizadb migrate`), another "
+        "by the migration's CREATE INDEX IF NOT EXISTS after removing its ledger row, or by hand",
     )
 
 
