@@ -17,6 +17,7 @@ from elizadb import cli_backup, cli_drill, cli_move
 from elizadb.config import choose_project_dir, engine_host, load_stack, project_dir
 from elizadb.errors import ElizaDbError, EngineError
 from elizadb.local.state import choose_state_dir
+from infra.settings import StackSettings
 
 if TYPE_CHECKING:
     from infra.settings import StackSettings
@@ -276,10 +277,52 @@ def _run(args: argparse.Namespace) -> int:
             )
             for r in rows
         ]
-        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-        for row in table:
-            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        _print_table(table)
         ready = all(r.ready for r in rows)
         print(_status_warnings(settings) if ready else "verify: not asked (a node is not ready)")
+        if settings.patroni:
+            ready = _patroni_status(settings) and ready
         return 0 if ready else 1
     raise AssertionError(args.command)
+
+
+def _print_table(table: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _patroni_status(settings: StackSettings) -> bool:
+    """Patroni's own view of its members, and the health of its store (etcd). True when one
+    leader runs, every other member streams, and every etcd member is healthy."""
+    from elizadb.engine import connect
+    from elizadb.ops import patroni
+    from infra.topology import topology
+
+    client, topo = connect(), topology(settings)
+    members = patroni.members(client, topo)
+    print()
+    _print_table(
+        [
+            ("PATRONI MEMBER", "ROLE", "STATE", "TIMELINE", "LAG (MB)"),
+            *(
+                (
+                    m.name,
+                    m.role,
+                    m.state,
+                    "-" if m.timeline is None else str(m.timeline),
+                    "-" if m.lag_mb is None else f"{m.lag_mb:g}",
+                )
+                for m in members
+            ),
+        ]
+    )
+    etcd = patroni.etcd_health(client, topo)
+    print()
+    _print_table(
+        [("ETCD MEMBER", "HEALTHY", "DETAIL")]
+        + [(e.name, "yes" if e.healthy else "no", e.detail) for e in etcd]
+    )
+    leaders = [m for m in members if m.leads and m.state == "running"]
+    followers_ok = all(m.state == "streaming" for m in members if not m.leads)
+    return len(leaders) == 1 and followers_ok and all(e.healthy for e in etcd)

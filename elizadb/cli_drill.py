@@ -54,7 +54,19 @@ def _cluster(settings: Any) -> Any:
     from elizadb.engine import connect
     from elizadb.ops.failover import Cluster
 
+    _refuse_on_patroni(settings)
     return Cluster(connect(), settings)
+
+
+def _refuse_on_patroni(settings: Any) -> None:
+    """eliza-db's own failover machinery (and its drills, which drive it) never runs on a stack
+    whose failover Patroni decides: two deciders would be one too many."""
+    if settings.patroni:
+        raise UsageError(
+            f"stack {settings.stack} runs Patroni (elizadb:ha.engine patroni), which detects a "
+            "failed leader and promotes a replica by itself; `elizadb switchover --to NODE` "
+            "moves the leader on purpose, `elizadb status` shows the members"
+        )
 
 
 def _failover(args: argparse.Namespace, settings: Any) -> int:
@@ -94,6 +106,21 @@ def _watch(args: argparse.Namespace, settings: Any) -> int:
 def _switchover(args: argparse.Namespace, settings: Any) -> int:
     from elizadb.ops import failover as ops
 
+    if settings.patroni:
+        from elizadb.engine import connect
+        from elizadb.ops import patroni
+        from infra.topology import topology
+
+        topo = topology(settings)
+        target = next((n for n in topo.nodes if args.to in (n.short, n.name)), None)
+        if target is None:
+            known = ", ".join(n.short for n in topo.nodes)
+            raise UsageError(
+                f"--to {args.to}: no such node in stack {settings.stack}; nodes: {known}"
+            )
+        steps = patroni.switchover(connect(), topo, target, _say)
+        _say("switchover done: " + ", ".join(f"{k} {v:.2f}s" for k, v in steps.items()))
+        return 0
     cluster = _cluster(settings)
     steps = ops.switchover(cluster, cluster.node(args.to), _say)
     _say("switchover done: " + ", ".join(f"{k} {v:.2f}s" for k, v in steps.items()))
@@ -108,6 +135,7 @@ def _drill(args: argparse.Namespace, settings: Any) -> int:
     from elizadb.local.state import StateFile
     from verify.ca_file import private_ca_file
 
+    _refuse_on_patroni(settings)
     if args.runs < 1:
         raise UsageError(f"--runs {args.runs}: give 1 or more")
     client = connect()

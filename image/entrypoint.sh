@@ -10,6 +10,9 @@
 #   pgbouncer  PgBouncer in front of the primary
 #   job        bootstrap roles, database and slots on the primary, apply sql/ migrations, then
 #              keep only the HNSW indexes of elizadb:vector.operators (vector_indexes.sql)
+#   patroni    Patroni runs PostgreSQL and decides its role (highly available stacks)
+#   etcd       one member of the etcd cluster Patroni elects its leader in
+#   router     HAProxy: the pooler's way to whichever node Patroni made leader
 #
 # Files arrive as uploads under /etc/elizadb (rendered by infra/render, identical for `pulumi up`
 # and the local deploy). Uploads get default owner and mode, and PostgreSQL and libpq refuse keys
@@ -17,7 +20,7 @@
 # before dropping to the postgres user.
 set -euo pipefail
 
-MODE=${1:?usage: elizadb-entrypoint primary|replica|pgbouncer|job|backup}
+MODE=${1:?usage: elizadb-entrypoint primary|replica|pgbouncer|job|backup|patroni|etcd|router}
 ETC=/etc/elizadb
 PRIVATE=/var/lib/postgresql/private
 CONF="$ETC/postgresql.conf"
@@ -163,6 +166,34 @@ case "$MODE" in
     log "done"
     ;;
 
+  patroni)
+    # patroni.yml (rendered by infra/render/patroni.py) holds passwords: it arrives under
+    # secrets/ and is copied to $PRIVATE/patroni.yml, mode 0600. Patroni runs initdb, clones,
+    # rewinds and starts PostgreSQL itself, as the postgres user.
+    install_private_files
+    log "starting Patroni"
+    HOME=/var/lib/postgresql exec setpriv --reuid=postgres --regid=postgres --init-groups \
+      patroni "$PRIVATE/patroni.yml"
+    ;;
+
+  etcd)
+    # etcd.yml (infra/render/etcd.py) names the key at its private path; only etcd reads it.
+    install -d -o etcd -g etcd -m 0700 /var/lib/etcd-private
+    install -o etcd -g etcd -m 0600 "$ETC/tls/server.key" /var/lib/etcd-private/server.key
+    chmod go-rwx "$ETC/tls/server.key"
+    # The member's volume is mounted at /var/lib/etcd; a fresh one belongs to root.
+    install -d -o etcd -g etcd -m 0700 /var/lib/etcd /var/lib/etcd/data
+    log "starting etcd"
+    exec setpriv --reuid=etcd --regid=etcd --init-groups etcd --config-file "$ETC/etcd.yml"
+    ;;
+
+  router)
+    # haproxy.cfg (infra/render/router.py) holds no secret; HAProxy needs no privilege for its
+    # ports (all above 1024), so it runs as its own user from the start.
+    log "starting HAProxy"
+    exec setpriv --reuid=haproxy --regid=haproxy --init-groups haproxy -W -db -f "$ETC/haproxy.cfg"
+    ;;
+
   backup)
     # The backup agent (image/backup.sh): stanza, schedule, retention.
     install_private_files
@@ -170,7 +201,7 @@ case "$MODE" in
     ;;
 
   *)
-    echo "elizadb-entrypoint: unknown mode '$MODE' (use primary, replica, pgbouncer or job)" >&2
+    echo "elizadb-entrypoint: unknown mode '$MODE' (use primary, replica, pgbouncer, job, backup, patroni or etcd)" >&2
     exit 2
     ;;
 esac

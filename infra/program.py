@@ -21,6 +21,7 @@ from infra.components.common import (
     network_labels,
     volume_labels,
 )
+from infra.components.ha import PATRONI_PASSWORDS, EtcdMemberNode, PatroniNode, Router
 from infra.components.image import StackImage
 from infra.components.pooler import Pooler
 from infra.components.postgres import PostgresNode
@@ -74,7 +75,10 @@ class ElizaDbStack(pulumi.ComponentResource):
         secrets = StackSecrets(
             "secrets",
             settings,
-            tuple(r.name for r in settings.server_roles),
+            (
+                *(r.name for r in settings.server_roles),
+                *(PATRONI_PASSWORDS if settings.patroni else ()),
+            ),
             opts=child(self),
         )
         certs = StackTls("tls", settings, topo, opts=child(self))
@@ -92,14 +96,20 @@ class ElizaDbStack(pulumi.ComponentResource):
             salt_seed=secrets.salt_seed,
             stack_id=stack_id,
         )
-        primary = PostgresNode("primary", args, topo.primary, opts=child(self))
-        job = BootstrapJob("bootstrap", args, opts=child(self, depends_on=[primary.container]))
-        # Replicas clone through the replication role and slots the job creates.
-        nodes = [primary]
-        for node in topo.replicas:
-            nodes.append(
-                PostgresNode(node.short, args, node, opts=child(self, depends_on=[job.succeeded]))
-            )
+        nodes: list[PostgresNode | PatroniNode]
+        if settings.patroni:
+            nodes, job = self._patroni_nodes(args)
+        else:
+            primary = PostgresNode("primary", args, topo.primary, opts=child(self))
+            job = BootstrapJob("bootstrap", args, opts=child(self, depends_on=[primary.container]))
+            # Replicas clone through the replication role and slots the job creates.
+            nodes = [primary]
+            for node in topo.replicas:
+                nodes.append(
+                    PostgresNode(
+                        node.short, args, node, opts=child(self, depends_on=[job.succeeded])
+                    )
+                )
         # Backups need the stanza's server bootstrapped; the agent finds the primary itself.
         BackupAgent("backup-agent", args, nodes, opts=child(self, depends_on=[job.succeeded]))
         pooler = Pooler("pgbouncer", args, opts=child(self, depends_on=[job.succeeded]))
@@ -110,6 +120,22 @@ class ElizaDbStack(pulumi.ComponentResource):
         self.outputs = stack_outputs(settings, topo, certs.ca_cert_pem, secrets.passwords)
         # Awaited by the deployment: a failed readiness check fails `pulumi up` with its log.
         self.register_outputs({"ready": ready.succeeded.apply(lambda c: ready_name(args))})
+
+    def _patroni_nodes(
+        self, args: StackInputs
+    ) -> tuple[list[PostgresNode | PatroniNode], BootstrapJob]:
+        """etcd first; then every node at once (Patroni elects one to initialise the cluster and
+        the others clone it); the router once they run; the job through whichever leads."""
+        topo = args.topo
+        etcd = [EtcdMemberNode(m.member, args, m, opts=child(self)) for m in topo.etcd]
+        after_etcd = [m.container for m in etcd]
+        nodes: list[PostgresNode | PatroniNode] = [
+            PatroniNode(n.short, args, n, opts=child(self, depends_on=after_etcd))
+            for n in topo.nodes
+        ]
+        router = Router("router", args, opts=child(self, depends_on=[n.container for n in nodes]))
+        job = BootstrapJob("bootstrap", args, opts=child(self, depends_on=[router.container]))
+        return nodes, job
 
 
 def _endpoint(name: str, host: str, port: int, role: str) -> dict[str, Any]:
@@ -181,6 +207,7 @@ def stack_outputs(
         "database": db,
         "embeddingDimensions": settings.embedding_dimensions,
         "schemaProfile": settings.profile,
+        "haEngine": settings.ha.engine,
         # The operators whose HNSW indexes exist on memories.embedding (none on eliza-1 stacks):
         # verify checks exactly these.
         "vectorOperators": list(settings.vector_operators),

@@ -286,6 +286,40 @@ class ReplicationSettings(_Model):
     synchronous_count: int = Field(default=1, ge=1)
 
 
+HaEngine = Literal["builtin", "patroni"]
+ETCD_MEMBER_COUNTS = (1, 3, 5)
+
+
+class HaSettings(_Model):
+    # Who decides failover. builtin: eliza-db's own operations (`elizadb failover`, `watch`);
+    # patroni: Patroni on every node, electing its leader in etcd, with a router in front that
+    # the pooler follows (README, "High availability with Patroni").
+    engine: HaEngine = "builtin"
+    # etcd members (patroni only): a majority must answer, so three survive the loss of one.
+    # None: three in production, one elsewhere.
+    etcd_members: int | None = None
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _engine(cls, value: object) -> object:
+        if value not in ("builtin", "patroni"):
+            raise ValueError(
+                "must be builtin (eliza-db's own failover operations) or patroni (Patroni over "
+                "etcd decides failover)"
+            )
+        return value
+
+    @field_validator("etcd_members")
+    @classmethod
+    def _members(cls, value: int | None) -> int | None:
+        if value is not None and value not in ETCD_MEMBER_COUNTS:
+            raise ValueError(
+                "must be 1, 3 or 5: etcd keeps working while a majority of its members answers, "
+                "so an even count adds a member that can fail without adding one that may"
+            )
+        return value
+
+
 class TlsSettings(_Model):
     enabled: bool = True
     # Where clients keep the stack's CA certificate (the `caCert` output); it is the
@@ -352,6 +386,7 @@ class StackSettings(_Model):
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
     replication: ReplicationSettings = Field(default_factory=ReplicationSettings)
     tls: TlsSettings = Field(default_factory=TlsSettings)
+    ha: HaSettings = Field(default_factory=HaSettings)
     # The superuser's password, when the operator chooses it (`pulumi config set --secret
     # elizadb:superuserPassword`, or a plain value in the stack file); generated otherwise. The
     # same key means the same under `pulumi up` and `elizadb up`.
@@ -422,6 +457,16 @@ class StackSettings(_Model):
         if self.replication.synchronous is None:
             return self.environment is Environment.PRODUCTION and self.replicas > 0
         return self.replication.synchronous
+
+    @property
+    def patroni(self) -> bool:
+        return self.ha.engine == "patroni"
+
+    @property
+    def etcd_member_count(self) -> int:
+        if self.ha.etcd_members is not None:
+            return self.ha.etcd_members
+        return 3 if self.environment is Environment.PRODUCTION else 1
 
     @property
     def advertise_host(self) -> str:
@@ -625,6 +670,11 @@ def _semantic_problems(stack: str, values: Mapping[str, Any]) -> list[str]:
         problems.append(
             f"{PROJECT}:tls.enabled = False: TLS cannot be turned off for a stack whose "
             f"{PROJECT}:environment is production; remove the key"
+        )
+    if _raw(values, "ha", "engine") == "patroni" and _raw(values, "tls", "enabled") is False:
+        problems.append(
+            f"{PROJECT}:tls.enabled = False: a Patroni stack (elizadb:ha.engine patroni) speaks "
+            "TLS between every node, etcd member and the router; remove the key"
         )
     parameters = _get(values, "postgres", "parameters")
     if isinstance(parameters, Mapping):

@@ -42,6 +42,16 @@ class Node:
 
 
 @dataclass(frozen=True)
+class EtcdNode:
+    name: str  # container name and host name, e.g. elizadb-dev-etcd-1
+    index: int  # 1..
+
+    @property
+    def member(self) -> str:
+        return f"etcd-{self.index}"
+
+
+@dataclass(frozen=True)
 class Topology:
     stack: str
     prefix: str
@@ -55,9 +65,13 @@ class Topology:
     # all, so that neither scaling nor a failover changes (and restarts) a node.
     possible_nodes: tuple[Node, ...]
     subnet: ipaddress.IPv4Network
+    # Patroni stacks (elizadb:ha.engine patroni): the etcd members and the router.
+    etcd: tuple[EtcdNode, ...] = ()
+    router_name: str = ""
 
-    # Fixed addresses: .1 gateway, .5 pooler, .6 bootstrap job, .7 backup agent, .10+ nodes;
-    # the engine hands out .128 and above to anything else.
+    # Fixed addresses: .1 gateway, .5 pooler, .6 bootstrap job, .7 backup agent, .8 readiness
+    # job, .9 router, .10+ nodes, .30+ etcd members; the engine hands out .128 and above to
+    # anything else.
     def _host(self, offset: int) -> str:
         return str(self.subnet.network_address + offset)
 
@@ -89,6 +103,13 @@ class Topology:
         return self._host(8)
 
     @property
+    def router_address(self) -> str:
+        return self._host(9)
+
+    def etcd_address(self, member: EtcdNode) -> str:
+        return self._host(29 + member.index)
+
+    @property
     def nodes(self) -> tuple[Node, ...]:
         return (self.primary, *self.replicas)
 
@@ -109,7 +130,8 @@ class Topology:
 
         Every node name the stack could ever have is included, so that scaling does not reissue
         the certificate and restart every node."""
-        return (*(n.name for n in self.possible_nodes), self.pooler_name, "localhost")
+        ha = (*(m.name for m in self.etcd), self.router_name) if self.router_name else ()
+        return (*(n.name for n in self.possible_nodes), self.pooler_name, *ha, "localhost")
 
 
 def topology(settings: StackSettings) -> Topology:
@@ -139,6 +161,12 @@ def topology(settings: StackSettings) -> Topology:
         current_primary=current,
         possible_nodes=possible,
         subnet=subnet,
+        etcd=tuple(
+            EtcdNode(f"{prefix}-etcd-{i}", i) for i in range(1, settings.etcd_member_count + 1)
+        )
+        if settings.patroni
+        else (),
+        router_name=f"{prefix}-router" if settings.patroni else "",
     )
 
 

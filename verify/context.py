@@ -127,6 +127,14 @@ class Context:
             self.conninfo(self.outputs.connections.superuser, **overrides),
         )
 
+    def is_primary(self, node: Endpoint) -> bool | None:
+        """Whether `node` accepts writes now; None when it cannot be asked (the health checks
+        report why)."""
+        try:
+            return scalar(self.node(node), "SELECT NOT pg_is_in_recovery()") is True
+        except (Unreachable, psycopg.Error):
+            return None
+
     def app_db(self, node: Endpoint) -> psycopg.Connection[Any]:
         """The superuser on `node`, in the Eliza database."""
         return self.node(node, self.outputs.database)

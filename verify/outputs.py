@@ -62,6 +62,8 @@ class Outputs:
     backup_mount: str = "/var/lib/pgbackrest"
     # elizadb:schema.profile; outputs of stacks deployed before it existed are eliza-0.1.
     schema_profile: str = "eliza-0.1"
+    # elizadb:ha.engine: under patroni the primary is whichever node leads now (verify/leader.py).
+    ha_engine: str = "builtin"
     # The distance operators whose HNSW indexes the stack keeps (elizadb:vector.operators);
     # stacks deployed before the key existed built both.
     vector_operators: tuple[str, ...] = VECTOR_OPERATORS
@@ -229,5 +231,6 @@ def load_outputs(path_or_dict: str | Path | Mapping[str, Any]) -> Outputs:
         backup_volume=str(backup_volume),
         backup_mount=str(backup_mount),
         schema_profile=str(profile),
+        ha_engine=str(raw.get("haEngine", "builtin")),
         vector_operators=tuple(operators),
     )

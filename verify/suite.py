@@ -21,6 +21,7 @@ from infra.errors import UsageError
 from verify.checks import ALL_CHECKS
 from verify.context import Context
 from verify.errors import VerifyError
+from verify.leader import follow_leader
 from verify.model import Check, CheckResult, Outcome, Unreachable, failed
 from verify.outputs import Outputs, load_outputs
 from verify.thresholds import Thresholds
@@ -96,6 +97,7 @@ def run_checks(
     selected = [c for c in select(only) if outputs.schema_profile in c.profiles]
     done: dict[str, tuple[Outcome, float]] = {}
     with Context(outputs, read_only=read_only, thresholds=thresholds) as ctx:
+        ctx.outputs = follow_leader(outputs, ctx.is_primary)
         queue = list(selected)
         while queue:
             check = queue.pop(0)

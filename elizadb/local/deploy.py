@@ -166,7 +166,9 @@ def status(settings: StackSettings) -> list[NodeStatus]:
     pooler_state = container_status(client, topo.pooler_name) or "missing"
     target = _pooler_target(client, topo.pooler_name) if pooler_state == "running" else None
     routes = f"-> {target}" if target else "-"
-    if target and target not in primaries:
+    if target == topo.router_name:
+        routes += " (forwards to the leader)"
+    elif target and target not in primaries:
         routes += " (not a node that accepts writes)"
     result.append(
         NodeStatus(

@@ -171,10 +171,16 @@ def _locally_signed(inputs: dict[str, Any]) -> dict[str, Any]:
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )
     )
-    if "server_auth" in uses:
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+    purposes = [
+        oid
+        for use, oid in (
+            ("server_auth", ExtendedKeyUsageOID.SERVER_AUTH),
+            ("client_auth", ExtendedKeyUsageOID.CLIENT_AUTH),
         )
+        if use in uses
+    ]
+    if purposes:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(purposes), critical=False)
     try:
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
         builder = builder.add_extension(san.value, critical=False)

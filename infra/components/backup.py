@@ -31,6 +31,7 @@ from infra.components.common import (
     labels,
     upload,
 )
+from infra.components.ha import PatroniNode
 from infra.components.postgres import PostgresNode
 from infra.render.pgbackrest import CONF_PATH, NODES_DIR, render_agent_conf
 from infra.topology import BACKUP_MOUNT, Topology
@@ -49,7 +50,7 @@ class BackupAgent(pulumi.ComponentResource):
         self,
         name: str,
         args: StackInputs,
-        nodes: Sequence[PostgresNode],
+        nodes: Sequence[PostgresNode | PatroniNode],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("elizadb:index:BackupAgent", name, None, opts)

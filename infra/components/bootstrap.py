@@ -26,9 +26,10 @@ from infra.render.bootstrap import (
     render_vector_indexes_sql,
 )
 from infra.render.connections import render_pgpass
+from infra.render.router import READ_WRITE_PORT
 from infra.roles import ROLES, SUPERUSER
 from infra.settings import MAX_EMBEDDING_DIMENSIONS
-from infra.topology import PG_PORT
+from infra.topology import PG_PORT, Topology
 
 
 def migration_files(directory: Path = SQL_ROOT) -> list[Path]:
@@ -63,6 +64,24 @@ def succeeded(job: docker.Container, name: str) -> pulumi.Output[docker.Containe
     return pulumi.Output.all(job.exit_code, job.container_logs).apply(check)
 
 
+def _server_env(topo: Topology) -> list[str]:
+    """Where the job finds the read-write node. Under Patroni: the router's read-write port, the
+    one way that stays on the leader across psql's `\\connect` (a reconnect to the node list
+    may land on a replica still catching up). Otherwise every node with
+    target_session_attrs=read-write: the job follows a failover by itself."""
+    if topo.router_name:
+        return [
+            f"PGHOST={topo.router_name}",
+            f"PGHOSTADDR={topo.router_address}",
+            f"PGPORT={READ_WRITE_PORT}",
+        ]
+    return [
+        f"PGHOST={','.join(n.name for n in topo.nodes)}",
+        f"PGHOSTADDR={','.join(topo.address(n) for n in topo.nodes)}",
+        f"PGPORT={','.join(str(PG_PORT) for _ in topo.nodes)}",
+    ]
+
+
 class BootstrapJob(pulumi.ComponentResource):
     container: docker.Container
     # The job container, known only once the job succeeded: what comes after it depends on this,
@@ -93,10 +112,7 @@ class BootstrapJob(pulumi.ComponentResource):
                 f"ELIZADB_EMBEDDING_DIMS={settings.embedding_dimensions}",
                 f"ELIZADB_EMBEDDING_MAX_DIMS={MAX_EMBEDDING_DIMENSIONS}",
                 f"PGDATABASE={settings.database}",
-                # Whichever node is read-write: the job follows a failover by itself.
-                f"PGHOST={','.join(n.name for n in topo.nodes)}",
-                f"PGHOSTADDR={','.join(topo.address(n) for n in topo.nodes)}",
-                f"PGPORT={','.join(str(PG_PORT) for _ in topo.nodes)}",
+                *_server_env(topo),
                 f"PGSSLMODE={sslmode}",
                 f"PGSSLROOTCERT={paths.CA_CERT}",
                 "PGTARGETSESSIONATTRS=read-write",

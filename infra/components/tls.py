@@ -64,7 +64,9 @@ class StackTls(pulumi.ComponentResource):
             ca_private_key_pem=ca_key.private_key_pem,
             ca_cert_pem=ca.cert_pem,
             validity_period_hours=hours,
-            allowed_uses=SERVER_USES,
+            # Under Patroni every node is also a client with this certificate (of etcd, and of
+            # its peers' REST APIs).
+            allowed_uses=[*SERVER_USES, "client_auth"] if settings.patroni else SERVER_USES,
             opts=child(self),
         )
         self.ca_cert_pem = ca.cert_pem

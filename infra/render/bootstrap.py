@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from infra.render import HEADER, paths
+from infra.render.patroni import REWIND_USER
 from infra.render.scram import scram_verifier
 from infra.roles import AGENT, OWNER, POOLER_AUTH, READONLY, ROLES, USER, eliza_uuid
 from infra.settings import StackSettings, VectorOperator
@@ -67,6 +68,10 @@ def render_bootstrap_sql(
         f"REVOKE ALL ON DATABASE {_ident(db)} FROM PUBLIC;",
         "REVOKE ALL ON DATABASE postgres FROM PUBLIC;",
     ]
+    if settings.patroni:
+        # Patroni's rewind user (made by Patroni at initialisation) reads the leader's control
+        # data from the postgres database before it rewinds a returning old leader.
+        out.append(f"GRANT CONNECT ON DATABASE postgres TO {_ident(REWIND_USER)};")
     for role in (OWNER, AGENT, USER, READONLY, POOLER_AUTH):
         out.append(f"GRANT CONNECT ON DATABASE {_ident(db)} TO {_ident(role.name)};")
     if settings.server_roles:
@@ -83,15 +88,43 @@ def render_bootstrap_sql(
                 f" SET app.server_id = {_literal(eliza_uuid(server))};"
             ),
         ]
+    # Patroni keeps the slots of its members itself (use_slots): slots made here would be
+    # nobody's and hold WAL.
+    if not settings.patroni:
+        out += _slots_sql(topo)
     out += [
+        "",
+        f"\\connect {db}",
+        "SET client_min_messages = warning;",
+        "SET log_statement = 'none';",
+        "-- PgBouncer's auth_query: the only way pgbouncer_auth sees a verifier. Superusers and the",
+        "-- replication role cannot log in through the pooler.",
+        "CREATE SCHEMA IF NOT EXISTS pgbouncer AUTHORIZATION postgres;",
+        "REVOKE ALL ON SCHEMA pgbouncer FROM PUBLIC;",
+        "CREATE OR REPLACE FUNCTION pgbouncer.get_auth(p_usename text)",
+        "  RETURNS TABLE (usename name, passwd text)",
+        "  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $fn$",
+        "    SELECT usename, passwd FROM pg_shadow",
+        "     WHERE usename = p_usename AND NOT usesuper AND NOT userepl",
+        "  $fn$;",
+        "REVOKE ALL ON FUNCTION pgbouncer.get_auth(text) FROM PUBLIC;",
+        f"GRANT USAGE ON SCHEMA pgbouncer TO {_ident(POOLER_AUTH.name)};",
+        f"GRANT EXECUTE ON FUNCTION pgbouncer.get_auth(text) TO {_ident(POOLER_AUTH.name)};",
+        "-- No one but the owner creates objects in public.",
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC;",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def _slots_sql(topo: Topology) -> list[str]:
+    """The builtin engine's replication slots (the SQL says what they are)."""
+    wanted = [n.slot for n in topo.nodes] if topo.replicas else []
+    wanted_array = "ARRAY[" + ", ".join(_literal(s) for s in wanted) + "]::text[]"
+    return [
         "",
         "-- Replication slots on the primary: one for every node of the stack but itself; slots of",
         "-- removed nodes are dropped (their walsender is ended first) so that they cannot hold",
         "-- WAL without bound. cluster_name tells which node this is.",
-    ]
-    wanted = [n.slot for n in topo.nodes] if topo.replicas else []
-    wanted_array = "ARRAY[" + ", ".join(_literal(s) for s in wanted) + "]::text[]"
-    out += [
         "SELECT pg_create_physical_replication_slot(s, true)",
         f"  FROM unnest({wanted_array}) AS s",
         "  WHERE s <> 'elizadb_' || replace(current_setting('cluster_name'), '-', '_')",
@@ -114,27 +147,7 @@ def render_bootstrap_sql(
         "    RAISE NOTICE 'dropped replication slot % (its node is no longer configured)', s.slot_name;",
         "  END LOOP;",
         "END $$;",
-        "",
-        f"\\connect {db}",
-        "SET client_min_messages = warning;",
-        "SET log_statement = 'none';",
-        "-- PgBouncer's auth_query: the only way pgbouncer_auth sees a verifier. Superusers and the",
-        "-- replication role cannot log in through the pooler.",
-        "CREATE SCHEMA IF NOT EXISTS pgbouncer AUTHORIZATION postgres;",
-        "REVOKE ALL ON SCHEMA pgbouncer FROM PUBLIC;",
-        "CREATE OR REPLACE FUNCTION pgbouncer.get_auth(p_usename text)",
-        "  RETURNS TABLE (usename name, passwd text)",
-        "  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $fn$",
-        "    SELECT usename, passwd FROM pg_shadow",
-        "     WHERE usename = p_usename AND NOT usesuper AND NOT userepl",
-        "  $fn$;",
-        "REVOKE ALL ON FUNCTION pgbouncer.get_auth(text) FROM PUBLIC;",
-        f"GRANT USAGE ON SCHEMA pgbouncer TO {_ident(POOLER_AUTH.name)};",
-        f"GRANT EXECUTE ON FUNCTION pgbouncer.get_auth(text) TO {_ident(POOLER_AUTH.name)};",
-        "-- No one but the owner creates objects in public.",
-        "REVOKE CREATE ON SCHEMA public FROM PUBLIC;",
     ]
-    return "\n".join(out) + "\n"
 
 
 @dataclass(frozen=True)

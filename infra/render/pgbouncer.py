@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from infra.render import HEADER, paths
+from infra.render.router import READ_WRITE_PORT
 from infra.roles import POOLER_AUTH
 from infra.settings import StackSettings
 from infra.topology import PG_PORT, POOLER_PORT, Topology
@@ -27,9 +28,15 @@ def render_pgbouncer_ini(settings: StackSettings, topo: Topology) -> str:
     # Every database is served from the primary; clients authenticate by SCRAM against the
     # primary's own verifiers (auth_query), and PgBouncer reuses the client's SCRAM keys to log
     # into the server, so no user password is stored in the pooler.
-    # PgBouncer has no read-write targeting (host=a,b round-robins), so it names the current
-    # primary; a failover repoints it.
-    server = f"host={topo.current_primary.name} port={PG_PORT} auth_user={POOLER_AUTH.name}"
+    # PgBouncer has no read-write targeting (host=a,b round-robins). Under Patroni it names the
+    # router, which forwards to whichever node leads; otherwise it names the current primary and
+    # a failover repoints it.
+    target = (
+        f"host={topo.router_name} port={READ_WRITE_PORT}"
+        if topo.router_name
+        else f"host={topo.current_primary.name} port={PG_PORT}"
+    )
+    server = f"{target} auth_user={POOLER_AUTH.name}"
     databases = {
         "*": server,
         session_pool_name(settings.database): (

@@ -175,7 +175,7 @@ def require_outer_engine() -> docker.DockerClient:
     """A client for the outer Podman API; fails in CI and skips elsewhere when it is missing."""
     url = outer_engine_url()
     hint = (
-        f"test hosts need Podman's API at {url} (set {OUTER_ENGINE_ENV}; start it with "
+        f"a container engine is needed for the test hosts: Podman's API at {url} (set {OUTER_ENGINE_ENV}; start it with "
         "ELIZADB_ENGINE=podman bash scripts/bootstrap-engine.sh)"
     )
     try:

@@ -28,6 +28,8 @@ def _run_suite(tmp_path: Path, ci: str | None) -> tuple[int, str, ET.Element]:
     if ci is not None:
         env["CI"] = ci
     env["DOCKER_HOST"] = f"unix://{tmp_path}/no-engine.sock"
+    # The several-hosts harness drives the machine's Podman whatever DOCKER_HOST says.
+    env["ELIZADB_TESTHOSTS_ENGINE"] = f"unix://{tmp_path}/no-engine.sock"
     env["ELIZADB_TEST_LOCK_DIR"] = str(tmp_path / "locks")
     junit = tmp_path / "junit.xml"
     proc = subprocess.run(

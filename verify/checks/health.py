@@ -39,7 +39,7 @@ def check_role(ctx: Context) -> Outcome:
         except Unreachable as err:
             seen.unreachable(err)
             continue
-        expected = node.label != "primary"
+        expected = node != ctx.outputs.primary
         if in_recovery != expected:
             actual = "a standby (in recovery)" if in_recovery else "a primary (accepts writes)"
             seen.problem(

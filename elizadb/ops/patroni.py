@@ -1,0 +1,153 @@
+"""Operations on a stack whose failover Patroni decides (elizadb:ha.engine patroni).
+
+eliza-db decides nothing here: it asks Patroni (patronictl, run inside a node as the postgres
+OS user, with the node's own patroni.yml: TLS to etcd and to the members' REST APIs) and waits
+for Patroni to report the result. Failure detection and promotion are Patroni's alone.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import docker
+
+from elizadb import engine
+from elizadb.errors import DeployError, UsageError
+from infra.components.ha import member_name
+from infra.render.etcd import CLIENT_PORT
+from infra.render.paths import CA_CERT, SERVER_CERT
+from infra.render.patroni import PATRONI_YML
+from infra.topology import Node, Topology
+
+Progress = Callable[[str], None]
+ETCD_KEY = "/var/lib/etcd-private/server.key"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One node as Patroni reports it."""
+
+    name: str  # the Patroni member name (infra/components/ha.py member_name)
+    role: str  # Leader, Sync Standby, Replica, Standby Leader
+    state: str  # running, streaming, starting, stopped, ...
+    timeline: int | None
+    lag_mb: float | None  # None for the leader (or when unknown)
+
+    @property
+    def leads(self) -> bool:
+        return self.role == "Leader"
+
+
+def _patronictl(client: docker.DockerClient, topo: Topology, *args: str) -> engine.ExecResult:
+    """patronictl in the first running node: any member can speak for the cluster."""
+    for node in topo.nodes:
+        if not engine.is_running(client, node.name):
+            continue
+        result = engine.exec_in(
+            client, node.name, ["patronictl", "-c", PATRONI_YML, *args], user="postgres"
+        )
+        if result.ok:
+            return result
+    raise DeployError(
+        f"no node of {topo.prefix} answers patronictl {args[0]}; is the stack up? "
+        "(`elizadb status`)"
+    )
+
+
+def members(client: docker.DockerClient, topo: Topology) -> list[Member]:
+    rows = json.loads(_patronictl(client, topo, "list", "--format", "json").stdout)
+    found = []
+    for row in rows:
+        lag = row.get("Lag in MB")
+        found.append(
+            Member(
+                name=str(row["Member"]),
+                role=str(row["Role"]),
+                state=str(row["State"]),
+                timeline=int(row["TL"]) if row.get("TL") not in (None, "") else None,
+                lag_mb=float(lag) if isinstance(lag, int | float) else None,
+            )
+        )
+    return found
+
+
+def leader(client: docker.DockerClient, topo: Topology) -> Member | None:
+    leaders = [m for m in members(client, topo) if m.leads and m.state == "running"]
+    return leaders[0] if len(leaders) == 1 else None
+
+
+def node_of(topo: Topology, member: str) -> Node:
+    return next(n for n in topo.nodes if member_name(n) == member)
+
+
+def switchover(
+    client: docker.DockerClient, topo: Topology, target: Node, progress: Progress
+) -> dict[str, float]:
+    """Ask Patroni to hand the leadership to `target`, and wait until it leads."""
+    current = leader(client, topo)
+    if current is None:
+        raise DeployError("the cluster has no running leader to switch over from")
+    wanted = member_name(target)
+    if current.name == wanted:
+        raise UsageError(f"{target.name} already leads; choose another node")
+    started = time.monotonic()
+    progress(f"asking Patroni to switch over from {current.name} to {wanted}")
+    result = _patronictl(
+        client,
+        topo,
+        "switchover",
+        "--leader",
+        current.name,
+        "--candidate",
+        wanted,
+        "--force",
+    )
+    progress(result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "requested")
+    asked = time.monotonic() - started
+
+    def leads() -> bool:
+        now = leader(client, topo)
+        return now is not None and now.name == wanted
+
+    engine.wait_until(
+        f"{wanted} leading",
+        leads,
+        120,
+        on_timeout=lambda: _patronictl(client, topo, "list").stdout,
+    )
+    return {"requested": asked, "leader": time.monotonic() - started}
+
+
+@dataclass(frozen=True)
+class EtcdHealth:
+    name: str
+    healthy: bool
+    detail: str
+
+
+def etcd_health(client: docker.DockerClient, topo: Topology) -> list[EtcdHealth]:
+    """Each etcd member asked over its own client URL, with the member's certificate."""
+    found = []
+    for member in topo.etcd:
+        if not engine.is_running(client, member.name):
+            found.append(EtcdHealth(member.name, False, "not running"))
+            continue
+        result = engine.exec_in(
+            client,
+            member.name,
+            [
+                "etcdctl",
+                f"--endpoints=https://localhost:{CLIENT_PORT}",
+                f"--cacert={CA_CERT}",
+                f"--cert={SERVER_CERT}",
+                f"--key={ETCD_KEY}",
+                "endpoint",
+                "health",
+            ],
+        )
+        text = (result.stdout + result.stderr).strip().splitlines()
+        found.append(EtcdHealth(member.name, result.ok, text[-1] if text else ""))
+    return found
