@@ -35,7 +35,7 @@ from tests.integration.patroni_cluster import (
     iter_nodes_but,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.once]
 
 # Bounded waits, generous for a loaded 2-CPU machine: a lost leader's lease alone runs 20 s.
 BOOTSTRAP_S = 240.0

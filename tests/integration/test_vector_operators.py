@@ -21,7 +21,7 @@ from tests.integration.stacks import DeployedStack, deployed_stack, progress, st
 from verify.suite import Thresholds, load_outputs, run_checks
 from verify.synthetic import clustered_vectors
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.once]
 STACK = "p12aops"
 PORT_BASE = 51000
 # Small vectors and enough rows that the second index's build lasts long enough to be seen in

@@ -24,7 +24,7 @@ from tests.integration.stacks import DeployedStack, deployed_stack, stack_settin
 from verify.suite import CheckResult, Thresholds, load_outputs, run_checks, warning_checks
 from verify.synthetic import clustered_vectors
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.once]
 STACK = "p12awarn"
 PORT_BASE = 51100
 # 3000 vectors of 1536 dimensions: one per HNSW page, so each of the two indexes takes about
