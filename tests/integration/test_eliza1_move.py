@@ -24,7 +24,7 @@ from tests.integration.stacks import deployed_stack, progress, stack_settings
 from verify.suite import load_outputs, run_checks
 from verify.synthetic import clustered_vectors
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.once]
 
 TESTS = Path(__file__).resolve().parents[1]
 EXTRA_MEMORIES = 300

@@ -28,7 +28,7 @@ import pytest
 from tests.integration.node_clients import npm_ci, require_node
 from tests.integration.stacks import DeployedStack, deployed_stack, progress
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.once]
 
 ADAPTER_DIR = Path(__file__).resolve().parents[1] / "adapter"
 DRIVER = ADAPTER_DIR / "drive.mjs"

@@ -56,7 +56,7 @@ from verify.checks import plugin_sql
 from verify.suite import load_outputs, run_checks
 from verify.thresholds import Thresholds
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.once]
 
 DRIVER_DIR = Path(__file__).resolve().parents[1] / "plugin-sql"
 DRIVER = DRIVER_DIR / "drive.mjs"

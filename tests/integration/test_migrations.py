@@ -43,7 +43,7 @@ from tests.integration.pg_scratch import (
     engine_client,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.once]
 
 SQL_DIR = REPO_ROOT / "sql"
 RUNNER = REPO_ROOT / "image" / "migrate.sh"

@@ -14,7 +14,7 @@ from elizadb.local.state import StateFile
 from infra.pg_settings_table import TABLE_PATH, describe_image
 from tests.integration.stacks import progress, require_engine, stack_settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.once]
 
 
 def test_the_committed_parameter_table_is_the_images(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from elizadb.local import deploy
 from elizadb.local.state import StateFile
 from tests.integration.stacks import DeployedStack, deployed_stack, progress
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.once]
 STACK = "itsec"
 
 

@@ -24,7 +24,7 @@ from verify.checks import ALL_CHECKS
 from verify.report import render_table
 from verify.suite import load_outputs, run_checks
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.once]
 STACK = "vfy"
 PORT_BASE = 42500
 REPO = Path(__file__).resolve().parents[2]
