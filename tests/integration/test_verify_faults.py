@@ -474,6 +474,9 @@ SQL_FAULTS = [
 ]
 
 
+# SQL faults and thresholds are judged by the server and by verify, whatever engine runs the
+# stack: with several engines they run once (scripts/test).
+@pytest.mark.once
 @pytest.mark.parametrize("fault", SQL_FAULTS, ids=[f.name for f in SQL_FAULTS])
 def test_sql_fault_is_caught(stack: DeployedStack, fault: SqlFault) -> None:
     caught(
@@ -726,6 +729,7 @@ THRESHOLD_FAULTS = [
 ]
 
 
+@pytest.mark.once
 @pytest.mark.parametrize(
     ("thresholds", "check_id", "text"), THRESHOLD_FAULTS, ids=[f[1] for f in THRESHOLD_FAULTS]
 )
