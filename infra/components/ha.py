@@ -23,7 +23,7 @@ from infra.components.common import (
     upload,
     volume_labels,
 )
-from infra.components.postgres import socket_volume_name
+from infra.components.postgres import node_volumes
 from infra.render import paths
 from infra.render.etcd import ETCD_CONF, EtcdCluster, EtcdMember, render_etcd_conf
 from infra.render.patroni import (
@@ -170,19 +170,7 @@ class PatroniNode(pulumi.ComponentResource):
     ) -> None:
         super().__init__("elizadb:index:PatroniNode", name, None, opts)
         settings, topo, passwords = args.settings, args.topo, args.passwords
-        self.volume = docker.Volume(
-            f"{name}-data",
-            name=topo.volume_name(node),
-            labels=volume_labels(settings, args.stack_id, node=node.name),
-            opts=child(self, **VOLUME_OPTIONS, protect=True, retain_on_delete=True),
-        )
-        # Shared with the backup agent, as for the builtin nodes (components/postgres.py).
-        self.socket_volume = docker.Volume(
-            f"{name}-run",
-            name=socket_volume_name(node),
-            labels=volume_labels(settings, args.stack_id, node=node.name),
-            opts=child(self, **VOLUME_OPTIONS),
-        )
+        self.volume, self.socket_volume = node_volumes(self, name, args, node)
         cluster = patroni_cluster(settings, topo)
         member = member_name(node)
         patroni_yml = pulumi.Output.all(

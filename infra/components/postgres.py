@@ -31,6 +31,31 @@ def socket_volume_name(node: Node) -> str:
     return f"{node.name}-run"
 
 
+def node_volumes(
+    parent: pulumi.Resource, name: str, args: StackInputs, node: Node
+) -> tuple[docker.Volume, docker.Volume]:
+    """A node's data volume and its socket folder's volume, children of `parent` (the builtin
+    node and the Patroni node declare the same two)."""
+    settings, topo = args.settings, args.topo
+    # Data outlives the container: a replace or a destroy must not take it along.
+    data = docker.Volume(
+        f"{name}-data",
+        name=topo.volume_name(node),
+        labels=volume_labels(settings, args.stack_id, node=node.name),
+        opts=child(parent, **VOLUME_OPTIONS, protect=True, retain_on_delete=True),
+    )
+    # The server's Unix socket folder, shared with the backup agent, which reaches whichever
+    # node is primary through it (peer authentication: no password). It holds nothing but
+    # the socket, so it is not protected.
+    socket = docker.Volume(
+        f"{name}-run",
+        name=socket_volume_name(node),
+        labels=volume_labels(settings, args.stack_id, node=node.name),
+        opts=child(parent, **VOLUME_OPTIONS),
+    )
+    return data, socket
+
+
 class PostgresNode(pulumi.ComponentResource):
     container: docker.Container
     volume: docker.Volume
@@ -45,22 +70,7 @@ class PostgresNode(pulumi.ComponentResource):
     ) -> None:
         super().__init__("elizadb:index:PostgresNode", name, None, opts)
         settings, topo = args.settings, args.topo
-        # Data outlives the container: a replace or a destroy must not take it along.
-        self.volume = docker.Volume(
-            f"{name}-data",
-            name=topo.volume_name(node),
-            labels=volume_labels(settings, args.stack_id, node=node.name),
-            opts=child(self, **VOLUME_OPTIONS, protect=True, retain_on_delete=True),
-        )
-        # The server's Unix socket folder, shared with the backup agent, which reaches whichever
-        # node is primary through it (peer authentication: no password). It holds nothing but
-        # the socket, so it is not protected.
-        self.socket_volume = docker.Volume(
-            f"{name}-run",
-            name=socket_volume_name(node),
-            labels=volume_labels(settings, args.stack_id, node=node.name),
-            opts=child(self, **VOLUME_OPTIONS),
-        )
+        self.volume, self.socket_volume = node_volumes(self, name, args, node)
         uploads = [
             upload(paths.POSTGRESQL_CONF, render_postgresql_conf(settings, topo, node)),
             upload(paths.PG_HBA_CONF, render_pg_hba(settings)),
