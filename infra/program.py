@@ -16,6 +16,7 @@ from infra.components.bootstrap import BootstrapJob
 from infra.components.common import (
     STACK_ID_RESOURCE,
     VOLUME_OPTIONS,
+    HostResources,
     StackInputs,
     child,
     network_labels,
@@ -32,7 +33,7 @@ from infra.render.connections import connection_uri, node_uri
 from infra.render.pgbouncer import session_pool_name
 from infra.roles import AGENT, OWNER, POOLER_AUTH, READONLY, SUPERUSER, USER
 from infra.settings import StackSettings
-from infra.topology import BACKUP_MOUNT, Topology, topology
+from infra.topology import BACKUP_MOUNT, Node, Topology, topology
 
 # Where a relative elizadb:tls.rootCertPath is resolved for the node-postgres URIs: the project
 # folder, where `elizadb up` writes the CA and where the README has Pulumi users save it.
@@ -51,27 +52,9 @@ class ElizaDbStack(pulumi.ComponentResource):
         # The identity of this stack's state, on every container, volume and network it makes:
         # a second checkout (other state) finds them and refuses to take them over.
         stack_id = random.RandomUuid(STACK_ID_RESOURCE, opts=child(self)).result
-        network = docker.Network(
-            "network",
-            name=topo.network_name,
-            labels=network_labels(settings, stack_id),
-            ipam_configs=[
-                docker.NetworkIpamConfigArgs(
-                    subnet=str(topo.subnet), gateway=topo.gateway, ip_range=topo.dynamic_range
-                )
-            ],
-            # A fixed name: a new network.subnet replaces the network, and the new one cannot be
-            # made while the old one exists. The containers on it are replaced too (their
-            # addresses change), before it goes.
-            opts=child(self, delete_before_replace=True),
-        )
-        backup_volume = docker.Volume(
-            "backup",
-            name=topo.backup_volume_name,
-            labels=volume_labels(settings, stack_id),
-            opts=child(self, **VOLUME_OPTIONS, protect=True, retain_on_delete=True),
-        )
-        image = StackImage("image", settings, opts=child(self))
+        hosts = {
+            host: self._host_resources(settings, topo, host, stack_id) for host in topo.hosts_used
+        }
         secrets = StackSecrets(
             "secrets",
             settings,
@@ -86,9 +69,7 @@ class ElizaDbStack(pulumi.ComponentResource):
         args = StackInputs(
             settings=settings,
             topo=topo,
-            image=image.ref,
-            network=network,
-            backup_volume=backup_volume,
+            hosts=hosts,
             ca_cert_pem=certs.ca_cert_pem,
             server_cert_pem=certs.server_cert_pem,
             server_key_pem=certs.server_key_pem,
@@ -110,8 +91,10 @@ class ElizaDbStack(pulumi.ComponentResource):
                         node.short, args, node, opts=child(self, depends_on=[job.succeeded])
                     )
                 )
-        # Backups need the stanza's server bootstrapped; the agent finds the primary itself.
-        BackupAgent("backup-agent", args, nodes, opts=child(self, depends_on=[job.succeeded]))
+        # Backups need the stanza's server bootstrapped; the agent finds the primary itself
+        # through every node's volumes, which only a single host can give it.
+        if not topo.multi_host:
+            BackupAgent("backup-agent", args, nodes, opts=child(self, depends_on=[job.succeeded]))
         pooler = Pooler("pgbouncer", args, opts=child(self, depends_on=[job.succeeded]))
         # Health waits that work on Docker and Podman alike: ask the servers (ready.py).
         ready = ReadyCheck(
@@ -120,6 +103,54 @@ class ElizaDbStack(pulumi.ComponentResource):
         self.outputs = stack_outputs(settings, topo, certs.ca_cert_pem, secrets.passwords)
         # Awaited by the deployment: a failed readiness check fails `pulumi up` with its log.
         self.register_outputs({"ready": ready.succeeded.apply(lambda c: ready_name(args))})
+
+    def _host_resources(
+        self, settings: StackSettings, topo: Topology, host: str, stack_id: pulumi.Output[str]
+    ) -> HostResources:
+        """The provider of a declared host, and the network, backup volume and image on it. A
+        stack that declares no host keeps the default provider and its resources' names."""
+        provider = None
+        suffix = ""
+        if settings.hosts:
+            where = settings.host(host)
+            provider = docker.Provider(
+                f"host-{host}",
+                host=where.url,
+                cert_path=where.cert_path,
+                opts=child(self),
+            )
+            suffix = f"-{host}"
+        on = pulumi.ResourceOptions(provider=provider) if provider else None
+        network = docker.Network(
+            f"network{suffix}",
+            name=topo.network_name,
+            labels=network_labels(settings, stack_id),
+            ipam_configs=[
+                docker.NetworkIpamConfigArgs(
+                    subnet=str(topo.subnet), gateway=topo.gateway, ip_range=topo.dynamic_range
+                )
+            ],
+            # A fixed name: a new network.subnet replaces the network, and the new one cannot be
+            # made while the old one exists. The containers on it are replaced too (their
+            # addresses change), before it goes.
+            opts=pulumi.ResourceOptions.merge(child(self, delete_before_replace=True), on),
+        )
+        backup_volume = docker.Volume(
+            f"backup{suffix}",
+            name=topo.backup_volume_name,
+            labels=volume_labels(settings, stack_id),
+            opts=pulumi.ResourceOptions.merge(
+                child(self, **VOLUME_OPTIONS, protect=True, retain_on_delete=True), on
+            ),
+        )
+        image = StackImage(
+            f"image{suffix}",
+            settings,
+            opts=pulumi.ResourceOptions.merge(
+                child(self), pulumi.ResourceOptions(providers=[provider]) if provider else None
+            ),
+        )
+        return HostResources(provider, image.ref, network, backup_volume)
 
     def _patroni_nodes(
         self, args: StackInputs
@@ -149,26 +180,34 @@ def stack_outputs(
     passwords: dict[str, pulumi.Output[str]],
 ) -> dict[str, Any]:
     """Plain outputs name endpoints; every connection string is a secret."""
-    host = settings.advertise_host
     db = settings.database
     tls = settings.tls.enabled
     root = settings.root_cert_path
     current = topo.current_primary
     standbys = [n for n in topo.nodes if n != current]
+
+    def at(host_name: str) -> str:
+        """Where clients reach the published ports of a host: its address on several hosts."""
+        return topo.host_addresses[host_name] if topo.multi_host else settings.advertise_host
+
+    def node_at(n: Node) -> tuple[str, int]:
+        return at(topo.node_host(n)), n.host_port
+
     # Read-write URIs list the current primary first, then every other node.
-    read_write = [(host, n.host_port) for n in (current, *standbys)]
+    read_write = [node_at(n) for n in (current, *standbys)]
 
     def uri(role: str, hosts: list[tuple[str, int]], database: str = db) -> pulumi.Output[str]:
         return passwords[role].apply(
             lambda pw: connection_uri(role, pw, hosts, database, tls=tls, root_cert=root)
         )
 
-    pooler = [(host, topo.pooler_host_port)]
+    pooler_at = (at(topo.pooler_host), topo.pooler_host_port)
+    pooler = [pooler_at]
     node_root = root if Path(root).is_absolute() else str(PROJECT_ROOT / root)
 
-    def node(role: str, port: int, database: str = db) -> pulumi.Output[str]:
+    def node(role: str, where: tuple[str, int], database: str = db) -> pulumi.Output[str]:
         return passwords[role].apply(
-            lambda pw: node_uri(role, pw, host, port, database, tls=tls, root_cert=node_root)
+            lambda pw: node_uri(role, pw, *where, database, tls=tls, root_cert=node_root)
         )
 
     session_db = session_pool_name(db)
@@ -179,23 +218,23 @@ def stack_outputs(
         "agentPooler": uri(AGENT.name, pooler),
         "userPooler": uri(USER.name, pooler),
         "poolerAdmin": uri(POOLER_AUTH.name, pooler, "pgbouncer"),
-        "readonlyReplicas": [uri(READONLY.name, [(host, n.host_port)]) for n in standbys],
+        "readonlyReplicas": [uri(READONLY.name, [node_at(n)]) for n in standbys],
     }
     # node-postgres / ElizaOS POSTGRES_URL: one host, absolute sslrootcert. No client-side
     # failover (the pooler follows a failover instead); see the README's ElizaOS 1.x section.
     node_connections = {
         # The migration role through the session-mode pool: for processes that run
         # @elizaos/plugin-sql's migrations (every ElizaOS 1.x start unless told to skip).
-        "migrator": node(OWNER.name, topo.pooler_host_port, session_db),
+        "migrator": node(OWNER.name, pooler_at, session_db),
         # The agents' role through the transaction-mode pool: ordinary traffic.
-        "agentPooler": node(AGENT.name, topo.pooler_host_port),
-        "agentSession": node(AGENT.name, topo.pooler_host_port, session_db),
+        "agentPooler": node(AGENT.name, pooler_at),
+        "agentSession": node(AGENT.name, pooler_at, session_db),
         # Straight to the current primary.
-        "owner": node(OWNER.name, current.host_port),
-        "agentPrimary": node(AGENT.name, current.host_port),
+        "owner": node(OWNER.name, node_at(current)),
+        "agentPrimary": node(AGENT.name, node_at(current)),
         # ENABLE_DATA_ISOLATION=true: each ElizaOS server's own role, transaction-mode pool.
         "servers": {
-            server: node(role.name, topo.pooler_host_port)
+            server: node(role.name, pooler_at)
             for server, role in zip(
                 settings.schema_settings.servers, settings.server_roles, strict=True
             )
@@ -219,9 +258,15 @@ def stack_outputs(
         "backupVolume": topo.backup_volume_name,
         "backupMount": BACKUP_MOUNT,
         "nodeNames": [n.name for n in topo.nodes],
-        "primary": _endpoint(current.name, host, current.host_port, "primary"),
-        "replicas": [_endpoint(n.name, host, n.host_port, "replica") for n in standbys],
-        "pooler": _endpoint(topo.pooler_name, host, topo.pooler_host_port, "pooler"),
+        "primary": _endpoint(current.name, *node_at(current), "primary"),
+        "replicas": [_endpoint(n.name, *node_at(n), "replica") for n in standbys],
+        "pooler": _endpoint(topo.pooler_name, *pooler_at, "pooler"),
+        # Which Docker host runs each container (elizadb:hosts; "local" when none is declared).
+        "placement": {
+            **{n.name: topo.node_host(n) for n in topo.nodes},
+            **{m.name: topo.etcd_host(m) for m in topo.etcd},
+            topo.pooler_name: topo.pooler_host,
+        },
         "connections": pulumi.Output.secret(connections),
         "nodeConnections": pulumi.Output.secret(node_connections),
     }

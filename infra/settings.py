@@ -26,6 +26,16 @@ from pydantic.alias_generators import to_camel
 
 from infra.errors import ConfigError
 from infra.pg_parameters import memory_problem, parameter_problems
+from infra.placement import (
+    LOCAL_HOST,
+    POOLER,
+    etcd_part,
+    node_part,
+    parts,
+    reachable_address_problem,
+    resolve,
+    spread_problems,
+)
 from infra.roles import Role, server_role
 from infra.sizing import Resources, VectorNeed, derived_parameters, fit_problems
 
@@ -146,6 +156,12 @@ class NetworkSettings(_Model):
     primary_port: int = Field(default=15432, ge=1, le=65535)
     replica_port_base: int = Field(default=15433, ge=1, le=65535)
     pooler_port: int = Field(default=16432, ge=1, le=65535)
+    # Published only by a stack on several hosts (elizadb:hosts), on each host's address: the
+    # Patroni REST API of node i at patroniApiPortBase + i (the primary is 0), the client and
+    # peer ports of etcd member i at etcdClientPortBase + i - 1 and etcdPeerPortBase + i - 1.
+    patroni_api_port_base: int = Field(default=18008, ge=1, le=65535 - MAX_REPLICAS)
+    etcd_client_port_base: int = Field(default=12379, ge=1, le=65531)
+    etcd_peer_port_base: int = Field(default=12479, ge=1, le=65531)
 
     @field_validator("subnet")
     @classmethod
@@ -320,6 +336,53 @@ class HaSettings(_Model):
         return value
 
 
+_ENGINE_URL = re.compile(
+    r"^(unix:///\S+|ssh://(?:[^@\s/]+@)?[^\s/:@]+(?::\d{1,5})?|tcp://[^\s/:]+:\d{1,5})$"
+)
+_HOST_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+
+
+class HostSettings(_Model):
+    """A Docker host (Docker Engine, or Podman's compatible API) that runs part of the stack."""
+
+    # unix:///path/to/socket, ssh://user@host (Docker's own SSH transport) or tcp://host:port
+    # with client certificates. None: the engine the CLI or the provider is configured with
+    # (DOCKER_HOST), as for a stack that declares no host.
+    url: str | None = None
+    # Where the other hosts reach this host's published ports (and where they are published,
+    # unless bindAddress says otherwise). Needed when the stack spans several hosts.
+    address: str | None = None
+    # The address the ports are published on, when it differs from `address` (behind NAT).
+    bind_address: str | None = None
+    # For tcp://: a folder holding ca.pem, cert.pem and key.pem (Docker's DOCKER_CERT_PATH).
+    cert_path: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not _ENGINE_URL.match(value):
+            raise ValueError(
+                "must be unix:///path/to/docker.sock, ssh://user@host or tcp://host:port "
+                "(with certPath)"
+            )
+        return value
+
+    @field_validator("address", "bind_address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError("must be an IP address, such as 10.0.0.11") from None
+        return value
+
+    @property
+    def publish_address(self) -> str | None:
+        return self.bind_address or self.address
+
+
 class TlsSettings(_Model):
     enabled: bool = True
     # Where clients keep the stack's CA certificate (the `caCert` output); it is the
@@ -387,6 +450,10 @@ class StackSettings(_Model):
     replication: ReplicationSettings = Field(default_factory=ReplicationSettings)
     tls: TlsSettings = Field(default_factory=TlsSettings)
     ha: HaSettings = Field(default_factory=HaSettings)
+    # Named Docker hosts and which part of the stack runs on which (infra/placement.py). None
+    # declared: everything on the engine the CLI or the provider is configured with.
+    hosts: dict[str, HostSettings] = Field(default_factory=dict)
+    placement: dict[str, str] = Field(default_factory=dict)
     # The superuser's password, when the operator chooses it (`pulumi config set --secret
     # elizadb:superuserPassword`, or a plain value in the stack file); generated otherwise. The
     # same key means the same under `pulumi up` and `elizadb up`.
@@ -467,6 +534,23 @@ class StackSettings(_Model):
         if self.ha.etcd_members is not None:
             return self.ha.etcd_members
         return 3 if self.environment is Environment.PRODUCTION else 1
+
+    @property
+    def host_names(self) -> tuple[str, ...]:
+        return tuple(sorted(self.hosts)) or (LOCAL_HOST,)
+
+    def host(self, name: str) -> HostSettings:
+        return self.hosts.get(name) or HostSettings()
+
+    @property
+    def placed(self) -> dict[str, str]:
+        """The host of every part of the stack (infra/placement.py)."""
+        members = self.etcd_member_count if self.patroni else 0
+        return resolve(self.host_names, self.placement, self.replicas, members)
+
+    @property
+    def multi_host(self) -> bool:
+        return len(set(self.placed.values())) > 1
 
     @property
     def advertise_host(self) -> str:
@@ -758,6 +842,7 @@ def _semantic_problems(stack: str, values: Mapping[str, Any]) -> list[str]:
             f"serve, on tables it creates itself); remove the key or set {PROJECT}:schema.profile "
             "to eliza-0.1"
         )
+    problems.extend(_host_problems(values))
     sync = _get(values, "replication", "synchronous")
     if sync is True and isinstance(replicas, int):
         count = _raw(values, "replication", "synchronousCount")
@@ -766,4 +851,132 @@ def _semantic_problems(stack: str, values: Mapping[str, Any]) -> list[str]:
                 f"{PROJECT}:replication.synchronousCount = {count}: more synchronous standbys "
                 f"than {PROJECT}:replicas ({replicas}); commits would never be acknowledged"
             )
+    return problems
+
+
+def _host_problems(values: Mapping[str, Any]) -> list[str]:
+    """elizadb:hosts and elizadb:placement: every part on a declared host; several hosts only
+    under Patroni, each reachable at its address; a production spread that survives a host."""
+    hosts = _get(values, "hosts")
+    placement = _get(values, "placement")
+    if not isinstance(hosts, Mapping) or not isinstance(placement, Mapping | None):
+        return []
+    placement = placement or {}
+    problems: list[str] = []
+    for name in sorted(hosts):
+        if not _HOST_NAME.match(str(name)):
+            problems.append(
+                f"{PROJECT}:hosts.{name}: the name must be lower-case letters, digits and '-', "
+                "starting with a letter"
+            )
+        host = hosts[name]
+        if isinstance(host, Mapping):
+            url = host.get("url")
+            cert_path = host.get("certPath")
+            if isinstance(url, str) and url.startswith("tcp://") and not cert_path:
+                problems.append(
+                    f"{PROJECT}:hosts.{name}.url = {url!r}: a Docker API over TCP without client "
+                    "certificates gives root on that host to whoever reaches the port; set "
+                    f"{PROJECT}:hosts.{name}.certPath to a folder with ca.pem, cert.pem and key.pem"
+                )
+            if cert_path and not (isinstance(url, str) and url.startswith("tcp://")):
+                problems.append(
+                    f"{PROJECT}:hosts.{name}.certPath = {cert_path!r}: client certificates are "
+                    "for a tcp:// url; remove the key or use tcp://host:port"
+                )
+    replicas = _raw(values, "replicas")
+    patroni = _raw(values, "ha", "engine") == "patroni"
+    members = _raw(values, "ha", "etcdMembers")
+    production = _raw(values, "environment") == Environment.PRODUCTION.value
+    if members is None and patroni:
+        members = 3 if production else 1
+    if not isinstance(replicas, int) or not isinstance(members, int | None):
+        return problems
+    members = members if patroni else 0
+    allowed = parts(replicas, members or 0)
+    for part in sorted(placement):
+        where = placement[part]
+        if part not in allowed:
+            problems.append(
+                f"{PROJECT}:placement.{part} = {where!r}: this stack has no such part; parts are "
+                f"{', '.join(allowed)}"
+            )
+        elif where not in hosts:
+            declared = ", ".join(sorted(hosts)) or "none"
+            problems.append(
+                f"{PROJECT}:placement.{part} = {where!r}: not a host of {PROJECT}:hosts "
+                f"(declared: {declared}); declare it or name a declared host"
+            )
+    if problems:
+        return problems
+    where = resolve(sorted(hosts), placement, replicas, members or 0)
+    used = sorted(set(where.values()))
+    if len(used) < 2:
+        return problems
+    if not patroni:
+        problems.append(
+            f"{PROJECT}:hosts: the stack spans {len(used)} hosts ({', '.join(used)}) but "
+            f"{PROJECT}:ha.engine is builtin, whose failover is decided from one machine and "
+            "cannot tell a lost host from a partitioned one; set elizadb:ha.engine to patroni"
+        )
+    for name in used:
+        host = hosts[name]
+        address = host.get("address") if isinstance(host, Mapping) else None
+        if address is None:
+            problems.append(
+                f"{PROJECT}:hosts.{name}.address: missing; a stack on several hosts needs the "
+                "address at which the other hosts reach each one"
+            )
+        elif isinstance(address, str) and (why := reachable_address_problem(address)):
+            problems.append(f"{PROJECT}:hosts.{name}.address = {address!r}: {why}")
+    problems.extend(_published_port_problems(values, where, replicas, members or 0))
+    if production:
+        problems.extend(
+            f"{PROJECT}:placement: {p}" for p in spread_problems(where, replicas, members or 0)
+        )
+    return problems
+
+
+def _published_port_problems(
+    values: Mapping[str, Any], where: Mapping[str, str], replicas: int, members: int
+) -> list[str]:
+    """On several hosts each host publishes the ports of the parts it runs, the Patroni REST
+    API and etcd's ports included: two of them on one host must differ."""
+    net = {
+        key: _raw(values, "network", key)
+        for key in (
+            "primaryPort",
+            "replicaPortBase",
+            "poolerPort",
+            "patroniApiPortBase",
+            "etcdClientPortBase",
+            "etcdPeerPortBase",
+        )
+    }
+    if not all(isinstance(v, int) for v in net.values()):
+        return []
+    ports: list[tuple[str, str, int]] = []  # host, what, port
+    for i in range(replicas + 1):
+        part = node_part(i)
+        pg = net["primaryPort"] if i == 0 else net["replicaPortBase"] + i - 1
+        ports += [
+            (where[part], f"{part}'s PostgreSQL", pg),
+            (where[part], f"{part}'s Patroni REST API", net["patroniApiPortBase"] + i),
+        ]
+    for i in range(1, members + 1):
+        part = etcd_part(i)
+        ports += [
+            (where[part], f"{part}'s client port", net["etcdClientPortBase"] + i - 1),
+            (where[part], f"{part}'s peer port", net["etcdPeerPortBase"] + i - 1),
+        ]
+    ports.append((where[POOLER], "the pooler", net["poolerPort"]))
+    problems: list[str] = []
+    seen: dict[tuple[str, int], str] = {}
+    for host, what, port in ports:
+        if (host, port) in seen:
+            problems.append(
+                f"{PROJECT}:network: {what} and {seen[host, port]} would both publish port "
+                f"{port} on host {host!r}; change elizadb:network's port bases"
+            )
+        seen.setdefault((host, port), what)
     return problems

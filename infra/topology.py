@@ -7,12 +7,18 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
+from infra.placement import LOCAL_HOST, POOLER, etcd_part
 from infra.settings import MAX_REPLICAS, StackSettings
 
 PG_PORT = 5432
 POOLER_PORT = 6432
+# Inside a Patroni node and an etcd member (infra/render/patroni.py, etcd.py say the same).
+API_PORT = 8008
+ETCD_CLIENT_PORT = 2379
+ETCD_PEER_PORT = 2380
 # The data directory's parent is the volume's mount point; PGDATA is a folder inside it so that
 # initdb finds an empty directory even when the volume has a lost+found.
 DATA_MOUNT = "/var/lib/postgresql/data"
@@ -68,6 +74,14 @@ class Topology:
     # Patroni stacks (elizadb:ha.engine patroni): the etcd members and the router.
     etcd: tuple[EtcdNode, ...] = ()
     router_name: str = ""
+    # Which Docker host each part runs on (infra/placement.py), the address the other hosts
+    # reach each host at, and the host ports a stack on several hosts publishes beyond the
+    # PostgreSQL ones: Patroni's REST API and etcd's client and peer ports.
+    placed: Mapping[str, str] = field(default_factory=dict)
+    host_addresses: Mapping[str, str] = field(default_factory=dict)
+    api_port_base: int = 0
+    etcd_client_port_base: int = 0
+    etcd_peer_port_base: int = 0
 
     # Fixed addresses: .1 gateway, .5 pooler, .6 bootstrap job, .7 backup agent, .8 readiness
     # job, .9 router, .10+ nodes, .30+ etcd members; the engine hands out .128 and above to
@@ -108,6 +122,51 @@ class Topology:
 
     def etcd_address(self, member: EtcdNode) -> str:
         return self._host(29 + member.index)
+
+    # -- hosts ------------------------------------------------------------------------------
+    @property
+    def multi_host(self) -> bool:
+        """The parts run on several Docker hosts: peers reach each other at the hosts'
+        addresses and published ports, never on the (per-host) stack network."""
+        return len(set(self.placed.values())) > 1
+
+    def node_host(self, node: Node) -> str:
+        # A node the stack does not have (yet) would be placed round-robin; it is never placed.
+        return self.placed.get(node.short, LOCAL_HOST)
+
+    def etcd_host(self, member: EtcdNode) -> str:
+        return self.placed.get(etcd_part(member.index), LOCAL_HOST)
+
+    @property
+    def pooler_host(self) -> str:
+        """The pooler's host, and so that of the router, the jobs and the backup agent."""
+        return self.placed.get(POOLER, LOCAL_HOST)
+
+    @property
+    def hosts_used(self) -> tuple[str, ...]:
+        return tuple(sorted(set(self.placed.values()))) or (LOCAL_HOST,)
+
+    def pg_endpoint(self, node: Node) -> tuple[str, int]:
+        """Where the other parts of the stack reach a node's PostgreSQL."""
+        if self.multi_host:
+            return self.host_addresses[self.node_host(node)], node.host_port
+        return self.address(node), PG_PORT
+
+    def api_port(self, node: Node) -> int:
+        """The host port of a node's Patroni REST API (published on several hosts only)."""
+        return self.api_port_base + node.index
+
+    def api_endpoint(self, node: Node) -> tuple[str, int]:
+        if self.multi_host:
+            return self.host_addresses[self.node_host(node)], self.api_port(node)
+        return self.address(node), API_PORT
+
+    def etcd_ports(self, member: EtcdNode) -> tuple[int, int]:
+        """The host ports of a member's client and peer ports (published on several hosts)."""
+        return (
+            self.etcd_client_port_base + member.index - 1,
+            self.etcd_peer_port_base + member.index - 1,
+        )
 
     @property
     def nodes(self) -> tuple[Node, ...]:
@@ -167,6 +226,15 @@ def topology(settings: StackSettings) -> Topology:
         if settings.patroni
         else (),
         router_name=f"{prefix}-router" if settings.patroni else "",
+        placed=settings.placed,
+        host_addresses={
+            name: address
+            for name in settings.host_names
+            if (address := settings.host(name).address) is not None
+        },
+        api_port_base=net.patroni_api_port_base,
+        etcd_client_port_base=net.etcd_client_port_base,
+        etcd_peer_port_base=net.etcd_peer_port_base,
     )
 
 

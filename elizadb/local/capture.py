@@ -35,6 +35,9 @@ class Declared:
     dependencies: frozenset[str]  # URNs
     parent: str
     custom: bool
+    # The URN of the explicit provider that manages it ("" for the default provider): a stack
+    # on several Docker hosts has one per host (infra/program.py).
+    provider: str = ""
 
 
 @dataclass
@@ -106,6 +109,8 @@ class _CaptureMonitor(pulumi_mocks.MockMonitor):
                 dependencies=frozenset(deps),
                 parent=request.parent,
                 custom=bool(request.custom),
+                # A provider reference is "<urn>::<id>".
+                provider=request.provider.rsplit("::", 1)[0] if request.provider else "",
             )
         )
         return response

@@ -17,6 +17,7 @@ from elizadb.local.apply import CONTAINER, Applier, ApplyReport, Progress
 from elizadb.local.capture import Declaration, declare
 from elizadb.local.identity import check_owned
 from elizadb.local.state import StateFile
+from infra.errors import ConfigError
 from infra.render import paths
 from infra.settings import StackSettings
 from infra.topology import topology
@@ -51,6 +52,15 @@ def declare_stack(settings: StackSettings) -> Declaration:
 def guard(settings: StackSettings, client: docker.DockerClient | None = None) -> None:
     """Refuse, before anything is touched, when the engine holds this stack's resources but the
     state at hand did not make them (identity.py)."""
+    if settings.hosts:
+        raise ConfigError(
+            f"Pulumi.{settings.stack}.yaml",
+            [
+                "elizadb:hosts: the local deploy drives the one engine of DOCKER_HOST and does "
+                "not place parts on declared hosts yet; deploy this stack with `pulumi up`, or "
+                "remove elizadb:hosts and elizadb:placement"
+            ],
+        )
     check_owned(client or connect(), settings.stack, StateFile(settings.stack))
 
 

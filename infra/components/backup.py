@@ -53,9 +53,10 @@ class BackupAgent(pulumi.ComponentResource):
         nodes: Sequence[PostgresNode | PatroniNode],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__("elizadb:index:BackupAgent", name, None, opts)
-        settings, topo, image, network = args.settings, args.topo, args.image, args.network
-        backup_volume = args.backup_volume
+        site = args.on(args.topo.pooler_host)
+        super().__init__("elizadb:index:BackupAgent", name, None, site.options(opts))
+        settings, topo, image, network = args.settings, args.topo, site.image, site.network
+        backup_volume = site.backup_volume
         volumes = [
             docker.ContainerVolumeArgs(volume_name=backup_volume.name, container_path=BACKUP_MOUNT)
         ]

@@ -29,7 +29,7 @@ from infra.render.connections import render_pgpass
 from infra.render.router import READ_WRITE_PORT
 from infra.roles import ROLES, SUPERUSER
 from infra.settings import MAX_EMBEDDING_DIMENSIONS
-from infra.topology import PG_PORT, Topology
+from infra.topology import Topology
 
 
 def migration_files(directory: Path = SQL_ROOT) -> list[Path]:
@@ -77,8 +77,8 @@ def _server_env(topo: Topology) -> list[str]:
         ]
     return [
         f"PGHOST={','.join(n.name for n in topo.nodes)}",
-        f"PGHOSTADDR={','.join(topo.address(n) for n in topo.nodes)}",
-        f"PGPORT={','.join(str(PG_PORT) for _ in topo.nodes)}",
+        f"PGHOSTADDR={','.join(topo.pg_endpoint(n)[0] for n in topo.nodes)}",
+        f"PGPORT={','.join(str(topo.pg_endpoint(n)[1]) for n in topo.nodes)}",
     ]
 
 
@@ -91,7 +91,8 @@ class BootstrapJob(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: StackInputs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__("elizadb:index:BootstrapJob", name, None, opts)
+        site = args.on(args.topo.pooler_host)
+        super().__init__("elizadb:index:BootstrapJob", name, None, site.options(opts))
         settings, topo, passwords = args.settings, args.topo, args.passwords
         names = [SUPERUSER, *(r.name for r in (*ROLES, *settings.server_roles))]
         secrets = pulumi.Output.all(args.salt_seed, *(passwords[n] for n in names))
@@ -106,7 +107,7 @@ class BootstrapJob(pulumi.ComponentResource):
         self.container = docker.Container(
             name,
             name=topo.job_name,
-            image=args.image,
+            image=site.image,
             command=["job"],
             envs=[
                 f"ELIZADB_EMBEDDING_DIMS={settings.embedding_dimensions}",
@@ -124,7 +125,7 @@ class BootstrapJob(pulumi.ComponentResource):
             labels=labels(args, "job", topo.job_name),
             networks_advanced=[
                 docker.ContainerNetworksAdvancedArgs(
-                    name=args.network.name, ipv4_address=topo.job_address
+                    name=site.network.name, ipv4_address=topo.job_address
                 )
             ],
             uploads=[

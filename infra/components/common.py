@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,21 +21,39 @@ STACK_ID_RESOURCE = "stack-id"
 
 
 @dataclass(frozen=True)
-class StackInputs:
-    """What the containers of a stack are built from: settings, names, and the shared
-    resources and secrets the stack component made first."""
+class HostResources:
+    """What one Docker host holds for the stack: its provider (None: the default one, for a
+    stack that declares no host), the image built there, the stack network there and the
+    backup volume there."""
 
-    settings: StackSettings
-    topo: Topology
+    provider: docker.Provider | None
     image: pulumi.Output[str]
     network: docker.Network
     backup_volume: docker.Volume
+
+    def options(self, opts: pulumi.ResourceOptions | None) -> pulumi.ResourceOptions:
+        """A component's options on this host: its resources inherit the host's provider."""
+        mine = pulumi.ResourceOptions(providers=[self.provider] if self.provider else None)
+        return pulumi.ResourceOptions.merge(opts, mine)
+
+
+@dataclass(frozen=True)
+class StackInputs:
+    """What the containers of a stack are built from: settings, names, what each host holds,
+    and the secrets the stack component made first."""
+
+    settings: StackSettings
+    topo: Topology
+    hosts: Mapping[str, HostResources]
     ca_cert_pem: pulumi.Output[str]
     server_cert_pem: pulumi.Output[str]
     server_key_pem: pulumi.Output[str]
     passwords: dict[str, pulumi.Output[str]]
     salt_seed: pulumi.Output[str]
     stack_id: pulumi.Output[str]
+
+    def on(self, host: str) -> HostResources:
+        return self.hosts[host]
 
 
 LABEL_ROLE = "elizadb.role"

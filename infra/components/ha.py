@@ -14,6 +14,7 @@ import pulumi_docker as docker
 from infra.components.common import (
     DATABASE_GRACE_SECONDS,
     VOLUME_OPTIONS,
+    HostResources,
     StackInputs,
     child,
     container_options,
@@ -25,7 +26,14 @@ from infra.components.common import (
 )
 from infra.components.postgres import node_volumes
 from infra.render import paths
-from infra.render.etcd import ETCD_CONF, EtcdCluster, EtcdMember, render_etcd_conf
+from infra.render.etcd import (
+    CLIENT_PORT,
+    ETCD_CONF,
+    PEER_PORT,
+    EtcdCluster,
+    EtcdMember,
+    render_etcd_conf,
+)
 from infra.render.patroni import (
     API_PORT,
     API_USER,
@@ -60,9 +68,25 @@ def member_name(node: Node) -> str:
     return node.slot.replace("_", "-")
 
 
+def _etcd_member(topo: Topology, member: EtcdNode) -> EtcdMember:
+    """On one host, peers reach a member by its name on the stack network; on several, at its
+    host's address and the ports published there."""
+    if topo.multi_host:
+        client, peer = topo.etcd_ports(member)
+        return EtcdMember(member.member, topo.host_addresses[topo.etcd_host(member)], client, peer)
+    return EtcdMember(member.member, member.name)
+
+
+def _patroni_member(topo: Topology, node: Node) -> PatroniMember:
+    if topo.multi_host:
+        address, pg_port = topo.pg_endpoint(node)
+        return PatroniMember(member_name(node), address, pg_port, topo.api_port(node))
+    return PatroniMember(member_name(node), node.name)
+
+
 def etcd_cluster(topo: Topology) -> EtcdCluster:
     return EtcdCluster(
-        members=tuple(EtcdMember(m.member, m.name) for m in topo.etcd),
+        members=tuple(_etcd_member(topo, m) for m in topo.etcd),
         # Unique per stack, so that members of two stacks can never join one cluster.
         token=topo.prefix,
     )
@@ -74,18 +98,23 @@ def patroni_cluster(settings: StackSettings, topo: Topology) -> PatroniCluster:
     tunables = {k: v for k, v in settings.pg_parameters().items() if k not in FORCED_PG_PARAMETERS}
     return PatroniCluster(
         scope=topo.prefix,
-        members=tuple(PatroniMember(member_name(n), n.name) for n in topo.nodes),
+        members=tuple(_patroni_member(topo, n) for n in topo.nodes),
         etcd=etcd_cluster(topo),
         synchronous_mode=settings.synchronous,
         synchronous_node_count=settings.replication.synchronous_count,
         parameters=tunables,
-        archive_command=archive_command(),
+        # Every node archives into the backup repository on its own host; on several hosts
+        # that would scatter the WAL, and archiving stays off until the repository is shared
+        # across hosts (the README says so).
+        archive_command="" if topo.multi_host else archive_command(),
     )
 
 
 def router_config(topo: Topology) -> RouterConfig:
     return RouterConfig(
-        members=tuple(RouterMember(n.name, topo.address(n), PG_PORT, API_PORT) for n in topo.nodes),
+        members=tuple(
+            RouterMember(n.name, *topo.pg_endpoint(n), topo.api_endpoint(n)[1]) for n in topo.nodes
+        ),
         ca_file=paths.CA_CERT,
     )
 
@@ -98,10 +127,18 @@ def _tls_uploads(args: StackInputs) -> list[docker.ContainerUploadArgs]:
     ]
 
 
-def _network(args: StackInputs, name: str, address: str) -> docker.ContainerNetworksAdvancedArgs:
+def _network(site: HostResources, name: str, address: str) -> docker.ContainerNetworksAdvancedArgs:
     return docker.ContainerNetworksAdvancedArgs(
-        name=args.network.name, aliases=[name], ipv4_address=address
+        name=site.network.name, aliases=[name], ipv4_address=address
     )
+
+
+def _published(
+    settings: StackSettings, host: str, ports: list[tuple[int, int]]
+) -> list[docker.ContainerPortArgs]:
+    """(internal, external) ports published on the host's address, for peers on other hosts."""
+    ip = settings.host(host).publish_address
+    return [docker.ContainerPortArgs(internal=i, external=e, ip=ip) for i, e in ports]
 
 
 class EtcdMemberNode(pulumi.ComponentResource):
@@ -115,7 +152,9 @@ class EtcdMemberNode(pulumi.ComponentResource):
         member: EtcdNode,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__("elizadb:index:EtcdMember", name, None, opts)
+        host = args.topo.etcd_host(member)
+        site = args.on(host)
+        super().__init__("elizadb:index:EtcdMember", name, None, site.options(opts))
         settings, topo = args.settings, args.topo
         # The store of the cluster's leader lease and configuration: it outlives the container.
         self.volume = docker.Volume(
@@ -137,10 +176,17 @@ class EtcdMemberNode(pulumi.ComponentResource):
             name,
             name=member.name,
             hostname=member.name,
-            image=args.image,
+            image=site.image,
             command=["etcd"],
             labels=labels(args, "etcd", member.name),
-            networks_advanced=[_network(args, member.name, topo.etcd_address(member))],
+            networks_advanced=[_network(site, member.name, topo.etcd_address(member))],
+            ports=_published(
+                settings,
+                host,
+                list(zip((CLIENT_PORT, PEER_PORT), topo.etcd_ports(member), strict=False)),
+            )
+            if topo.multi_host
+            else None,
             volumes=[
                 docker.ContainerVolumeArgs(volume_name=self.volume.name, container_path=ETCD_MOUNT)
             ],
@@ -168,7 +214,9 @@ class PatroniNode(pulumi.ComponentResource):
         node: Node,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__("elizadb:index:PatroniNode", name, None, opts)
+        host = args.topo.node_host(node)
+        site = args.on(host)
+        super().__init__("elizadb:index:PatroniNode", name, None, site.options(opts))
         settings, topo, passwords = args.settings, args.topo, args.passwords
         self.volume, self.socket_volume = node_volumes(self, name, args, node)
         cluster = patroni_cluster(settings, topo)
@@ -188,12 +236,18 @@ class PatroniNode(pulumi.ComponentResource):
             name,
             name=node.name,
             hostname=node.name,
-            image=args.image,
+            image=site.image,
             command=["patroni"],
             envs=[f"ELIZADB_NODE={node.name}"],
             labels=labels(args, "patroni", node.name),
-            networks_advanced=[_network(args, node.name, topo.address(node))],
-            ports=[
+            networks_advanced=[_network(site, node.name, topo.address(node))],
+            # On several hosts the peers, the router and the clients reach the node at its
+            # host's address: PostgreSQL and the REST API are published there.
+            ports=_published(
+                settings, host, [(PG_PORT, node.host_port), (API_PORT, topo.api_port(node))]
+            )
+            if topo.multi_host
+            else [
                 docker.ContainerPortArgs(
                     internal=PG_PORT, external=node.host_port, ip=settings.network.bind_address
                 )
@@ -201,7 +255,7 @@ class PatroniNode(pulumi.ComponentResource):
             volumes=[
                 docker.ContainerVolumeArgs(volume_name=self.volume.name, container_path=DATA_MOUNT),
                 docker.ContainerVolumeArgs(
-                    volume_name=args.backup_volume.name, container_path=BACKUP_MOUNT
+                    volume_name=site.backup_volume.name, container_path=BACKUP_MOUNT
                 ),
                 docker.ContainerVolumeArgs(
                     volume_name=self.socket_volume.name, container_path=SOCKET_DIR
@@ -233,7 +287,8 @@ class Router(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: StackInputs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__("elizadb:index:Router", name, None, opts)
+        site = args.on(args.topo.pooler_host)
+        super().__init__("elizadb:index:Router", name, None, site.options(opts))
         topo = args.topo
         # Ready once a leader answers: what the pooler (and so the agents) need.
         probe = (
@@ -244,10 +299,10 @@ class Router(pulumi.ComponentResource):
             name,
             name=topo.router_name,
             hostname=topo.router_name,
-            image=args.image,
+            image=site.image,
             command=["router"],
             labels=labels(args, "router", topo.router_name),
-            networks_advanced=[_network(args, topo.router_name, topo.router_address)],
+            networks_advanced=[_network(site, topo.router_name, topo.router_address)],
             uploads=[
                 upload(HAPROXY_CFG, render_haproxy_cfg(router_config(topo))),
                 upload(paths.CA_CERT, args.ca_cert_pem),

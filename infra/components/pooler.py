@@ -26,8 +26,9 @@ class Pooler(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: StackInputs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__("elizadb:index:Pooler", name, None, opts)
-        settings, topo, image, network = args.settings, args.topo, args.image, args.network
+        site = args.on(args.topo.pooler_host)
+        super().__init__("elizadb:index:Pooler", name, None, site.options(opts))
+        settings, topo, image, network = args.settings, args.topo, site.image, site.network
         sslmode = "require" if settings.tls.enabled else "disable"
         self.container = docker.Container(
             name,
@@ -45,7 +46,10 @@ class Pooler(pulumi.ComponentResource):
                 docker.ContainerPortArgs(
                     internal=POOLER_PORT,
                     external=topo.pooler_host_port,
-                    ip=settings.network.bind_address,
+                    # On several hosts every published port is on its host's address.
+                    ip=settings.host(topo.pooler_host).publish_address
+                    if topo.multi_host
+                    else settings.network.bind_address,
                 )
             ],
             uploads=[

@@ -68,7 +68,8 @@ class PostgresNode(pulumi.ComponentResource):
         node: Node,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__("elizadb:index:PostgresNode", name, None, opts)
+        site = args.on(args.topo.node_host(node))
+        super().__init__("elizadb:index:PostgresNode", name, None, site.options(opts))
         settings, topo = args.settings, args.topo
         self.volume, self.socket_volume = node_volumes(self, name, args, node)
         uploads = [
@@ -107,13 +108,13 @@ class PostgresNode(pulumi.ComponentResource):
             name,
             name=node.name,
             hostname=node.name,
-            image=args.image,
+            image=site.image,
             command=[node.role],
             envs=envs,
             labels=labels(args, node.role, node.name),
             networks_advanced=[
                 docker.ContainerNetworksAdvancedArgs(
-                    name=args.network.name, aliases=[node.name], ipv4_address=topo.address(node)
+                    name=site.network.name, aliases=[node.name], ipv4_address=topo.address(node)
                 )
             ],
             ports=[
@@ -124,7 +125,7 @@ class PostgresNode(pulumi.ComponentResource):
             volumes=[
                 docker.ContainerVolumeArgs(volume_name=self.volume.name, container_path=DATA_MOUNT),
                 docker.ContainerVolumeArgs(
-                    volume_name=args.backup_volume.name, container_path=BACKUP_MOUNT
+                    volume_name=site.backup_volume.name, container_path=BACKUP_MOUNT
                 ),
                 docker.ContainerVolumeArgs(
                     volume_name=self.socket_volume.name, container_path=SOCKET_DIR

@@ -15,7 +15,7 @@ import pulumi_docker as docker
 
 from infra.components.bootstrap import succeeded
 from infra.components.common import StackInputs, container_options, labels
-from infra.topology import PG_PORT, POOLER_PORT
+from infra.topology import POOLER_PORT
 
 READY_TIMEOUT_SECONDS = 300
 
@@ -51,15 +51,16 @@ class ReadyCheck(pulumi.ComponentResource):
         containers: Sequence[docker.Container],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__("elizadb:index:ReadyCheck", name, None, opts)
+        site = args.on(args.topo.pooler_host)
+        super().__init__("elizadb:index:ReadyCheck", name, None, site.options(opts))
         topo = args.topo
-        targets = [f"{n.name}={topo.address(n)}:{PG_PORT}" for n in topo.nodes]
+        targets = [f"{n.name}={':'.join(map(str, topo.pg_endpoint(n)))}" for n in topo.nodes]
         targets.append(f"{topo.pooler_name}={topo.pooler_address}:{POOLER_PORT}")
         ids = pulumi.Output.all(*(c.id for c in containers)).apply(lambda v: ",".join(v))
         self.container = docker.Container(
             name,
             name=ready_name(args),
-            image=args.image,
+            image=site.image,
             entrypoints=["/bin/sh", "-c"],
             command=[_SCRIPT],
             envs=[
@@ -70,7 +71,7 @@ class ReadyCheck(pulumi.ComponentResource):
             labels=labels(args, "job", ready_name(args)),
             networks_advanced=[
                 docker.ContainerNetworksAdvancedArgs(
-                    name=args.network.name, ipv4_address=topo.ready_address
+                    name=site.network.name, ipv4_address=topo.ready_address
                 )
             ],
             attach=True,

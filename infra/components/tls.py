@@ -47,7 +47,9 @@ class StackTls(pulumi.ComponentResource):
         server_key = tls.PrivateKey(
             f"{name}-server-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child(self)
         )
-        addresses = sorted({"127.0.0.1", "::1", settings.advertise_host})
+        # On several hosts, peers reach every server at its host's address.
+        hosts = topo.host_addresses.values() if topo.multi_host else ()
+        addresses = sorted({"127.0.0.1", "::1", settings.advertise_host, *hosts})
         csr = tls.CertRequest(
             f"{name}-server-csr",
             private_key_pem=server_key.private_key_pem,

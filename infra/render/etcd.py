@@ -52,10 +52,14 @@ def find_member(members: Sequence[M], name: str, source: str) -> M:
 @dataclass(frozen=True)
 class EtcdMember:
     """`name` is the member's name in the cluster; `host` is the DNS name (or address) peers and
-    clients reach it by, and must be among the SANs of the certificate it serves."""
+    clients reach it by, and must be among the SANs of the certificate it serves; the ports are
+    where they reach it there (the ports published on its Docker host, when the stack spans
+    several hosts). The member itself always listens on CLIENT_PORT and PEER_PORT."""
 
     name: str
     host: str
+    client_port: int = CLIENT_PORT
+    peer_port: int = PEER_PORT
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,10 @@ def etcd_problems(cluster: EtcdCluster) -> list[str]:
             )
         if not member.host or any(c in member.host for c in " ,=/"):
             problems.append(f"members.{i}.host: {member.host!r} is not a host name or address")
+        for key in ("client_port", "peer_port"):
+            port = getattr(member, key)
+            if not 1 <= port <= 65535:
+                problems.append(f"members.{i}.{key}: {port} is outside 1..65535")
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         problems.append(f"members: names must be unique; repeated: {', '.join(duplicates)}")
@@ -128,16 +136,16 @@ def etcd_problems(cluster: EtcdCluster) -> list[str]:
 
 
 def client_url(member: EtcdMember) -> str:
-    return f"https://{member.host}:{CLIENT_PORT}"
+    return f"https://{member.host}:{member.client_port}"
 
 
 def peer_url(member: EtcdMember) -> str:
-    return f"https://{member.host}:{PEER_PORT}"
+    return f"https://{member.host}:{member.peer_port}"
 
 
 def client_hosts(cluster: EtcdCluster) -> tuple[str, ...]:
     """host:port of every member, in declaration order: what Patroni's etcd3 section lists."""
-    return tuple(f"{m.host}:{CLIENT_PORT}" for m in cluster.members)
+    return tuple(f"{m.host}:{m.client_port}" for m in cluster.members)
 
 
 def _transport_security() -> dict[str, object]:

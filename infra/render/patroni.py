@@ -110,10 +110,15 @@ class Timings:
 @dataclass(frozen=True)
 class PatroniMember:
     """`name` is the Patroni member name (its slot is derived from it, see `slot_name`);
-    `host` is the DNS name peers reach it by, one of the SANs of the node certificate."""
+    `host` is the DNS name (or address) peers reach it by, one of the SANs of the node
+    certificate, and the ports are where they reach PostgreSQL and the REST API there (the
+    ports published on its Docker host, when the stack spans several hosts). The node itself
+    always listens on PG_PORT and API_PORT."""
 
     name: str
     host: str
+    pg_port: int = PG_PORT
+    api_port: int = API_PORT
 
 
 @dataclass(frozen=True)
@@ -181,6 +186,10 @@ def patroni_problems(cluster: PatroniCluster) -> list[str]:
             )
         if not member.host or any(c in member.host for c in " ,:/"):
             problems.append(f"members.{i}.host: {member.host!r} is not a host name or address")
+        for key in ("pg_port", "api_port"):
+            port = getattr(member, key)
+            if not 1 <= port <= 65535:
+                problems.append(f"members.{i}.{key}: {port} is outside 1..65535")
     slots = [slot_name(m.name) for m in cluster.members]
     repeated = sorted({s for s in slots if slots.count(s) > 1})
     if repeated:
@@ -302,7 +311,7 @@ def render_patroni_yml(cluster: PatroniCluster, name: str, secrets: PatroniSecre
         "log": {"level": "INFO"},
         "restapi": {
             "listen": f"{cluster.listen_host}:{API_PORT}",
-            "connect_address": f"{member.host}:{API_PORT}",
+            "connect_address": f"{member.host}:{member.api_port}",
             **tls,
             "cafile": paths.CA_CERT,
             # Read-only endpoints (health, role) answer any TLS client, so that a load balancer
@@ -334,7 +343,7 @@ def render_patroni_yml(cluster: PatroniCluster, name: str, secrets: PatroniSecre
         },
         "postgresql": {
             "listen": f"{cluster.listen_host}:{PG_PORT}",
-            "connect_address": f"{member.host}:{PG_PORT}",
+            "connect_address": f"{member.host}:{member.pg_port}",
             "data_dir": DATA_DIR,
             "bin_dir": BIN_DIR,
             "pgpass": PATRONI_PGPASS,
