@@ -56,9 +56,11 @@ def guard(settings: StackSettings, client: docker.DockerClient | None = None) ->
         raise ConfigError(
             f"Pulumi.{settings.stack}.yaml",
             [
-                "elizadb:hosts: the local deploy drives the one engine of DOCKER_HOST and does "
-                "not place parts on declared hosts yet; deploy this stack with `pulumi up`, or "
-                "remove elizadb:hosts and elizadb:placement"
+                (
+                    "elizadb:hosts: the local deploy drives the one engine of DOCKER_HOST and does "
+                    "not place parts on declared hosts yet; deploy this stack with `pulumi up`, or "
+                    "remove elizadb:hosts and elizadb:placement"
+                )
             ],
         )
     check_owned(client or connect(), settings.stack, StateFile(settings.stack))
