@@ -102,7 +102,19 @@ def register(sub: argparse._SubParsersAction, with_stack: Any) -> None:  # type:
     maintenance.set_defaults(handler=_maintenance)
 
 
+def _refuse_across_hosts(settings: StackSettings) -> None:
+    """Backups need one repository every node archives into; a stack on several hosts has none
+    yet (its WAL archiving is off and it runs no backup agent)."""
+    if settings.multi_host:
+        raise UsageError(
+            f"stack {settings.stack} runs on several hosts (elizadb:hosts), where eliza-db does "
+            "not take backups yet: WAL archiving is off and no backup agent runs. Take a "
+            "logical copy with pg_dump through the stack's owner connection meanwhile"
+        )
+
+
 def _backup(args: argparse.Namespace, settings: StackSettings) -> int:
+    _refuse_across_hosts(settings)
     from elizadb.engine import connect
     from elizadb.ops import backup
 
@@ -119,6 +131,7 @@ def _backup(args: argparse.Namespace, settings: StackSettings) -> int:
 
 
 def _backups(args: argparse.Namespace, settings: StackSettings) -> int:
+    _refuse_across_hosts(settings)
     from elizadb.engine import connect
     from elizadb.ops import backup
 
@@ -133,6 +146,7 @@ def _backups(args: argparse.Namespace, settings: StackSettings) -> int:
 
 
 def _dump(args: argparse.Namespace, settings: StackSettings) -> int:
+    _refuse_across_hosts(settings)
     from elizadb.engine import connect
     from elizadb.ops import backup
 
@@ -145,6 +159,7 @@ def _dump(args: argparse.Namespace, settings: StackSettings) -> int:
 
 
 def _restore(args: argparse.Namespace, settings: StackSettings) -> int:
+    _refuse_across_hosts(settings)
     from elizadb.config import load_stack, project_dir
     from elizadb.ops import restore
 

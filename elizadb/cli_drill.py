@@ -107,7 +107,7 @@ def _switchover(args: argparse.Namespace, settings: Any) -> int:
     from elizadb.ops import failover as ops
 
     if settings.patroni:
-        from elizadb.engine import connect
+        from elizadb.local.hosts import stack_engines
         from elizadb.ops import patroni
         from infra.topology import topology
 
@@ -118,7 +118,7 @@ def _switchover(args: argparse.Namespace, settings: Any) -> int:
             raise UsageError(
                 f"--to {args.to}: no such node in stack {settings.stack}; nodes: {known}"
             )
-        steps = patroni.switchover(connect(), topo, target, _say)
+        steps = patroni.switchover(stack_engines(settings), topo, target, _say)
         _say("switchover done: " + ", ".join(f"{k} {v:.2f}s" for k, v in steps.items()))
         return 0
     cluster = _cluster(settings)

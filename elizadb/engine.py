@@ -14,12 +14,15 @@ import io
 import os
 import tarfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
+import docker.tls
+import requests
 from docker.types import Mount
 
 from elizadb.errors import EngineError
@@ -28,14 +31,26 @@ from elizadb.errors import EngineError
 REFUSED = 1
 
 
-def connect(url: str | None = None) -> docker.DockerClient:
-    """A client for `url`, else DOCKER_HOST (or the default socket), with a clear error when
-    none answers."""
+def connect(url: str | None = None, cert_path: str | None = None) -> docker.DockerClient:
+    """A client for `url` (unix://, ssh:// through the ssh command, tcp:// with the client
+    certificates of `cert_path`), else DOCKER_HOST (or the default socket), with a clear error
+    when none answers."""
     where = url or os.environ.get("DOCKER_HOST") or "the default socket"
     try:
-        client = (
-            docker.DockerClient(base_url=url, timeout=300) if url else docker.from_env(timeout=300)
-        )
+        if not url:
+            client = docker.from_env(timeout=300)
+        elif cert_path:
+            folder = Path(cert_path)
+            tls = docker.tls.TLSConfig(
+                client_cert=(str(folder / "cert.pem"), str(folder / "key.pem")),
+                ca_cert=str(folder / "ca.pem"),
+                verify=True,
+            )
+            client = docker.DockerClient(base_url=url, tls=tls, timeout=300)
+        else:
+            client = docker.DockerClient(
+                base_url=url, timeout=300, use_ssh_client=url.startswith("ssh://")
+            )
         client.ping()
     except docker.errors.DockerException as exc:
         raise EngineError(
@@ -43,6 +58,60 @@ def connect(url: str | None = None) -> docker.DockerClient:
             "`scripts/bootstrap-engine.sh` and export the DOCKER_HOST it prints"
         ) from None
     return client
+
+
+@dataclass(frozen=True)
+class HostEngine:
+    """Where a Docker host's API answers: its url (None: DOCKER_HOST) and, for tcp://, the
+    folder of its client certificates."""
+
+    url: str | None = None
+    cert_path: str | None = None
+
+
+class Engines:
+    """The engines of a stack whose parts run on several Docker hosts: a client per host,
+    connected when first needed, and the host of each container (`placement`, container name
+    to host; any other container, such as a job, runs on `default_host`).
+
+    Every function of this module takes either one client or an Engines, and then acts on the
+    engine that runs the container it names."""
+
+    def __init__(
+        self,
+        hosts: Mapping[str, HostEngine],
+        placement: Mapping[str, str],
+        default_host: str,
+    ) -> None:
+        self.hosts = dict(hosts)
+        self.placement = dict(placement)
+        self.default_host = default_host
+        self._clients: dict[str, docker.DockerClient] = {}
+
+    def host(self, name: str) -> docker.DockerClient:
+        if name not in self._clients:
+            where = self.hosts.get(name, HostEngine())
+            self._clients[name] = connect(where.url, where.cert_path)
+        return self._clients[name]
+
+    def host_of(self, container: str) -> str:
+        return self.placement.get(container, self.default_host)
+
+    def of(self, container: str) -> docker.DockerClient:
+        return self.host(self.host_of(container))
+
+    def all(self) -> list[tuple[str, docker.DockerClient]]:
+        """Every host's client, in name order."""
+        return [(name, self.host(name)) for name in sorted(self.hosts)]
+
+
+# One engine, or the engines of a stack on several hosts.
+Target = docker.DockerClient | Engines
+
+
+def on(target: Target, container: str) -> docker.DockerClient:
+    """The client of the engine that runs `container`."""
+    return target.of(container) if isinstance(target, Engines) else target
 
 
 @dataclass(frozen=True)
@@ -60,11 +129,9 @@ class ExecResult:
         return "\n".join(text[-lines:])
 
 
-def exec_in(
-    client: docker.DockerClient, container: str, cmd: Sequence[str], user: str = ""
-) -> ExecResult:
+def exec_in(client: Target, container: str, cmd: Sequence[str], user: str = "") -> ExecResult:
     """Run `cmd` in a running container and wait for it; stdout and stderr kept apart."""
-    api = client.api
+    api = on(client, container).api
     try:
         exec_id = api.exec_create(container, list(cmd), user=user, stdout=True, stderr=True)["Id"]
         out, err = api.exec_start(exec_id, demux=True)
@@ -73,6 +140,8 @@ def exec_in(
         raise EngineError(f"container {container} does not exist") from None
     except docker.errors.APIError as exc:
         raise EngineError(f"cannot run {cmd[0]} in {container}: {exc.explanation or exc}") from None
+    except requests.exceptions.ConnectionError:
+        raise EngineError(f"the engine that runs {container} does not answer") from None
     return ExecResult(
         code if isinstance(code, int) else REFUSED,
         (out or b"").decode(errors="replace"),
@@ -81,7 +150,7 @@ def exec_in(
 
 
 def psql(
-    client: docker.DockerClient,
+    client: Target,
     container: str,
     *statements: str,
     database: str = "postgres",
@@ -98,9 +167,7 @@ def psql(
     return exec_in(client, container, cmd, user="postgres")
 
 
-def query_rows(
-    client: docker.DockerClient, container: str, sql: str, timeout_s: float = 10
-) -> list[str] | None:
+def query_rows(client: Target, container: str, sql: str, timeout_s: float = 10) -> list[str] | None:
     """The rows of one statement (fields separated by |); None when the node cannot answer."""
     try:
         result = psql(client, container, sql, timeout_s=timeout_s)
@@ -111,52 +178,59 @@ def query_rows(
     return [line for line in result.stdout.splitlines() if line]
 
 
-def container_status(client: docker.DockerClient, name: str) -> str | None:
-    """The engine's status of a container (running, exited, ...); None when it does not exist."""
+# The status of a container whose host's engine does not answer (a lost host).
+UNREACHABLE = "unreachable"
+
+
+def container_status(client: Target, name: str) -> str | None:
+    """The engine's status of a container (running, exited, ...); None when it does not exist,
+    UNREACHABLE when the engine that runs it does not answer."""
     try:
-        return str(client.containers.get(name).status)
+        return str(on(client, name).containers.get(name).status)
     except docker.errors.NotFound:
         return None
+    except (EngineError, requests.exceptions.ConnectionError):
+        return UNREACHABLE
 
 
-def container_state(client: docker.DockerClient, name: str) -> dict[str, Any]:
+def container_state(client: Target, name: str) -> dict[str, Any]:
     """The engine's State record of a container (Running, Restarting, ExitCode, ...)."""
     try:
-        return dict(client.api.inspect_container(name)["State"])
+        return dict(on(client, name).api.inspect_container(name)["State"])
     except docker.errors.APIError as exc:
         raise EngineError(f"cannot inspect {name}: {exc.explanation or exc}") from None
 
 
-def is_running(client: docker.DockerClient, name: str) -> bool:
+def is_running(client: Target, name: str) -> bool:
     return container_status(client, name) == "running"
 
 
-def start(client: docker.DockerClient, name: str) -> None:
+def start(client: Target, name: str) -> None:
     try:
-        client.api.start(name)
+        on(client, name).api.start(name)
     except docker.errors.APIError as exc:
         raise EngineError(f"cannot start {name}: {exc.explanation or exc}") from None
 
 
-def stop(client: docker.DockerClient, name: str, timeout_s: int = 10) -> None:
+def stop(client: Target, name: str, timeout_s: int = 10) -> None:
     """Stop a container through the engine (so that its restart policy does not bring it back);
     kill it when it will not stop. A container that does not exist is already stopped."""
     try:
-        client.api.stop(name, timeout=timeout_s)
+        on(client, name).api.stop(name, timeout=timeout_s)
     except docker.errors.NotFound:
         return
     except docker.errors.APIError:
         kill(client, name)
 
 
-def kill(client: docker.DockerClient, name: str, signal: str = "SIGKILL") -> None:
+def kill(client: Target, name: str, signal: str = "SIGKILL") -> None:
     try:
-        client.api.kill(name, signal=signal)
+        on(client, name).api.kill(name, signal=signal)
     except docker.errors.APIError as exc:
         raise EngineError(f"cannot send {signal} to {name}: {exc.explanation or exc}") from None
 
 
-def in_recovery(client: docker.DockerClient, container: str) -> bool | None:
+def in_recovery(client: Target, container: str) -> bool | None:
     """True for a standby, False for a primary, None when the node does not answer."""
     if not is_running(client, container):
         return None
@@ -166,17 +240,17 @@ def in_recovery(client: docker.DockerClient, container: str) -> bool | None:
     return {"t": True, "f": False}.get(rows[-1])
 
 
-def logs(client: docker.DockerClient, name: str, lines: int = 30) -> str:
+def logs(client: Target, name: str, lines: int = 30) -> str:
     try:
-        return client.api.logs(name, tail=lines).decode(errors="replace")
+        return on(client, name).api.logs(name, tail=lines).decode(errors="replace")
     except docker.errors.APIError:
         return ""
 
 
-def explain(client: docker.DockerClient, name: str, lines: int = 30) -> str:
+def explain(client: Target, name: str, lines: int = 30) -> str:
     """What a timeout message needs to say about a container: its status, exit code and log end."""
     try:
-        state = client.api.inspect_container(name)["State"]
+        state = on(client, name).api.inspect_container(name)["State"]
     except docker.errors.NotFound:
         return f"{name} does not exist"
     except docker.errors.APIError as exc:
@@ -236,9 +310,9 @@ def tar_files(files: Iterable[File]) -> bytes:
     return buffer.getvalue()
 
 
-def put_files(client: docker.DockerClient, container: str, files: Iterable[File]) -> None:
+def put_files(client: Target, container: str, files: Iterable[File]) -> None:
     try:
-        client.api.put_archive(container, "/", tar_files(files))
+        on(client, container).api.put_archive(container, "/", tar_files(files))
     except docker.errors.APIError as exc:
         raise EngineError(
             f"cannot write files into {container}: {exc.explanation or exc}"

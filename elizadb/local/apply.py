@@ -22,7 +22,7 @@ import docker
 import docker.errors
 from docker.types import Healthcheck, IPAMConfig, IPAMPool, Mount
 
-from elizadb.engine import File, exec_in, put_files
+from elizadb.engine import Engines, File, Target, exec_in, on, put_files
 from elizadb.errors import DeployError, EngineError
 from elizadb.local.capture import Declaration, Declared
 from infra.components.common import LABEL_STACK
@@ -32,6 +32,9 @@ NETWORK = "docker:index/network:Network"
 VOLUME = "docker:index/volume:Volume"
 REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
 CONTAINER = "docker:index/container:Container"
+PROVIDER = "pulumi:providers:docker"
+# infra/program.py names a declared host's provider "host-<host>".
+PROVIDER_PREFIX = "host-"
 LABEL_SPEC = "elizadb.spec"
 # The declared destroyGraceSeconds, kept on the container: like the provider, a removal waits as
 # long as the declaration the container was made from said.
@@ -113,16 +116,20 @@ def _declaration_order(urns: list[str], containers: list[Declared]) -> list[str]
 
 
 class Applier:
+    """Applies a declaration on one engine, or on the engines of a stack's hosts (each
+    resource on the host whose provider it was declared with)."""
+
     def __init__(
         self,
-        client: docker.DockerClient,
+        target: Target,
         stack: str,
         progress: Progress,
         conforming: dict[str, str] | None = None,
     ) -> None:
-        self.client = client
-        self.api = client.api
+        self.target = target
         self.stack = stack
+        # Provider URN -> host name, from the declaration being applied.
+        self._provider_hosts: dict[str, str] = {}
         self.progress = progress
         # Containers brought in line with a newer declaration in place (a failover repoints the
         # pooler without recreating it): name -> the spec digest they now match.
@@ -135,8 +142,30 @@ class Applier:
         except docker.errors.APIError as exc:
             raise EngineError(f"the container engine refused: {exc.explanation or exc}") from None
 
+    def _engines(self) -> list[tuple[str, docker.DockerClient]]:
+        """Every engine of the stack, with its host's name ("" for a single engine)."""
+        if isinstance(self.target, Engines):
+            return self.target.all()
+        return [("", self.target)]
+
+    def _client(self, decl: Declared) -> docker.DockerClient:
+        """The engine a resource was declared on."""
+        if not isinstance(self.target, Engines):
+            return self.target
+        if decl.provider:
+            return self.target.host(self._provider_hosts[decl.provider])
+        return self.target.host(self.target.default_host)
+
+    def _where(self, decl: Declared) -> str:
+        if isinstance(self.target, Engines) and decl.provider:
+            return f" on {self._provider_hosts[decl.provider]}"
+        return ""
+
     def _apply(self, declaration: Declaration) -> ApplyReport:
         report = ApplyReport()
+        self._provider_hosts = {
+            p.urn: p.name.removeprefix(PROVIDER_PREFIX) for p in declaration.of_type(PROVIDER)
+        }
         for net in declaration.of_type(NETWORK):
             self._ensure_network(net)
         for vol in declaration.of_type(VOLUME):
@@ -144,41 +173,48 @@ class Applier:
         for image in declaration.of_type(REMOTE_IMAGE):
             report.built_image |= self._ensure_image(image)
         containers = declaration.of_type(CONTAINER)
-        wanted = {c.inputs["name"] for c in containers}
-        for existing in self._stack_containers():
-            if existing.name not in wanted:
+        wanted = {(id(self._client(c)), c.inputs["name"]) for c in containers}
+        for client, existing in self._stack_containers():
+            if (id(client), existing.name) not in wanted:
                 self.progress(f"removing {existing.name} (no longer declared)")
-                self.remove(existing.name)
+                self._remove(client, str(existing.name))
                 report.removed.append(existing.name)
         for level in _container_levels(containers):
             started = [c for c in level if self._ensure_container(c, report)]
             self._wait_all(started)
         return report
 
-    def _stack_containers(self) -> list[Any]:
-        return self.client.containers.list(
-            all=True, filters={"label": f"{LABEL_STACK}={self.stack}"}
-        )
+    def _stack_containers(self) -> list[tuple[docker.DockerClient, Any]]:
+        """The stack's containers on every engine, each with its engine's client."""
+        return [
+            (client, container)
+            for _, client in self._engines()
+            for container in client.containers.list(
+                all=True, filters={"label": f"{LABEL_STACK}={self.stack}"}
+            )
+        ]
 
     def _ensure_network(self, decl: Declared) -> None:
         name = decl.inputs["name"]
         digest = spec_digest(decl)
-        existing = [n for n in self.client.networks.list(names=[name]) if n.name == name]
+        client = self._client(decl)
+        existing = [n for n in client.networks.list(names=[name]) if n.name == name]
         if existing:
             if existing[0].attrs.get("Labels", {}).get(LABEL_SPEC) == digest:
                 return
             # Addressing changed (or the network predates it): containers must leave it first;
             # they are recreated below, since their declared addresses changed too.
-            self.progress(f"recreating network {name} (its declaration changed)")
-            for container in self._stack_containers():
-                self.remove(container.name)
+            self.progress(f"recreating network {name}{self._where(decl)} (its declaration changed)")
+            for engine, container in self._stack_containers():
+                if engine is client:
+                    self._remove(client, str(container.name))
             existing[0].remove()
-        self.progress(f"creating network {name}")
+        self.progress(f"creating network {name}{self._where(decl)}")
         pools = [
             IPAMPool(subnet=c.get("subnet"), gateway=c.get("gateway"), iprange=c.get("ipRange"))
             for c in decl.inputs.get("ipamConfigs") or []
         ]
-        self.client.networks.create(
+        client.networks.create(
             name,
             driver="bridge",
             labels={**_labels(decl), LABEL_SPEC: digest},
@@ -187,23 +223,27 @@ class Applier:
 
     def _ensure_volume(self, decl: Declared) -> None:
         name = decl.inputs["name"]
+        client = self._client(decl)
         try:
-            self.client.volumes.get(name)
+            client.volumes.get(name)
         except docker.errors.NotFound:
-            self.progress(f"creating volume {name}")
-            self.client.volumes.create(name, labels=_labels(decl))
+            self.progress(f"creating volume {name}{self._where(decl)}")
+            client.volumes.create(name, labels=_labels(decl))
 
     def _ensure_image(self, decl: Declared) -> bool:
         tag = decl.inputs["name"]
+        client = self._client(decl)
         try:
-            self.client.images.get(tag)
+            client.images.get(tag)
             return False
         except docker.errors.ImageNotFound:
             pass
         build = decl.inputs["build"]
-        self.progress(f"building image {tag} (base {build['buildArgs'].get('BASE_IMAGE')})")
+        self.progress(
+            f"building image {tag}{self._where(decl)} (base {build['buildArgs'].get('BASE_IMAGE')})"
+        )
         started = time.monotonic()
-        stream = self.api.build(
+        stream = client.api.build(
             path=build["context"],
             dockerfile=Path(build["dockerfile"]).name,
             buildargs=build.get("buildArgs") or {},
@@ -221,7 +261,7 @@ class Applier:
                 if line.startswith(("STEP", "Step")):
                     self.progress(f"  {line.strip()}")
         try:
-            self.client.images.get(tag)
+            client.images.get(tag)
         except docker.errors.ImageNotFound:
             raise DeployError("image build finished without an image:\n" + "".join(tail)) from None
         self.progress(f"built {tag} in {time.monotonic() - started:.1f}s")
@@ -233,8 +273,9 @@ class Applier:
         name = decl.inputs["name"]
         digest = spec_digest(decl)
         is_job = bool(decl.inputs.get("attach"))
+        client = self._client(decl)
         try:
-            current = self.client.containers.get(name)
+            current = client.containers.get(name)
         except docker.errors.NotFound:
             current = None
         if current is not None:
@@ -260,7 +301,7 @@ class Applier:
             self.progress(
                 f"replacing {name} (its declaration changed)" if not same else f"re-running {name}"
             )
-            self.remove(name)
+            self._remove(client, name)
             report.replaced.append(name)
         else:
             report.created.append(name)
@@ -270,6 +311,8 @@ class Applier:
     def _create_and_start(self, decl: Declared, digest: str) -> None:
         spec = decl.inputs
         name = spec["name"]
+        client = self._client(decl)
+        api = client.api
         labels = {**_labels(decl), LABEL_SPEC: digest}
         if spec.get("destroyGraceSeconds"):
             labels[LABEL_GRACE] = str(spec["destroyGraceSeconds"])
@@ -282,7 +325,7 @@ class Applier:
             for v in spec.get("volumes") or []
         ]
         restart = spec.get("restart") or "no"
-        host_config = self.api.create_host_config(
+        host_config = api.create_host_config(
             port_bindings=ports or None,
             mounts=mounts or None,
             restart_policy={"Name": restart} if restart != "no" else None,
@@ -296,9 +339,9 @@ class Applier:
             first = networks[0]
             # types-docker types the argument as one EndpointConfig; docker-py takes a mapping
             # of network name to EndpointConfig (its docstring and the Engine API).
-            networking = self.api.create_networking_config(
+            networking = api.create_networking_config(
                 {  # type: ignore[arg-type]
-                    first["name"]: self.api.create_endpoint_config(
+                    first["name"]: api.create_endpoint_config(
                         aliases=first.get("aliases"), ipv4_address=first.get("ipv4Address")
                     )
                 }
@@ -313,8 +356,8 @@ class Applier:
                 retries=health["retries"],
                 start_period=parse_go_duration(health["startPeriod"]),
             )
-        self.progress(f"creating {name}")
-        created = self.api.create_container(
+        self.progress(f"creating {name}{self._where(decl)}")
+        created = api.create_container(
             image=spec["image"],
             entrypoint=spec.get("entrypoints"),
             command=spec.get("command"),
@@ -330,7 +373,7 @@ class Applier:
             stop_timeout=spec.get("stopTimeout"),
         )
         for extra in networks[1:]:
-            self.api.connect_container_to_network(
+            api.connect_container_to_network(
                 created["Id"],
                 extra["name"],
                 aliases=extra.get("aliases"),
@@ -338,12 +381,17 @@ class Applier:
             )
         uploads = spec.get("uploads") or []
         if uploads:
-            put_files(self.client, created["Id"], upload_files(uploads))
-        self.api.start(created["Id"])
+            put_files(client, created["Id"], upload_files(uploads))
+        api.start(created["Id"])
 
     def remove(self, name: str) -> None:
+        """Stop (within its grace) and remove a container of the stack, wherever it runs."""
+        self._remove(on(self.target, name), name)
+
+    @staticmethod
+    def _remove(client: docker.DockerClient, name: str) -> None:
         try:
-            container = self.client.containers.get(name)
+            container = client.containers.get(name)
         except docker.errors.NotFound:
             return
         try:
@@ -363,11 +411,13 @@ class Applier:
     def _wait_one(self, decl: Declared) -> None:
         spec = decl.inputs
         name = spec["name"]
+        client = self._client(decl)
+        api = client.api
         started = time.monotonic()
         if spec.get("attach"):
             self.progress(f"waiting for {name} to finish")
-            result = self.api.wait(name, timeout=600)
-            logs = self.api.logs(name, tail=40).decode(errors="replace")
+            result = api.wait(name, timeout=600)
+            logs = api.logs(name, tail=40).decode(errors="replace")
             if result.get("StatusCode") != 0:
                 raise DeployError(
                     f"{name} failed with exit code {result.get('StatusCode')}; its log ends:\n"
@@ -387,17 +437,17 @@ class Applier:
         timeout = spec.get("waitTimeout") or 120
         self.progress(f"waiting for {name} to be ready")
         while True:
-            state = self.api.inspect_container(name)["State"]
+            state = api.inspect_container(name)["State"]
             if not state.get("Running"):
-                logs = self.api.logs(name, tail=30).decode(errors="replace")
+                logs = api.logs(name, tail=30).decode(errors="replace")
                 raise DeployError(
                     f"{name} stopped (status {state.get('Status')}, exit code "
                     f"{state.get('ExitCode')}) before it was ready; its log ends:\n{logs}"
                 )
-            if exec_in(self.client, name, test).ok:
+            if exec_in(client, name, test).ok:
                 break
             if time.monotonic() - started > timeout:
-                logs = self.api.logs(name, tail=30).decode(errors="replace")
+                logs = api.logs(name, tail=30).decode(errors="replace")
                 raise DeployError(
                     f"{name} was not ready after {timeout}s (health check {' '.join(test)}); "
                     f"its log ends:\n{logs}"
@@ -408,17 +458,20 @@ class Applier:
     # -- teardown --------------------------------------------------------------------------
     def down(self, delete_volumes: bool) -> list[str]:
         removed = []
-        for container in self._stack_containers():
+        for client, container in self._stack_containers():
             self.progress(f"removing {container.name}")
-            self.remove(container.name)
-            removed.append(container.name)
-        for net in self.client.networks.list(filters={"label": f"{LABEL_STACK}={self.stack}"}):
-            self.progress(f"removing network {net.name}")
-            net.remove()
-            removed.append(net.name)
-        if delete_volumes:
-            for vol in self.client.volumes.list(filters={"label": f"{LABEL_STACK}={self.stack}"}):
-                self.progress(f"deleting volume {vol.name}")
-                vol.remove(force=True)
-                removed.append(vol.name)
+            self._remove(client, str(container.name))
+            removed.append(str(container.name))
+        label = {"label": f"{LABEL_STACK}={self.stack}"}
+        for host, client in self._engines():
+            at = f" on {host}" if host else ""
+            for net in client.networks.list(filters=label):
+                self.progress(f"removing network {net.name}{at}")
+                net.remove()
+                removed.append(str(net.name))
+            if delete_volumes:
+                for vol in client.volumes.list(filters=label):
+                    self.progress(f"deleting volume {vol.name}{at}")
+                    vol.remove(force=True)
+                    removed.append(str(vol.name))
         return removed

@@ -8,16 +8,20 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import docker
-import docker.errors
-
-from elizadb.engine import connect, container_status, exec_in, in_recovery, query_rows
+from elizadb.engine import (
+    Engines,
+    Target,
+    container_status,
+    exec_in,
+    in_recovery,
+    query_rows,
+)
 from elizadb.errors import DeployError, EngineError
 from elizadb.local.apply import CONTAINER, Applier, ApplyReport, Progress
 from elizadb.local.capture import Declaration, declare
+from elizadb.local.hosts import stack_engines
 from elizadb.local.identity import check_owned
 from elizadb.local.state import StateFile
-from infra.errors import ConfigError
 from infra.render import paths
 from infra.settings import StackSettings
 from infra.topology import topology
@@ -49,29 +53,21 @@ def declare_stack(settings: StackSettings) -> Declaration:
     return declaration
 
 
-def guard(settings: StackSettings, client: docker.DockerClient | None = None) -> None:
-    """Refuse, before anything is touched, when the engine holds this stack's resources but the
+def guard(settings: StackSettings, engines: Target | None = None) -> None:
+    """Refuse, before anything is touched, when an engine holds this stack's resources but the
     state at hand did not make them (identity.py)."""
-    if settings.hosts:
-        raise ConfigError(
-            f"Pulumi.{settings.stack}.yaml",
-            [
-                (
-                    "elizadb:hosts: the local deploy drives the one engine of DOCKER_HOST and does "
-                    "not place parts on declared hosts yet; deploy this stack with `pulumi up`, or "
-                    "remove elizadb:hosts and elizadb:placement"
-                )
-            ],
-        )
-    check_owned(client or connect(), settings.stack, StateFile(settings.stack))
+    target = engines or stack_engines(settings)
+    clients = target.all() if isinstance(target, Engines) else [("", target)]
+    for _, client in clients:
+        check_owned(client, settings.stack, StateFile(settings.stack))
 
 
 def up(settings: StackSettings, progress: Progress, project_dir: Path) -> ApplyReport:
-    client = connect()
-    guard(settings, client)
+    engines = stack_engines(settings)
+    guard(settings, engines)
     declaration = declare_stack(settings)
     conforming = dict(StateFile(settings.stack).runtime.conforming)
-    report = Applier(client, settings.stack, progress, conforming).apply(declaration)
+    report = Applier(engines, settings.stack, progress, conforming).apply(declaration)
     _write_ca(declaration, project_dir)
     return report
 
@@ -98,9 +94,9 @@ def rotate_certs(settings: StackSettings, progress: Progress, project_dir: Path)
 
 
 def down(settings: StackSettings, progress: Progress, delete_volumes: bool) -> list[str]:
-    client = connect()
-    guard(settings, client)
-    return Applier(client, settings.stack, progress).down(delete_volumes)
+    engines = stack_engines(settings)
+    guard(settings, engines)
+    return Applier(engines, settings.stack, progress).down(delete_volumes)
 
 
 def outputs(settings: StackSettings, show_secrets: bool) -> dict[str, Any]:
@@ -115,8 +111,7 @@ def outputs(settings: StackSettings, show_secrets: bool) -> dict[str, Any]:
 def rerun_job(settings: StackSettings, progress: Progress) -> None:
     """Apply bootstrap.sql and the migrations again (`elizadb migrate`)."""
     declaration = declare_stack(settings)
-    client = connect()
-    applier = Applier(client, settings.stack, progress)
+    applier = Applier(stack_engines(settings), settings.stack, progress)
     jobs = [c for c in declaration.of_type(CONTAINER) if c.inputs.get("attach")]
     for job in jobs:
         applier.remove(job.inputs["name"])
@@ -137,7 +132,7 @@ def status(settings: StackSettings) -> list[NodeStatus]:
     """Each node as it is now: the role it plays (asked of the server, not taken from its name),
     its replication as the node that is primary sees it, and where the pooler actually routes."""
     topo = topology(effective_settings(settings, StateFile(settings.stack)))
-    client = connect()
+    client = stack_engines(settings)
     rows: list[NodeStatus] = []
     for node in topo.nodes:
         state = container_status(client, node.name) or "missing"
@@ -190,7 +185,7 @@ def status(settings: StackSettings) -> list[NodeStatus]:
     return result
 
 
-def _pooler_target(client: docker.DockerClient, pooler: str) -> str | None:
+def _pooler_target(client: Target, pooler: str) -> str | None:
     """The server host the running pooler's configuration names (its [databases] entries)."""
     try:
         result = exec_in(client, pooler, ["cat", paths.PGBOUNCER_INI])

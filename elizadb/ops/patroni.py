@@ -12,8 +12,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import docker
-
 from elizadb import engine
 from elizadb.errors import DeployError, UsageError
 from infra.components.ha import member_name
@@ -41,7 +39,7 @@ class Member:
         return self.role == "Leader"
 
 
-def _patronictl(client: docker.DockerClient, topo: Topology, *args: str) -> engine.ExecResult:
+def _patronictl(client: engine.Target, topo: Topology, *args: str) -> engine.ExecResult:
     """patronictl in the first running node: any member can speak for the cluster."""
     for node in topo.nodes:
         if not engine.is_running(client, node.name):
@@ -57,7 +55,7 @@ def _patronictl(client: docker.DockerClient, topo: Topology, *args: str) -> engi
     )
 
 
-def members(client: docker.DockerClient, topo: Topology) -> list[Member]:
+def members(client: engine.Target, topo: Topology) -> list[Member]:
     rows = json.loads(_patronictl(client, topo, "list", "--format", "json").stdout)
     found = []
     for row in rows:
@@ -74,7 +72,7 @@ def members(client: docker.DockerClient, topo: Topology) -> list[Member]:
     return found
 
 
-def leader(client: docker.DockerClient, topo: Topology) -> Member | None:
+def leader(client: engine.Target, topo: Topology) -> Member | None:
     leaders = [m for m in members(client, topo) if m.leads and m.state == "running"]
     return leaders[0] if len(leaders) == 1 else None
 
@@ -84,7 +82,7 @@ def node_of(topo: Topology, member: str) -> Node:
 
 
 def switchover(
-    client: docker.DockerClient, topo: Topology, target: Node, progress: Progress
+    client: engine.Target, topo: Topology, target: Node, progress: Progress
 ) -> dict[str, float]:
     """Ask Patroni to hand the leadership to `target`, and wait until it leads."""
     current = leader(client, topo)
@@ -128,7 +126,7 @@ class EtcdHealth:
     detail: str
 
 
-def etcd_health(client: docker.DockerClient, topo: Topology) -> list[EtcdHealth]:
+def etcd_health(client: engine.Target, topo: Topology) -> list[EtcdHealth]:
     """Each etcd member asked over its own client URL, with the member's certificate."""
     found = []
     for member in topo.etcd:

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import docker
-
 from elizadb.config import BASE_IMAGE_ENV
 from elizadb.drills.failover import DrillResult, run_drill
+from elizadb.engine import Engines, Target
 from elizadb.local import deploy
 from elizadb.local.apply import Applier
+from elizadb.local.hosts import stack_engines
 from infra.program import PROJECT_ROOT
 from infra.settings import StackSettings, load_settings
 from tests.integration.needs import require_engine
@@ -51,7 +51,7 @@ def progress(message: str) -> None:
 class DeployedStack:
     settings: StackSettings
     outputs: dict[str, Any]
-    client: docker.DockerClient
+    client: Target
     state_dir: Path
 
     @property
@@ -77,6 +77,7 @@ class DeployedStack:
         prefix = f"elizadb-{self.settings.stack}-"
         # Filtered by name at the engine, and tolerant of a container removed between listing
         # and inspecting: other checkouts' stacks come and go meanwhile.
+        assert not isinstance(self.client, Engines), "one engine's containers only"
         listed = self.client.containers.list(
             all=True, filters={"name": prefix}, ignore_removed=True
         )
@@ -124,7 +125,9 @@ def deployed_stack(
     outer_state_dir = os.environ.get("ELIZADB_STATE_DIR")
     os.environ["ELIZADB_STATE_DIR"] = str(tmp_path / "state")
     settings = stack_settings(stack, port_base, **values)
-    handle = DeployedStack(settings, {}, client, tmp_path)
+    # A stack on several hosts (elizadb:hosts) is driven through each host's engine.
+    target: Target = stack_engines(settings) if settings.hosts else client
+    handle = DeployedStack(settings, {}, target, tmp_path)
     handle.down(delete_volumes=True)  # a leftover of an earlier, killed run
     try:
         handle.up()

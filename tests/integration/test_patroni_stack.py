@@ -11,19 +11,16 @@ passes on the stack before and after.
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from elizadb import engine
 from infra.render.patroni import PATRONI_YML
 from infra.topology import topology
+from tests.integration.ha_probe import Writer, setup_probe_table, stored, wait_for
 from tests.integration.stacks import DeployedStack, deployed_stack
 from verify.suite import load_outputs, run_checks
 
@@ -68,64 +65,6 @@ def leader(stack: DeployedStack) -> str:
     return str(leaders[0])
 
 
-def wait_for(what: str, check: Any, timeout_s: float = 120, explain: Any = lambda: "") -> float:
-    return engine.wait_until(what, check, timeout_s, interval_s=0.5, on_timeout=explain)
-
-
-@dataclass
-class Writer:
-    """Commits one tagged row at a time through the pooler; counts only acknowledged rows, each
-    with the address of the server that acknowledged it."""
-
-    uri: str
-    acks: dict[int, str] = field(default_factory=dict)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def __enter__(self) -> Writer:
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def _loop(self) -> None:
-        seq = 0
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(self.uri, autocommit=True, connect_timeout=3) as conn:
-                    while not self._stop.is_set():
-                        seq += 1
-                        row = conn.execute(
-                            "INSERT INTO ha_probe (seq) VALUES (%s) RETURNING inet_server_addr()",
-                            (seq,),
-                        ).fetchone()
-                        assert row is not None
-                        self.acks[seq] = str(row[0])
-                        time.sleep(0.02)
-            except psycopg.Error:
-                time.sleep(0.1)  # the outcome of that commit is unknown: not counted
-
-    def acked_by(self, address: str, after: int = 0) -> bool:
-        return any(a == address for s, a in list(self.acks.items()) if s > after)
-
-
-def _setup_probe_table(stack: DeployedStack) -> None:
-    owner = stack.connections["owner"]
-    with psycopg.connect(owner, autocommit=True) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS ha_probe (seq integer PRIMARY KEY)")
-        conn.execute("TRUNCATE ha_probe")
-        conn.execute("GRANT SELECT, INSERT ON ha_probe TO eliza_agent")
-
-
-def _stored(stack: DeployedStack) -> set[int]:
-    with psycopg.connect(stack.connections["owner"], autocommit=True) as conn:
-        return {r[0] for r in conn.execute("SELECT seq FROM ha_probe").fetchall()}
-
-
 def _address(stack: DeployedStack, container: str) -> str:
     network = f"elizadb-{STACK}-net"
     attrs = stack.client.containers.get(container).attrs
@@ -151,7 +90,7 @@ def test_the_verify_suite_passes_on_the_patroni_stack(stack: DeployedStack) -> N
 def test_pooled_writes_follow_a_switchover_with_no_eliza_db_process_running(
     stack: DeployedStack,
 ) -> None:
-    _setup_probe_table(stack)
+    setup_probe_table(stack.connections["owner"])
     old = leader(stack)
     target = next(m["Member"] for m in members(stack) if m["Role"] == "Sync Standby")
     with Writer(stack.connections["agentPooler"]) as writer:
@@ -182,14 +121,14 @@ def test_pooled_writes_follow_a_switchover_with_no_eliza_db_process_running(
         )
         wait_for("more writes", lambda: max(writer.acks) > before + 20)
     assert leader(stack) == target
-    lost = set(writer.acks) - _stored(stack)
+    lost = set(writer.acks) - stored(stack.connections["owner"])
     assert not lost, sorted(lost)[:20]
 
 
 def test_pooled_writes_follow_a_killed_leader_and_no_acknowledged_row_is_lost(
     stack: DeployedStack,
 ) -> None:
-    _setup_probe_table(stack)
+    setup_probe_table(stack.connections["owner"])
     old = leader(stack)
     old_container = f"elizadb-{STACK}-{old.removeprefix('elizadb-')}"
     with Writer(stack.connections["agentPooler"]) as writer:
@@ -210,7 +149,7 @@ def test_pooled_writes_follow_a_killed_leader_and_no_acknowledged_row_is_lost(
             lambda: writer.acked_by(new_address, after=before),
             timeout_s=90,
         )
-    lost = set(writer.acks) - _stored(stack)
+    lost = set(writer.acks) - stored(stack.connections["owner"])
     assert not lost, sorted(lost)[:20]
     # The old leader comes back (its restart policy) and follows the new one.
     engine.start(stack.client, old_container)

@@ -244,7 +244,7 @@ def test_every_stack_command_checks_ownership_before_it_acts(
         raise AssertionError("the command acted before the ownership check")
 
     monkeypatch.setattr(deploy, "guard", foreign)
-    monkeypatch.setattr(deploy, "connect", acted)
+    monkeypatch.setattr(deploy, "stack_engines", acted)
     monkeypatch.setattr("elizadb.engine.connect", acted)
     assert cli.main([*command, "--stack", "dev"]) == 2
     assert "already exists" in capsys.readouterr().err

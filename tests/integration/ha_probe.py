@@ -1,0 +1,72 @@
+"""What the HA tests share: a writer that tags every row it commits and counts only the
+acknowledged ones, the probe table it writes to, and a bounded wait."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from elizadb import engine
+
+
+def wait_for(what: str, check: Any, timeout_s: float = 120, explain: Any = lambda: "") -> float:
+    return engine.wait_until(what, check, timeout_s, interval_s=0.5, on_timeout=explain)
+
+
+@dataclass
+class Writer:
+    """Commits one tagged row at a time through the pooler; counts only acknowledged rows, each
+    with the address of the server that acknowledged it."""
+
+    uri: str
+    acks: dict[int, str] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> Writer:
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        seq = 0
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.uri, autocommit=True, connect_timeout=3) as conn:
+                    while not self._stop.is_set():
+                        seq += 1
+                        row = conn.execute(
+                            "INSERT INTO ha_probe (seq) VALUES (%s) RETURNING inet_server_addr()",
+                            (seq,),
+                        ).fetchone()
+                        assert row is not None
+                        self.acks[seq] = str(row[0])
+                        time.sleep(0.02)
+            except psycopg.Error:
+                time.sleep(0.1)  # the outcome of that commit is unknown: not counted
+
+    def acked_by(self, address: str, after: int = 0) -> bool:
+        return any(a == address for s, a in list(self.acks.items()) if s > after)
+
+
+def setup_probe_table(owner: str) -> None:
+    """An empty ha_probe table the agent role may write, through the owner's URI."""
+    with psycopg.connect(owner, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS ha_probe (seq integer PRIMARY KEY)")
+        conn.execute("TRUNCATE ha_probe")
+        conn.execute("GRANT SELECT, INSERT ON ha_probe TO eliza_agent")
+
+
+def stored(owner: str) -> set[int]:
+    """The rows of ha_probe, read through the owner's URI."""
+    with psycopg.connect(owner, autocommit=True) as conn:
+        return {r[0] for r in conn.execute("SELECT seq FROM ha_probe").fetchall()}

@@ -1,0 +1,158 @@
+"""A Patroni stack placed on three Docker hosts (tests/integration/hosts.py), deployed by the
+local deploy through each host's own engine: one node and one etcd member per host, the pooler
+and the router on the third. Peers meet at the hosts' addresses and published ports only.
+
+What is proven: the deploy puts every part on its host and the cluster forms (one leader, one
+synchronous standby, one replica, three healthy etcd members); the verify suite passes from the
+stack's outputs; when the leader's host dies (every process on it killed, its etcd member
+included), a node on another host takes over and the writes through the pooler follow, with no
+acknowledged row lost; when the host boots again its node rejoins as a streaming replica.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from elizadb.local.apply import REMOTE_IMAGE, Applier
+from elizadb.local.capture import declare
+from elizadb.local.state import StateFile
+from elizadb.ops import patroni
+from infra.topology import topology
+from tests.integration.ha_probe import Writer, setup_probe_table, stored, wait_for
+from tests.integration.hosts import HostCluster
+from tests.integration.needs import require_engine
+from tests.integration.stacks import DeployedStack, deployed_stack, progress, stack_settings
+from verify.suite import load_outputs, run_checks
+
+pytestmark = [pytest.mark.integration, pytest.mark.multihost]
+
+STACK = "itmh"
+PORT = 52100
+HOSTS = ("a", "b", "c")
+
+
+def _values(cluster: HostCluster) -> dict[str, object]:
+    return {
+        "environment": "production",  # three etcd members, synchronous replication
+        "ha": {"engine": "patroni"},
+        "hosts": {h: {"url": cluster[h].docker_host, "address": cluster[h].address} for h in HOSTS},
+        "placement": {"pooler": "c"},
+    }
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[HostCluster]:
+    with HostCluster("mhpat", list(HOSTS), share_images=True) as hosts:
+        yield hosts
+
+
+@pytest.fixture(scope="module")
+def stack(
+    cluster: HostCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DeployedStack]:
+    # The hosts see the machine's images (share_images): build the stack image there once.
+    settings = stack_settings(STACK, PORT, **_values(cluster))
+    folder = tmp_path_factory.mktemp("mh")
+    (image,) = declare(settings, StateFile(STACK, folder / "image-state")).of_type(REMOTE_IMAGE)
+    Applier(require_engine(), STACK, progress)._ensure_image(image)
+    with deployed_stack(folder, STACK, PORT, **_values(cluster)) as handle:
+        yield handle
+
+
+def _members(stack: DeployedStack) -> list[patroni.Member]:
+    return patroni.members(stack.client, topology(stack.settings))
+
+
+def _leader(stack: DeployedStack) -> patroni.Member:
+    leaders = [m for m in _members(stack) if m.leads and m.state == "running"]
+    assert len(leaders) == 1, _members(stack)
+    return leaders[0]
+
+
+def _node_address(stack: DeployedStack, member: str) -> str:
+    """The node's address on its host's stack network: what inet_server_addr() reports."""
+    topo = topology(stack.settings)
+    return topo.address(patroni.node_of(topo, member))
+
+
+def test_every_part_runs_on_its_host_and_the_cluster_forms(
+    cluster: HostCluster, stack: DeployedStack
+) -> None:
+    expected = {
+        "a": {"primary", "etcd-1"},
+        "b": {"replica-1", "etcd-2"},
+        "c": {"replica-2", "etcd-3", "router", "pgbouncer", "ready", "bootstrap"},
+    }
+    for host, parts in expected.items():
+        with closing(cluster[host].client()) as client:
+            names = {
+                c.name.removeprefix(f"elizadb-{STACK}-")
+                for c in client.containers.list(all=True, filters={"label": "elizadb.stack"})
+            }
+        assert names == parts, (host, names)
+    members = _members(stack)
+    assert sorted(m.role for m in members) == ["Leader", "Replica", "Sync Standby"], members
+    assert {m.state for m in members} <= {"running", "streaming"}, members
+    health = patroni.etcd_health(stack.client, topology(stack.settings))
+    assert [h.healthy for h in health] == [True, True, True], health
+
+
+def test_the_verify_suite_passes_from_the_outputs(stack: DeployedStack) -> None:
+    results = run_checks(load_outputs(stack.outputs))
+    failed = [f"{r.id}: {r.reason}" for r in results if r.status not in ("pass", "warn")]
+    assert not failed, failed
+
+
+def test_writes_follow_the_loss_of_the_leaders_host_and_it_rejoins_when_it_boots(
+    cluster: HostCluster, stack: DeployedStack, tmp_path: Path
+) -> None:
+    topo = topology(stack.settings)
+    old = _leader(stack)
+    old_node = patroni.node_of(topo, old.name)
+    if topo.node_host(old_node) == topo.pooler_host:
+        # The pooler's host must survive for the writer to go on: lead from host a.
+        patroni.switchover(stack.client, topo, topo.primary, progress)
+        old = _leader(stack)
+        old_node = patroni.node_of(topo, old.name)
+    lost_host = topo.node_host(old_node)
+    setup_probe_table(stack.connections["owner"])
+    with Writer(stack.connections["agentPooler"]) as writer:
+        wait_for("first write", lambda: bool(writer.acks))
+        cluster.kill(lost_host)
+        killed_at = time.monotonic()
+        before = max(writer.acks)
+        wait_for(
+            "a write acknowledged by another node",
+            lambda: any(
+                a != _node_address(stack, old.name)
+                for s, a in list(writer.acks.items())
+                if s > before
+            ),
+            timeout_s=120,
+        )
+        progress(
+            f"host {lost_host} killed: writes resumed {time.monotonic() - killed_at:.1f} s later"
+        )
+    new = _leader(stack)
+    assert new.name != old.name
+    lost = set(writer.acks) - stored(stack.connections["owner"])
+    assert not lost, sorted(lost)[:20]
+    cluster.start(lost_host)
+    wait_for(
+        "the old leader streaming as a replica",
+        lambda: any(m.name == old.name and m.state == "streaming" for m in _members(stack)),
+        timeout_s=180,
+        explain=lambda: str(_members(stack)),
+    )
+    health = patroni.etcd_health(stack.client, topo)
+    wait_for(
+        "every etcd member healthy again",
+        lambda: all(h.healthy for h in patroni.etcd_health(stack.client, topo)),
+        timeout_s=60,
+        explain=lambda: str(health),
+    )
