@@ -58,8 +58,9 @@ def stack(
     # The hosts see the machine's images (share_images): build the stack image there once.
     settings = stack_settings(STACK, PORT, **_values(cluster))
     folder = tmp_path_factory.mktemp("mh")
-    (image,) = declare(settings, StateFile(STACK, folder / "image-state")).of_type(REMOTE_IMAGE)
-    Applier(require_engine(), STACK, progress)._ensure_image(image)
+    images = declare(settings, StateFile(STACK, folder / "image-state")).of_type(REMOTE_IMAGE)
+    assert len({i.inputs["name"] for i in images}) == 1  # one tag, declared on every host
+    Applier(require_engine(), STACK, progress)._ensure_image(images[0])
     with deployed_stack(folder, STACK, PORT, **_values(cluster)) as handle:
         yield handle
 
@@ -95,9 +96,16 @@ def test_every_part_runs_on_its_host_and_the_cluster_forms(
                 for c in client.containers.list(all=True, filters={"label": "elizadb.stack"})
             }
         assert names == parts, (host, names)
-    members = _members(stack)
-    assert sorted(m.role for m in members) == ["Leader", "Replica", "Sync Standby"], members
-    assert {m.state for m in members} <= {"running", "streaming"}, members
+    # Patroni names its synchronous standby within a few loops of the cluster's start.
+    wait_for(
+        "one leader, one synchronous standby and one replica, all running or streaming",
+        lambda: (
+            sorted((m.role, m.state) for m in _members(stack))
+            == [("Leader", "running"), ("Replica", "streaming"), ("Sync Standby", "streaming")]
+        ),
+        timeout_s=60,
+        explain=lambda: str(_members(stack)),
+    )
     health = patroni.etcd_health(stack.client, topology(stack.settings))
     assert [h.healthy for h in health] == [True, True, True], health
 
