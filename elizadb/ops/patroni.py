@@ -91,6 +91,14 @@ def switchover(
     wanted = member_name(target)
     if current.name == wanted:
         raise UsageError(f"{target.name} already leads; choose another node")
+    sync = [m.name for m in members(client, topo) if m.role == "Sync Standby"]
+    if sync and wanted not in sync:
+        # Patroni refuses it (412): in synchronous mode only a synchronous standby is sure to
+        # hold every acknowledged commit.
+        raise UsageError(
+            f"{target.name} is not a synchronous standby, and in synchronous mode Patroni hands "
+            f"the leadership only to one ({', '.join(sync)}); switch over to it"
+        )
     started = time.monotonic()
     progress(f"asking Patroni to switch over from {current.name} to {wanted}")
     result = _patronictl(
@@ -103,7 +111,10 @@ def switchover(
         wanted,
         "--force",
     )
-    progress(result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "requested")
+    said = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "requested"
+    if "failed" in said.lower():
+        raise DeployError(f"Patroni refused the switchover to {wanted}: {said}")
+    progress(said)
     asked = time.monotonic() - started
 
     def leads() -> bool:

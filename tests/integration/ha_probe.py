@@ -20,10 +20,12 @@ def wait_for(what: str, check: Any, timeout_s: float = 120, explain: Any = lambd
 @dataclass
 class Writer:
     """Commits one tagged row at a time through the pooler; counts only acknowledged rows, each
-    with the address of the server that acknowledged it."""
+    with the address of the server that acknowledged it and the machine's clock when the
+    acknowledgement arrived."""
 
     uri: str
     acks: dict[int, str] = field(default_factory=dict)
+    acked_at: dict[int, float] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -49,6 +51,7 @@ class Writer:
                             (seq,),
                         ).fetchone()
                         assert row is not None
+                        self.acked_at[seq] = time.time()
                         self.acks[seq] = str(row[0])
                         time.sleep(0.02)
             except psycopg.Error:
@@ -70,3 +73,40 @@ def stored(owner: str) -> set[int]:
     """The rows of ha_probe, read through the owner's URI."""
     with psycopg.connect(owner, autocommit=True) as conn:
         return {r[0] for r in conn.execute("SELECT seq FROM ha_probe").fetchall()}
+
+
+# A writer inside a node's container, as a client on that node's side of a partition: it
+# commits over the node's socket as the postgres OS user and logs each acknowledged row with
+# the clock when psql returned (containers share the machine's clock).
+NODE_WRITER = """
+seq=$1
+while [ ! -e /tmp/ha-probe.stop ]; do
+  if psql -X -q -At -h /run/postgresql -d "$2" -c "INSERT INTO ha_probe (seq) VALUES ($seq)" \
+      >/dev/null 2>&1; then
+    echo "$seq $(date +%s.%N)" >> /tmp/ha-probe.acks
+  fi
+  seq=$((seq + 1))
+  sleep 0.02
+done
+"""
+
+
+def start_node_writer(client: engine.Target, container: str, database: str, first: int) -> None:
+    """Start NODE_WRITER in `container`, its rows numbered from `first`."""
+    engine.exec_in(client, container, ["rm", "-f", "/tmp/ha-probe.stop", "/tmp/ha-probe.acks"])
+    engine.on(client, container).api.exec_start(
+        engine.on(client, container).api.exec_create(
+            container,
+            ["bash", "-c", NODE_WRITER, "node-writer", str(first), database],
+            user="postgres",
+        )["Id"],
+        detach=True,
+    )
+
+
+def stop_node_writer(client: engine.Target, container: str) -> dict[int, float]:
+    """Stop the writer and return its acknowledged rows with their times."""
+    engine.exec_in(client, container, ["touch", "/tmp/ha-probe.stop"])
+    time.sleep(1)
+    text = engine.exec_in(client, container, ["cat", "/tmp/ha-probe.acks"]).stdout
+    return {int(seq): float(at) for seq, at in (line.split() for line in text.splitlines())}

@@ -23,7 +23,14 @@ from elizadb.local.capture import declare
 from elizadb.local.state import StateFile
 from elizadb.ops import patroni
 from infra.topology import topology
-from tests.integration.ha_probe import Writer, setup_probe_table, stored, wait_for
+from tests.integration.ha_probe import (
+    Writer,
+    setup_probe_table,
+    start_node_writer,
+    stop_node_writer,
+    stored,
+    wait_for,
+)
 from tests.integration.hosts import HostCluster
 from tests.integration.needs import require_engine
 from tests.integration.stacks import DeployedStack, deployed_stack, progress, stack_settings
@@ -75,6 +82,19 @@ def _leader(stack: DeployedStack) -> patroni.Member:
     return leaders[0]
 
 
+def _lead_away_from_the_pooler(stack: DeployedStack) -> patroni.Member:
+    """The leader, moved off the pooler's host when it is there (the pooler's host must live
+    for the pooled writer to go on): to the synchronous standby, the one node Patroni hands
+    the leadership to in synchronous mode."""
+    topo = topology(stack.settings)
+    now = _leader(stack)
+    if topo.node_host(patroni.node_of(topo, now.name)) == topo.pooler_host:
+        sync = next(m for m in _members(stack) if m.role == "Sync Standby")
+        patroni.switchover(stack.client, topo, patroni.node_of(topo, sync.name), progress)
+        now = _leader(stack)
+    return now
+
+
 def _node_address(stack: DeployedStack, member: str) -> str:
     """The node's address on its host's stack network: what inet_server_addr() reports."""
     topo = topology(stack.settings)
@@ -120,14 +140,8 @@ def test_writes_follow_the_loss_of_the_leaders_host_and_it_rejoins_when_it_boots
     cluster: HostCluster, stack: DeployedStack, tmp_path: Path
 ) -> None:
     topo = topology(stack.settings)
-    old = _leader(stack)
-    old_node = patroni.node_of(topo, old.name)
-    if topo.node_host(old_node) == topo.pooler_host:
-        # The pooler's host must survive for the writer to go on: lead from host a.
-        patroni.switchover(stack.client, topo, topo.primary, progress)
-        old = _leader(stack)
-        old_node = patroni.node_of(topo, old.name)
-    lost_host = topo.node_host(old_node)
+    old = _lead_away_from_the_pooler(stack)
+    lost_host = topo.node_host(patroni.node_of(topo, old.name))
     setup_probe_table(stack.connections["owner"])
     with Writer(stack.connections["agentPooler"]) as writer:
         wait_for("first write", lambda: bool(writer.acks))
@@ -164,3 +178,56 @@ def test_writes_follow_the_loss_of_the_leaders_host_and_it_rejoins_when_it_boots
         timeout_s=60,
         explain=lambda: str(health),
     )
+
+
+def test_a_partitioned_leader_stops_taking_writes_before_another_node_takes_over(
+    cluster: HostCluster, stack: DeployedStack
+) -> None:
+    """The leader's host is cut off while a client on its side (in its container) and one on
+    the others' side (through the pooler) keep writing: the acknowledgements of the two sides
+    never overlap in time, no acknowledged row is lost, and after healing the old leader
+    rejoins as a replica."""
+    topo = topology(stack.settings)
+    old = _lead_away_from_the_pooler(stack)
+    old_node = patroni.node_of(topo, old.name)
+    cut_host = topo.node_host(old_node)
+    owner = stack.connections["owner"]
+    setup_probe_table(owner)
+    start_node_writer(stack.client, old_node.name, stack.settings.database, first=1_000_000)
+    with Writer(stack.connections["agentPooler"]) as writer:
+        wait_for("first pooled write", lambda: bool(writer.acks))
+        cluster.partition(cut_host)
+        cut_at = time.time()
+        try:
+            before = max(writer.acks)
+            wait_for(
+                "a pooled write acknowledged by another node",
+                lambda: any(
+                    a != topo.address(old_node) for s, a in list(writer.acks.items()) if s > before
+                ),
+                timeout_s=120,
+            )
+            # Let the isolated side run on for a lease more: it must not take a write.
+            time.sleep(25)
+        finally:
+            isolated = stop_node_writer(stack.client, old_node.name)
+            cluster.heal(cut_host)
+    new_side = {
+        s: at for s, at in writer.acked_at.items() if writer.acks[s] != topo.address(old_node)
+    }
+    assert isolated and new_side
+    last_isolated, first_new = max(isolated.values()), min(new_side.values())
+    progress(
+        f"partition of host {cut_host}: its side's last acknowledged write "
+        f"{last_isolated - cut_at:+.1f} s, the other side's first write "
+        f"{first_new - cut_at:+.1f} s after the cut"
+    )
+    assert last_isolated < first_new, "two nodes acknowledged writes at the same time"
+    wait_for(
+        "the old leader streaming as a replica",
+        lambda: any(m.name == old.name and m.state == "streaming" for m in _members(stack)),
+        timeout_s=180,
+        explain=lambda: str(_members(stack)),
+    )
+    lost = (set(writer.acks) | set(isolated)) - stored(owner)
+    assert not lost, sorted(lost)[:20]
