@@ -1,4 +1,5 @@
-"""Subcommands: `failover`, `watch`, `switchover --to NODE`, `drill failover|switchover`."""
+"""Subcommands: `failover`, `watch`, `switchover --to NODE`,
+`drill failover|switchover|host-loss|partition`."""
 
 from __future__ import annotations
 
@@ -31,8 +32,26 @@ def register(sub: argparse._SubParsersAction, with_stack: Any) -> None:  # type:
     switchover = with_stack(sub.add_parser("switchover", help="planned change of primary, no loss"))
     switchover.add_argument("--to", required=True, metavar="NODE", help="replica-1, primary, ...")
     switchover.set_defaults(handler=_switchover)
-    drill = with_stack(sub.add_parser("drill", help="rehearse a failover or switchover, measured"))
-    drill.add_argument("kind", choices=["failover", "switchover"])
+    drill = with_stack(
+        sub.add_parser(
+            "drill",
+            help="rehearse a failover or switchover, or (Patroni on several hosts) the loss or "
+            "partition of a host, measured",
+        )
+    )
+    drill.add_argument("kind", choices=["failover", "switchover", "host-loss", "partition"])
+    drill.add_argument(
+        "--host",
+        metavar="HOST",
+        help="host-loss and partition: the host (default: the leader's; not the pooler's)",
+    )
+    drill.add_argument(
+        "--hold-seconds",
+        type=float,
+        default=30.0,
+        help="host-loss and partition: how long the fault lasts at least (default 30, more "
+        "than Patroni's 20 s lease)",
+    )
     drill.add_argument("--runs", type=int, default=1, help="consecutive drills (default 1)")
     drill.add_argument("--out", metavar="DIR", help="write drill.json, drill.md and drill.svg here")
     drill.add_argument(
@@ -127,6 +146,53 @@ def _switchover(args: argparse.Namespace, settings: Any) -> int:
     return 0
 
 
+def _host_drill(args: argparse.Namespace, settings: Any) -> int:
+    """`drill host-loss|partition`: Patroni decides; the drill applies the fault and measures."""
+    from elizadb.drills import report
+    from elizadb.drills.hosts import run_host_drill
+    from elizadb.local import deploy
+    from elizadb.local.hosts import stack_engines
+    from verify.ca_file import private_ca_file
+
+    engines = stack_engines(settings)
+    outputs = deploy.outputs(settings, show_secrets=True)
+    results = []
+    for i in range(args.runs):
+        _say(f"drill {i + 1}/{args.runs}: {args.kind}")
+        with private_ca_file(outputs["caCert"]) as ca:
+            results.append(
+                run_host_drill(
+                    engines,
+                    settings,
+                    outputs,
+                    ca,
+                    _say,
+                    kind=args.kind,
+                    host=args.host,
+                    write_before_s=args.write_seconds,
+                    hold_s=args.hold_seconds,
+                    write_after_s=args.write_seconds,
+                )
+            )
+    print(report.render_host_table(results))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "drill.json").write_text(report.render_host_json(results))
+        (out / "drill.md").write_text(report.render_host_table(results))
+        (out / "drill.svg").write_text(
+            report.render_svg(
+                results,
+                window=(-2.0, args.hold_seconds + 10),
+                marks=("new_leader", "first_write_after", "restored"),
+            )
+        )
+        _say(f"wrote {out}/drill.json, drill.md, drill.svg")
+    summary = report.host_summary(results)
+    print(json.dumps(summary))
+    return 0 if summary["rpo_zero_every_time"] and not summary["overlapping_acks_total"] else 1
+
+
 def _drill(args: argparse.Namespace, settings: Any) -> int:
     from elizadb.drills import report
     from elizadb.drills.failover import run_drill
@@ -135,9 +201,11 @@ def _drill(args: argparse.Namespace, settings: Any) -> int:
     from elizadb.local.state import StateFile
     from verify.ca_file import private_ca_file
 
-    _refuse_on_patroni(settings)
     if args.runs < 1:
         raise UsageError(f"--runs {args.runs}: give 1 or more")
+    if args.kind in ("host-loss", "partition"):
+        return _host_drill(args, settings)
+    _refuse_on_patroni(settings)
     client = connect()
     results = []
     for i in range(args.runs):

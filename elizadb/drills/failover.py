@@ -66,6 +66,8 @@ class Writer:
 
     uri: str
     run: str
+    # The INSERT of one row: (run, seq) in, (node, timeline) out.
+    statement: sql.Composed = field(default_factory=lambda: INSERT)
     acks: list[Ack] = field(default_factory=list)
     errors: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -88,7 +90,7 @@ class Writer:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(self.uri, autocommit=True, connect_timeout=2)
                 seq += 1
-                row = conn.execute(INSERT, (self.run, seq)).fetchone()
+                row = conn.execute(self.statement, (self.run, seq)).fetchone()
                 assert row is not None
                 self.acks.append(Ack(seq, time.monotonic(), row[0], row[1]))
                 time.sleep(0.01)
@@ -306,7 +308,7 @@ def run_drill(
     before = [a for a in writer.acks if a.node == old.short and a.at < t0 + 5]
     after = [a for a in writer.acks if a.node == new.short and a.at >= t0]
     rto = (after[0].at - before[-1].at) if before and after else float("nan")
-    present = _present_seqs(outputs, root_cert, run)
+    present = present_seqs(outputs, root_cert, run)
     missing = len({a.seq for a in writer.acks} - present)
     short = {n.name: n.short for n in cluster.topo.nodes}
     positions = {short[name]: lsn for name, lsn in observed.items()}
@@ -340,7 +342,7 @@ def _wait_for_ack_from(writer: Writer, node: str, t0: float, timeout_s: float) -
     raise TimeoutError(f"{node} acknowledged no write within {timeout_s:.0f}s of the fault")
 
 
-def _present_seqs(outputs: dict[str, Any], root_cert: str, run: str) -> set[int]:
+def present_seqs(outputs: dict[str, Any], root_cert: str, run: str) -> set[int]:
     with psycopg.connect(_superuser(outputs, root_cert), autocommit=True) as conn:
         rows = conn.execute(
             sql.SQL("SELECT seq FROM {}.writes WHERE run = %s").format(sql.Identifier(SCHEMA)),

@@ -20,6 +20,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import requests
 from docker.types import Healthcheck, IPAMConfig, IPAMPool, Mount
 
 from elizadb.engine import Engines, File, Target, exec_in, on, put_files
@@ -457,21 +458,39 @@ class Applier:
 
     # -- teardown --------------------------------------------------------------------------
     def down(self, delete_volumes: bool) -> list[str]:
+        """Remove the stack's containers and networks (and volumes, when asked) on every host;
+        a host that does not answer is reported after the others are done."""
+        removed: list[str] = []
+        unreachable: list[str] = []
+        hosts = sorted(self.target.hosts) if isinstance(self.target, Engines) else [""]
+        for host in hosts:
+            try:
+                client = self.target.host(host) if isinstance(self.target, Engines) else self.target
+                removed += self._down_on(client, f" on {host}" if host else "", delete_volumes)
+            except (EngineError, requests.exceptions.ConnectionError):
+                unreachable.append(host)
+        if unreachable:
+            raise EngineError(
+                f"host(s) {', '.join(unreachable)} did not answer: the stack's containers, "
+                f"networks and volumes there were left ({len(removed)} removed elsewhere); run "
+                "`elizadb down` again once they are back"
+            )
+        return removed
+
+    def _down_on(self, client: docker.DockerClient, at: str, delete_volumes: bool) -> list[str]:
         removed = []
-        for client, container in self._stack_containers():
-            self.progress(f"removing {container.name}")
+        label: dict[str, Any] = {"label": f"{LABEL_STACK}={self.stack}"}
+        for container in client.containers.list(all=True, filters=label):
+            self.progress(f"removing {container.name}{at}")
             self._remove(client, str(container.name))
             removed.append(str(container.name))
-        label = {"label": f"{LABEL_STACK}={self.stack}"}
-        for host, client in self._engines():
-            at = f" on {host}" if host else ""
-            for net in client.networks.list(filters=label):
-                self.progress(f"removing network {net.name}{at}")
-                net.remove()
-                removed.append(str(net.name))
-            if delete_volumes:
-                for vol in client.volumes.list(filters=label):
-                    self.progress(f"deleting volume {vol.name}{at}")
-                    vol.remove(force=True)
-                    removed.append(str(vol.name))
+        for net in client.networks.list(filters=label):
+            self.progress(f"removing network {net.name}{at}")
+            net.remove()
+            removed.append(str(net.name))
+        if delete_volumes:
+            for vol in client.volumes.list(filters=label):
+                self.progress(f"deleting volume {vol.name}{at}")
+                vol.remove(force=True)
+                removed.append(str(vol.name))
         return removed

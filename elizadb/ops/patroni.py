@@ -39,13 +39,25 @@ class Member:
         return self.role == "Leader"
 
 
-def _patronictl(client: engine.Target, topo: Topology, *args: str) -> engine.ExecResult:
-    """patronictl in the first running node: any member can speak for the cluster."""
-    for node in topo.nodes:
+# Seconds a patronictl call may take before the next node is asked (a switchover waits for the
+# new leader itself, below).
+PATRONICTL_TIMEOUT_S = 10
+
+
+def _patronictl(
+    client: engine.Target, topo: Topology, *args: str, avoid: str = ""
+) -> engine.ExecResult:
+    """patronictl in the first running node (`avoid`, a node known to be cut off, last): any
+    member that reaches etcd can speak for the cluster."""
+    for node in sorted(topo.nodes, key=lambda n: n.name == avoid):
         if not engine.is_running(client, node.name):
             continue
+        # Bounded: on a node cut off from etcd, patronictl retries the store for ever.
         result = engine.exec_in(
-            client, node.name, ["patronictl", "-c", PATRONI_YML, *args], user="postgres"
+            client,
+            node.name,
+            ["timeout", str(PATRONICTL_TIMEOUT_S), "patronictl", "-c", PATRONI_YML, *args],
+            user="postgres",
         )
         if result.ok:
             return result
@@ -55,8 +67,8 @@ def _patronictl(client: engine.Target, topo: Topology, *args: str) -> engine.Exe
     )
 
 
-def members(client: engine.Target, topo: Topology) -> list[Member]:
-    rows = json.loads(_patronictl(client, topo, "list", "--format", "json").stdout)
+def members(client: engine.Target, topo: Topology, avoid: str = "") -> list[Member]:
+    rows = json.loads(_patronictl(client, topo, "list", "--format", "json", avoid=avoid).stdout)
     found = []
     for row in rows:
         lag = row.get("Lag in MB")
@@ -72,8 +84,8 @@ def members(client: engine.Target, topo: Topology) -> list[Member]:
     return found
 
 
-def leader(client: engine.Target, topo: Topology) -> Member | None:
-    leaders = [m for m in members(client, topo) if m.leads and m.state == "running"]
+def leader(client: engine.Target, topo: Topology, avoid: str = "") -> Member | None:
+    leaders = [m for m in members(client, topo, avoid) if m.leads and m.state == "running"]
     return leaders[0] if len(leaders) == 1 else None
 
 
