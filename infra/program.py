@@ -22,7 +22,14 @@ from infra.components.common import (
     network_labels,
     volume_labels,
 )
-from infra.components.ha import PATRONI_PASSWORDS, EtcdMemberNode, PatroniNode, Router
+from infra.components.ha import (
+    PATRONI_PASSWORDS,
+    EtcdMemberNode,
+    PatroniNode,
+    Router,
+    member_name,
+    patroni_cluster,
+)
 from infra.components.image import StackImage
 from infra.components.pooler import Pooler
 from infra.components.postgres import PostgresNode
@@ -240,7 +247,7 @@ def stack_outputs(
             )
         },
     }
-    return {
+    outputs: dict[str, Any] = {
         "stack": settings.stack,
         "environment": settings.environment.value,
         "database": db,
@@ -270,3 +277,23 @@ def stack_outputs(
         "connections": pulumi.Output.secret(connections),
         "nodeConnections": pulumi.Output.secret(node_connections),
     }
+    if settings.patroni:
+        # Where verify reads each member's REST API (GET only, over TLS with the stack CA), and
+        # what Patroni's dynamic configuration must hold.
+        cluster = patroni_cluster(settings, topo)
+        outputs["patroni"] = {
+            "members": [
+                {
+                    "name": member_name(n),
+                    "node": n.name,
+                    "host": at(topo.node_host(n)),
+                    "port": topo.api_port(n),
+                }
+                for n in topo.nodes
+            ],
+            "synchronous": cluster.synchronous_mode,
+            "synchronousCount": cluster.synchronous_node_count,
+            "ttl": cluster.timings.ttl,
+            "parameters": dict(cluster.parameters),
+        }
+    return outputs

@@ -156,9 +156,10 @@ class NetworkSettings(_Model):
     primary_port: int = Field(default=15432, ge=1, le=65535)
     replica_port_base: int = Field(default=15433, ge=1, le=65535)
     pooler_port: int = Field(default=16432, ge=1, le=65535)
-    # Published only by a stack on several hosts (elizadb:hosts), on each host's address: the
-    # Patroni REST API of node i at patroniApiPortBase + i (the primary is 0), the client and
-    # peer ports of etcd member i at etcdClientPortBase + i - 1 and etcdPeerPortBase + i - 1.
+    # Patroni stacks publish the REST API of node i at patroniApiPortBase + i (the primary is
+    # 0): on bindAddress on one host (verify reads it), on each host's address on several. Only
+    # a stack on several hosts (elizadb:hosts) publishes the client and peer ports of etcd
+    # member i, at etcdClientPortBase + i - 1 and etcdPeerPortBase + i - 1.
     patroni_api_port_base: int = Field(default=18008, ge=1, le=65535 - MAX_REPLICAS)
     etcd_client_port_base: int = Field(default=12379, ge=1, le=65531)
     etcd_peer_port_base: int = Field(default=12479, ge=1, le=65531)
@@ -797,6 +798,11 @@ def _semantic_problems(stack: str, values: Mapping[str, Any]) -> list[str]:
                 f"{PROJECT}:network.replicaPortBase = {base}: with {replicas} replicas the last "
                 "port would exceed 65535; choose a lower base"
             )
+    # A Patroni stack publishes each node's REST API too (verify reads it).
+    api_base = _raw(values, "network", "patroniApiPortBase")
+    if _raw(values, "ha", "engine") == "patroni" and isinstance(api_base, int):
+        for i in range((replicas if isinstance(replicas, int) else 0) + 1):
+            ports[f"network.patroniApiPortBase+{i}"] = api_base + i
     seen: dict[Any, str] = {}
     for key, port in ports.items():
         if port in seen:

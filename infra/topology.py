@@ -75,8 +75,8 @@ class Topology:
     etcd: tuple[EtcdNode, ...] = ()
     router_name: str = ""
     # Which Docker host each part runs on (infra/placement.py), the address the other hosts
-    # reach each host at, and the host ports a stack on several hosts publishes beyond the
-    # PostgreSQL ones: Patroni's REST API and etcd's client and peer ports.
+    # reach each host at, and the host ports a stack publishes beyond the PostgreSQL ones:
+    # Patroni's REST API (always), and etcd's client and peer ports (on several hosts).
     placed: Mapping[str, str] = field(default_factory=dict)
     host_addresses: Mapping[str, str] = field(default_factory=dict)
     api_port_base: int = 0
@@ -153,7 +153,8 @@ class Topology:
         return self.address(node), PG_PORT
 
     def api_port(self, node: Node) -> int:
-        """The host port of a node's Patroni REST API (published on several hosts only)."""
+        """The host port of a node's Patroni REST API: on the host's address on several hosts,
+        on network.bindAddress on one."""
         return self.api_port_base + node.index
 
     def api_endpoint(self, node: Node) -> tuple[str, int]:

@@ -25,15 +25,26 @@ from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from verify.context import Context
+    from verify.outputs import Outputs
 
 Status = Literal["pass", "warn", "fail", "skip"]
-FAMILIES = ("schema", "health", "replication", "tls", "security", "pooler", "vector", "backups")
+FAMILIES = (
+    "schema",
+    "health",
+    "replication",
+    "ha",
+    "tls",
+    "security",
+    "pooler",
+    "vector",
+    "backups",
+)
 
 
 @dataclass(frozen=True)
 class CheckResult:
     id: str  # stable, dotted: "schema.tables", "replication.streaming", ...
-    family: str  # schema | health | replication | tls | security | pooler | vector | backups
+    family: str  # one of FAMILIES
     status: Status
     summary: str  # one line
     reason: str = ""  # on fail or warn: what is wrong, with the observed values
@@ -151,6 +162,13 @@ class Check:
     profiles: tuple[str, ...] = ("eliza-0.1", "eliza-1")
     # The check may warn: `elizadb status` runs such checks (read-only) to print the warnings.
     warns: bool = False
+    # The HA engines (elizadb:ha.engine) whose stacks the check applies to: Patroni's layer
+    # exists only under patroni.
+    engines: tuple[str, ...] = ("builtin", "patroni")
+
+    def applies_to(self, outputs: Outputs) -> bool:
+        """Whether the check means anything on the stack these outputs describe."""
+        return outputs.schema_profile in self.profiles and outputs.ha_engine in self.engines
 
     @property
     def family(self) -> str:

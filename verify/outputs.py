@@ -34,6 +34,30 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class PatroniMember:
+    """Where verify reads one member's Patroni REST API (GET only, TLS with the stack CA)."""
+
+    name: str  # Patroni's member name, as GET /cluster reports it
+    node: str  # the node's container name: the `name` of its endpoint in primary / replicas
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.host}:{self.port})"
+
+
+@dataclass(frozen=True)
+class PatroniDeclared:
+    """A Patroni stack's REST endpoints and what its dynamic configuration must hold."""
+
+    members: tuple[PatroniMember, ...]
+    synchronous: bool
+    synchronous_count: int
+    ttl: int  # the leader lease, seconds
+    parameters: Mapping[str, str]  # postgresql.parameters of the dynamic configuration
+
+
+@dataclass(frozen=True)
 class Connections:
     superuser: str
     owner: str
@@ -67,6 +91,9 @@ class Outputs:
     # The distance operators whose HNSW indexes the stack keeps (elizadb:vector.operators);
     # stacks deployed before the key existed built both.
     vector_operators: tuple[str, ...] = VECTOR_OPERATORS
+    # Patroni stacks: their members' REST APIs and declared configuration. None for outputs of
+    # a Patroni stack deployed before eliza-db published the REST API (the ha checks say so).
+    patroni: PatroniDeclared | None = None
 
     @property
     def nodes(self) -> tuple[Endpoint, ...]:
@@ -146,6 +173,36 @@ class _Reader:
         port = self.get(raw, "port", int, path)
         return Endpoint(label, name or "", host or "", port or 0)
 
+    def patroni(self, raw: Any) -> PatroniDeclared | None:
+        """The `patroni` key: members (name, node, host, port), synchronous, synchronousCount,
+        ttl and parameters (name -> text)."""
+        before = len(self.problems)
+        members_raw = self.get(raw, "members", list, "patroni") or []
+        members = []
+        for i, item in enumerate(members_raw):
+            path = f"patroni.members[{i}]"
+            if not isinstance(item, Mapping):
+                self.problems.append(f"{path}: expected an object with name, node, host and port")
+                continue
+            name, node, host = (self.get(item, key, str, path) for key in ("name", "node", "host"))
+            port = self.get(item, "port", int, path)
+            if port is not None and not 1 <= port <= 65535:
+                self.problems.append(f"{path}.port: {port} is outside 1..65535")
+            members.append(PatroniMember(name or "", node or "", host or "", port or 0))
+        if not members_raw:
+            self.problems.append("patroni.members: a Patroni stack has at least one member")
+        synchronous = self.get(raw, "synchronous", bool, "patroni")
+        count = self.get(raw, "synchronousCount", int, "patroni")
+        ttl = self.get(raw, "ttl", int, "patroni")
+        parameters = self.get(raw, "parameters", dict, "patroni") or {}
+        for name, value in parameters.items():
+            self.check(value, f"patroni.parameters.{name}", str)
+        if len(self.problems) > before:
+            return None
+        return PatroniDeclared(
+            tuple(members), synchronous, count, ttl, {k: str(v) for k, v in parameters.items()}
+        )
+
 
 def load_outputs(path_or_dict: str | Path | Mapping[str, Any]) -> Outputs:
     """Validate stack outputs (a JSON file or the parsed dict) into `Outputs`.
@@ -215,6 +272,13 @@ def load_outputs(path_or_dict: str | Path | Mapping[str, Any]) -> Outputs:
                     f"{len(replicas)} replicas"
                 )
 
+    ha_engine = str(raw.get("haEngine", "builtin"))
+    patroni = None
+    if ha_engine == "patroni" and "patroni" in raw:
+        patroni = r.patroni(raw["patroni"])
+        if tls is False:
+            r.problems.append("tls: false, but a Patroni stack's REST API and peers speak TLS")
+
     if r.problems:
         raise OutputsError(source, r.problems)
     return Outputs(
@@ -231,6 +295,7 @@ def load_outputs(path_or_dict: str | Path | Mapping[str, Any]) -> Outputs:
         backup_volume=str(backup_volume),
         backup_mount=str(backup_mount),
         schema_profile=str(profile),
-        ha_engine=str(raw.get("haEngine", "builtin")),
+        ha_engine=ha_engine,
         vector_operators=tuple(operators),
+        patroni=patroni,
     )

@@ -94,7 +94,7 @@ def run_checks(
     thresholds: Thresholds = Thresholds(),  # noqa: B008 — frozen, so one shared default is safe
 ) -> list[CheckResult]:
     """Run the selected checks, in order, and return one result per check run."""
-    selected = [c for c in select(only) if outputs.schema_profile in c.profiles]
+    selected = [c for c in select(only) if c.applies_to(outputs)]
     done: dict[str, tuple[Outcome, float]] = {}
     with Context(outputs, read_only=read_only, thresholds=thresholds) as ctx:
         ctx.outputs = follow_leader(outputs, ctx.is_primary)

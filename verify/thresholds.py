@@ -19,6 +19,9 @@ class Thresholds:
     # replication
     lag_max_bytes: int = 64 * 1024 * 1024
     lag_max_seconds: float = 10.0
+    # ha: one request to a Patroni REST API. A member answers from memory in milliseconds; one
+    # whose etcd read fails keeps the request for its read timeout (about 6 s) and then drops it.
+    patroni_api_timeout_s: float = 5.0
     # tls
     cert_min_days: int = 30
     # pooler: a client may wait briefly under load; a queue that stays is a problem.

@@ -242,15 +242,15 @@ class PatroniNode(pulumi.ComponentResource):
             labels=labels(args, "patroni", node.name),
             networks_advanced=[_network(site, node.name, topo.address(node))],
             # On several hosts the peers, the router and the clients reach the node at its
-            # host's address: PostgreSQL and the REST API are published there.
+            # host's address: PostgreSQL and the REST API are published there. On one host both
+            # are published on the bind address, for clients: verify reads the REST API.
             ports=_published(
                 settings, host, [(PG_PORT, node.host_port), (API_PORT, topo.api_port(node))]
             )
             if topo.multi_host
             else [
-                docker.ContainerPortArgs(
-                    internal=PG_PORT, external=node.host_port, ip=settings.network.bind_address
-                )
+                docker.ContainerPortArgs(internal=i, external=e, ip=settings.network.bind_address)
+                for i, e in ((PG_PORT, node.host_port), (API_PORT, topo.api_port(node)))
             ],
             volumes=[
                 docker.ContainerVolumeArgs(volume_name=self.volume.name, container_path=DATA_MOUNT),

@@ -28,11 +28,13 @@ from tests.integration.needs import require_engine
 
 
 def stack_settings(stack: str, port_base: int, **values: Any) -> StackSettings:
-    """Settings for a test stack on ports port_base (primary), +1.. (replicas), +9 (pooler)."""
+    """Settings for a test stack on ports port_base (primary), +1.. (replicas), +9 (pooler),
+    +10.. (Patroni's REST API, published by Patroni stacks)."""
     network = {
         "primaryPort": port_base,
         "replicaPortBase": port_base + 1,
         "poolerPort": port_base + 9,
+        "patroniApiPortBase": port_base + 10,
         **values.pop("network", {}),
     }
     image = dict(values.pop("image", {}))

@@ -28,9 +28,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.once]
 STACK = "vfy"
 PORT_BASE = 42500
 REPO = Path(__file__).resolve().parents[2]
-# The checks of this stack's schema profile (the default, eliza-0.1); the eliza-1 ones are
-# tests/integration/test_eliza_plugin_sql.py's.
-PROFILE_CHECKS = [c for c in ALL_CHECKS if "eliza-0.1" in c.profiles]
+# The checks of this stack's schema profile (the default, eliza-0.1) and HA engine (builtin);
+# the eliza-1 ones are tests/integration/test_eliza_plugin_sql.py's, the Patroni ones
+# tests/integration/test_ha_checks.py's.
+PROFILE_CHECKS = [c for c in ALL_CHECKS if "eliza-0.1" in c.profiles and "builtin" in c.engines]
 WRITING_CHECKS = {c.id for c in PROFILE_CHECKS if c.writes}
 APP_TABLES = (
     "accounts",

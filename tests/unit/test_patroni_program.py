@@ -114,6 +114,52 @@ def test_patroni_keeps_the_slots_and_its_config_carries_the_stack_settings(
     assert config["bootstrap"]["dcs"]["postgresql"]["parameters"]["hnsw.ef_search"] == "40"
 
 
+def test_each_rest_api_is_published_on_the_bind_address_and_named_in_the_outputs(
+    patroni: tuple[Declaration, StateFile], tmp_path: Path
+) -> None:
+    decl, _ = patroni
+    for index, node in enumerate(("primary", "replica-1", "replica-2")):
+        ports = _container(decl, f"elizadb-hat-{node}").inputs["ports"]
+        published = {(p["internal"], p["external"], p["ip"]) for p in ports}
+        assert published == {(5432, 15432 + index, "127.0.0.1"), (8008, 18008 + index, "127.0.0.1")}
+    # What verify reads: where each member's REST API answers, and what its dynamic
+    # configuration must hold (the very values patroni.yml bootstraps it with).
+    found = decl.outputs["patroni"]
+    assert found["members"][1] == {
+        "name": "elizadb-replica-1",
+        "node": "elizadb-hat-replica-1",
+        "host": "127.0.0.1",
+        "port": 18009,
+    }
+    dcs = yaml.safe_load(_upload(_container(decl, "elizadb-hat-primary"), PATRONI_YML_UPLOAD))[
+        "bootstrap"
+    ]["dcs"]
+    assert found["parameters"] == dcs["postgresql"]["parameters"]
+    assert (found["synchronous"], found["synchronousCount"], found["ttl"]) == (
+        dcs["synchronous_mode"],
+        dcs["synchronous_node_count"],
+        dcs["ttl"],
+    )
+    elsewhere, _ = _declare(tmp_path, ha={"engine": "patroni"}, network={"bindAddress": "10.1.2.3"})
+    ports = _container(elsewhere, "elizadb-hat-replica-2").inputs["ports"]
+    assert {(p["external"], p["ip"]) for p in ports} == {(15434, "10.1.2.3"), (18010, "10.1.2.3")}
+    assert elsewhere.outputs["patroni"]["members"][2]["host"] == "10.1.2.3"
+    assert elsewhere.outputs["patroni"]["synchronous"] is False
+
+
+def test_a_rest_api_port_that_clashes_with_another_published_port_is_refused() -> None:
+    values = {"ha": {"engine": "patroni"}, "network": {"patroniApiPortBase": 16431}}
+    with pytest.raises(ConfigError) as caught:
+        load_settings("hat", values, "test")
+    (clash,) = caught.value.problems
+    assert clash == (
+        "elizadb:network.patroniApiPortBase+1 = 16432: the same host port as "
+        "elizadb:network.poolerPort; every published port must differ"
+    )
+    # A builtin stack publishes no REST API: the same base is no clash there.
+    load_settings("hat", {"network": {"patroniApiPortBase": 16431}}, "test")
+
+
 def test_the_certificate_names_the_router_and_etcd_only_on_patroni_stacks(
     patroni: tuple[Declaration, StateFile], tmp_path: Path
 ) -> None:

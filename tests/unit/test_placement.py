@@ -63,6 +63,8 @@ def test_without_hosts_everything_is_local_and_no_provider_is_declared(tmp_path:
     assert not decl.of_type(PROVIDER)
     assert all(r.provider == "" for r in decl.resources)
     assert set(decl.outputs["placement"].values()) == {"local"}
+    builtin = _declare(tmp_path / "builtin", {})
+    assert "patroni" not in builtin.outputs  # only Patroni stacks have a REST API to read
 
 
 def test_parts_go_round_robin_unless_placed() -> None:
@@ -136,9 +138,15 @@ def test_peers_reach_each_other_at_the_hosts_addresses_and_published_ports(
     assert "10.20.0.13:15434 check port 18010" in haproxy
     (csr,) = spread.of_type("tls:index/certRequest:CertRequest")
     assert {"10.20.0.11", "10.20.0.12", "10.20.0.13"} <= set(csr.inputs["ipAddresses"])
-    # Clients reach each node and the pooler at its host's address.
+    # Clients reach each node and the pooler at its host's address; verify reads each REST API
+    # there too.
     assert spread.outputs["primary"]["host"] == "10.20.0.11"
     assert [r["host"] for r in spread.outputs["replicas"]] == ["10.20.0.12", "10.20.0.13"]
+    assert [(m["host"], m["port"]) for m in spread.outputs["patroni"]["members"]] == [
+        ("10.20.0.11", 18008),
+        ("10.20.0.12", 18009),
+        ("10.20.0.13", 18010),
+    ]
 
 
 def test_across_hosts_wal_archiving_and_the_backup_agent_wait_for_a_shared_repository(

@@ -1,14 +1,15 @@
 """The checks, one module per family, in the order the runner runs them.
 
 Order matters only for time and noise: reachability first (the other checks of a family depend on
-it), replication before the vector probe (whose rolled-back writes still make WAL), and the
-vector probe last.
+it), replication (and Patroni's view of it) before the vector probe (whose rolled-back writes
+still make WAL), and the vector probe last.
 """
 
 from __future__ import annotations
 
 from verify.checks import (
     backups,
+    ha,
     health,
     plugin_sql,
     pooler,
@@ -29,6 +30,7 @@ ALL_CHECKS: tuple[Check, ...] = (
     *pooler.CHECKS,
     *plugin_sql.POOLER_CHECKS,
     *replication.CHECKS,
+    *ha.CHECKS,  # Patroni stacks only
     *backups.CHECKS,
     *vector.CHECKS,
     *plugin_sql.CHECKS[3:],  # the 1.x vector search, last with the other vector checks
