@@ -210,6 +210,7 @@ def run_host_drill(
             f"--host {target} runs the pooler, through which the drill writes; drill another host "
             "or place the pooler elsewhere (elizadb:placement.pooler)"
         )
+    _wait_whole(engines, topo, settings.synchronous, timeout_s)
     prepare(outputs, root_cert)
     run = uuid.uuid4().hex[:12]
     writer = Writer(
@@ -272,6 +273,31 @@ def run_host_drill(
         isolated_acks=isolated_at,
         errors=writer.errors,
     )
+
+
+def _wait_whole(
+    engines: engine.Engines, topo: Topology, synchronous: bool, timeout_s: float
+) -> None:
+    """Before the fault: every member streaming on the leader's timeline, and a synchronous
+    standby where the stack asks for one. Right after a switchover the old leader still
+    catches up, and in synchronous mode Patroni then may promote no other node: a fault in that
+    moment tests that moment, not the loss of a host."""
+
+    def whole() -> bool:
+        try:
+            found = patroni.members(engines, topo)
+        except DeployError:
+            return False
+        leaders = [m for m in found if m.leads and m.state == "running"]
+        others = [m for m in found if not m.leads]
+        return (
+            len(leaders) == 1
+            and all(m.state == "streaming" for m in others)
+            and len({m.timeline for m in found}) == 1
+            and (not synchronous or any(m.role == "Sync Standby" for m in others))
+        )
+
+    engine.wait_until("every member streaming before the fault", whole, timeout_s, 1.0)
 
 
 def _wait_new_leader(engines: engine.Engines, topo: Topology, old: Node, timeout_s: float) -> Node:

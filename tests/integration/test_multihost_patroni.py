@@ -91,7 +91,24 @@ def _lead_away_from_the_pooler(stack: DeployedStack) -> patroni.Member:
         sync = next(m for m in _members(stack) if m.role == "Sync Standby")
         patroni.switchover(stack.client, topo, patroni.node_of(topo, sync.name), progress)
         now = _leader(stack)
+    _wait_whole(stack)
     return now
+
+
+def _wait_whole(stack: DeployedStack) -> None:
+    """One leader, a synchronous standby and a replica, all streaming on one timeline: before a
+    fault, as after a switchover the old leader needs a moment to follow (until then the only
+    node Patroni may promote in synchronous mode is the one just promoted)."""
+    wait_for(
+        "one leader, one synchronous standby and one replica, all running or streaming",
+        lambda: (
+            sorted((m.role, m.state) for m in _members(stack))
+            == [("Leader", "running"), ("Replica", "streaming"), ("Sync Standby", "streaming")]
+            and len({m.timeline for m in _members(stack)}) == 1
+        ),
+        timeout_s=90,
+        explain=lambda: str(_members(stack)),
+    )
 
 
 def _node_address(stack: DeployedStack, member: str) -> str:
@@ -116,15 +133,7 @@ def test_every_part_runs_on_its_host_and_the_cluster_forms(
             }
         assert names == parts, (host, names)
     # Patroni names its synchronous standby within a few loops of the cluster's start.
-    wait_for(
-        "one leader, one synchronous standby and one replica, all running or streaming",
-        lambda: (
-            sorted((m.role, m.state) for m in _members(stack))
-            == [("Leader", "running"), ("Replica", "streaming"), ("Sync Standby", "streaming")]
-        ),
-        timeout_s=60,
-        explain=lambda: str(_members(stack)),
-    )
+    _wait_whole(stack)
     health = patroni.etcd_health(stack.client, topology(stack.settings))
     assert [h.healthy for h in health] == [True, True, True], health
 
@@ -215,4 +224,5 @@ def test_the_partition_drill_sees_one_writable_side_at_a_time_and_loses_nothing(
     assert result.missing == 0
     assert result.events["rejoined"] > result.events["restored"]
     svg = report.render_svg([result], window=(-2, 35), marks=("new_leader", "restored"))
-    assert svg.count("<line") > result.acked // 2
+    drawn = sum(1 for t, *_ in result.acks if -2 <= t <= 35)
+    assert svg.count("<line") >= drawn > 0
