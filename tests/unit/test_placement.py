@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
+from elizadb.engine import HostEngine
 from elizadb.local.apply import CONTAINER
 from elizadb.local.capture import Declaration, Declared, declare
+from elizadb.local.hosts import stack_engines
 from elizadb.local.state import StateFile
 from infra.errors import ConfigError
 from infra.render import paths
@@ -226,3 +228,27 @@ def test_a_development_stack_may_crowd_hosts() -> None:
     values = {"ha": {"engine": "patroni"}, "hosts": {"a": HOSTS["a"], "b": HOSTS["b"]}}
     values["placement"] = {"primary": "a", "replica-1": "a", "replica-2": "b"}
     assert load_settings("mh", values, "test").placed["replica-1"] == "a"
+
+
+def test_the_cli_finds_each_container_on_its_host() -> None:
+    settings = load_settings("mh", {**SPREAD, "placement": {"pooler": "b"}}, "test")
+    engines = stack_engines(settings)
+    assert engines.hosts == {
+        "a": HostEngine("unix:///run/a/docker.sock"),
+        "b": HostEngine("ssh://admin@10.20.0.12"),
+        "c": HostEngine("tcp://10.20.0.13:2376", "/etc/elizadb/c"),
+    }
+    where = {
+        name: engines.host_of(f"elizadb-mh-{name}")
+        for name in ("primary", "replica-2", "etcd-2", "pgbouncer", "router", "bootstrap")
+    }
+    assert where == {
+        "primary": "a",
+        "replica-2": "c",
+        "etcd-2": "b",
+        "pgbouncer": "b",
+        "router": "b",
+        "bootstrap": "b",
+    }
+    single = stack_engines(load_settings("mh", {}, "test"))
+    assert single.hosts == {"local": HostEngine()} and single.host_of("anything") == "local"
