@@ -23,6 +23,7 @@ import pytest
 from elizadb import engine
 from elizadb.drills import report
 from elizadb.drills.hosts import run_host_drill
+from elizadb.local import deploy
 from elizadb.local.apply import REMOTE_IMAGE, Applier
 from elizadb.local.capture import declare
 from elizadb.local.state import StateFile
@@ -182,6 +183,11 @@ def test_writes_follow_the_loss_of_the_leaders_host_and_it_rejoins_when_it_boots
     assert new.name != old.name
     lost = set(writer.acks) - stored(stack.connections["owner"])
     assert not lost, sorted(lost)[:20]
+    # `elizadb status` tells the lost host's node from the others, and the new leader's role.
+    rows = {r.name: r for r in deploy.status(stack.settings)}
+    old_node = patroni.node_of(topo, old.name)
+    assert rows[old_node.name].state == engine.UNREACHABLE
+    assert rows[patroni.node_of(topo, new.name).name].in_recovery is False
     cluster.start(lost_host)
     wait_for(
         "the old leader streaming as a replica",
