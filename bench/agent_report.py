@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from html import escape
 from typing import Any
 
@@ -297,11 +297,13 @@ def bar_panel(
     *,
     y_range: tuple[float, float] | None = None,
     guide: tuple[float, str] | None = None,
+    value_format: Callable[[float], str] = _fmt,
     width: int = 420,
     height: int = 280,
 ) -> str:
     """Grouped bars as an SVG group at the origin: one group per category (a variant), one bar
-    per series in it, each labelled with its value; a missing value draws no bar."""
+    per series in it, each labelled with its value; a missing value draws no bar. The legend
+    is a row under the categories, clear of the bars."""
     values = [v for _, vs in series for v in vs if v is not None]
     if y_range is None:
         top_y = max(values + ([guide[0]] if guide else []) + [0.0])
@@ -327,15 +329,15 @@ def bar_panel(
                 f'<rect x="{x:.1f}" y="{py(value):.1f}" width="{bar_w * 0.9:.1f}" '
                 f'height="{py(frame.y0) - py(value):.1f}" fill="{PALETTE[k % len(PALETTE)]}"/>'
                 f'<text x="{x + bar_w * 0.45:.1f}" y="{py(value) - 3:.1f}" text-anchor="middle" '
-                f'font-size="9">{_fmt(value)}</text>'
+                f'font-size="9">{value_format(value)}</text>'
             )
     out += frame.guide(guide)
     for k, (name, _) in enumerate(series):
-        ly = TOP + 12 + 14 * k
+        lx, ly = LEFT + 90 * k, height - 12
         out.append(
-            f'<rect x="{LEFT + 8}" y="{ly - 8}" width="10" height="8" '
+            f'<rect x="{lx}" y="{ly - 8}" width="10" height="8" '
             f'fill="{PALETTE[k % len(PALETTE)]}"/>'
-            f'<text x="{LEFT + 22}" y="{ly}" font-size="10">{escape(name)}</text>'
+            f'<text x="{lx + 14}" y="{ly}" font-size="10">{escape(name)}</text>'
         )
     return "\n".join(out)
 
@@ -392,15 +394,17 @@ def variants_svg(result: Mapping[str, Any]) -> str:
             ]
             row.append(points[0]["recall"] if points else None)
         recall.append((shape, row))
-    low = min([v for _, vs in recall for v in vs if v is not None] + [0.95])
+    # Grid lines at hundredths: from 0.96 down in steps of 0.04 as far as the lowest recall.
+    low = min([v for _, vs in recall for v in vs if v is not None] + [0.96])
     panels.append(
         bar_panel(
             f"Recall@10 at ef_search {default}",
             "recall@10",
             names,
             recall,
-            y_range=(math.floor(low * 20) / 20, 1.0),
+            y_range=(1.0 - 0.04 * math.ceil((1.0 - low) / 0.04 - 1e-9), 1.0),
             guide=(0.99, "0.99"),
+            value_format=lambda v: f"{v:.3f}",
         )
     )
     return figure(panels, caption(result))
