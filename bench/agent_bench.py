@@ -4,7 +4,9 @@ recall/latency curve of hnsw.ef_search for the adapter's search.
 
     python bench/agent_bench.py [--memories 100000] [--connections 1,4,16,64] [--duration 60]
         [--ef-search 20,40,60,80,100,150,200,300,400] [--queries 200] [--out bench/results/agent]
-        [--config Pulumi.dev.yaml] [--label TEXT]
+        [--config Pulumi.dev.yaml] [--label TEXT] [--state DIR [--reuse]]
+        [--variant NAME[:setting=value,...] ... [--rounds 2] [--probe-queries 30]
+         [--agreement-queries 1000]]
 
 Deploys the stack of --config (the dev stack by default: its replicas, memory and parameters)
 under its own name `p12bagent`, on ports 51500-51509 and its own subnet, and removes it at the
@@ -30,16 +32,31 @@ The curve runs before the turns, on the loaded data: for each query shape and ef
 search inside a transaction with SET LOCAL hnsw.ef_search (a plain SET would leak to other
 clients through the transaction pool); exact answers from the same query with index scans off.
 
-Writes agent.json, agent.md, agent-load.svg and agent-ef-search.svg under --out. A benchmark,
-not a test: nothing asserts a time.
+Server-settings variants (--variant, repeated; the first is the reference) are compared side
+by side in one run on the same data: each setting is applied with SET LOCAL in the transaction
+it is for (a plain SET would stay on the pooled server connection). The curve runs each query
+under every variant in turn; a probe times createMemory's duplicate search alone in the busiest
+room (no duplicate: the HNSW scan runs until hnsw.max_scan_tuples; near duplicates: it must find
+them); each shape's search on --agreement-queries more embeddings is compared with the
+reference's rows; and the load levels run --rounds times, the variants forward then backward,
+each turn one transaction (BEGIN with the SET LOCAL, the calls, COMMIT) in every variant alike.
+
+--state DIR keeps the stack's state there and leaves it running; --reuse then brings it up again
+without removing it, and keeps the data when it is this --memories and --seed's load (the turns'
+rows of earlier runs stay and are counted).
+
+Writes agent.json, agent.md, agent-load.svg (agent-variants.svg with variants) and
+agent-ef-search.svg under --out. A benchmark, not a test: nothing asserts a time.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import re
 import resource
 import sys
 import tempfile
@@ -50,10 +67,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import psycopg
+import psycopg.sql
 import yaml
 from pgvector.psycopg import register_vector
 from psycopg.types.json import Jsonb
@@ -62,12 +80,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.agent_report import (
+    agreement_summary,
+    curve_point,
     ef_search_svg,
     first_reaching,
     latency_summary,
     load_svg,
-    mean_recall,
+    probe_summary,
     render_markdown,
+    variants_svg,
 )
 from bench.engine import engine_description
 from infra.settings import DEFAULT_PG_PARAMETERS, config_from_yaml_document
@@ -147,6 +168,66 @@ SHAPES = {
     "agent": search_sql(agent=True, room=False, threshold=True, count=True),
     "type": search_sql(agent=False, room=False, threshold=True, count=True),
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# Server-settings variants: compared side by side in one run, each applied with SET LOCAL inside
+# the transaction it is for (a plain SET would stay on the pooled server connection and reach
+# other clients).
+
+_SETTING_NAME = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
+_SETTING_VALUE = re.compile(r"^[A-Za-z0-9_.+-]+$")
+_VARIANT_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A name and the settings a transaction gets under it (none: the stack's own defaults)."""
+
+    name: str
+    settings: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, spec: str) -> Variant:
+        """NAME or NAME:setting=value[,setting=value...], e.g. mst2000:hnsw.max_scan_tuples=2000.
+        Names and values are checked here, as they are written into SET LOCAL statements."""
+        name, _, rest = spec.partition(":")
+        if not _VARIANT_NAME.match(name):
+            raise ValueError(f"variant name {name!r}: letters, digits, '_', '.', '-' only")
+        settings = []
+        for item in filter(None, rest.split(",")):
+            key, eq, value = item.partition("=")
+            if not eq or not _SETTING_NAME.match(key) or not _SETTING_VALUE.match(value):
+                raise ValueError(f"variant {name}: {item!r} is not setting=value")
+            settings.append((key, value))
+        return cls(name, tuple(settings))
+
+    def set_local(self) -> str:
+        """One simple-protocol message: each setting for the current transaction only."""
+        return "; ".join(f"SET LOCAL {k} = '{v}'" for k, v in self.settings)
+
+    def begin(self) -> str:
+        """BEGIN and the settings in one round trip."""
+        return "; ".join(["BEGIN", *([self.set_local()] if self.settings else [])])
+
+    def describe(self) -> dict[str, str]:
+        return dict(self.settings)
+
+
+def rotated(items: Sequence[T], k: int) -> list[T]:
+    """items starting at the k-th (cyclically): the order of variants for the k-th query."""
+    if not items:
+        return []
+    k %= len(items)
+    return [*items[k:], *items[:k]]
+
+
+def round_order(items: Sequence[T], round_index: int) -> list[T]:
+    """The variants' order in a round of load levels: forward, then backward (A B C, C B A,
+    ...), so that a drift of the machine's load or of the data's size over the run falls
+    evenly on every variant."""
+    return list(items) if round_index % 2 == 0 else list(reversed(items))
 
 
 def vector_text(vector: np.ndarray) -> str:
@@ -269,13 +350,33 @@ def load(su: psycopg.Connection[Any], data: Dataset, seed: int) -> dict[str, Any
         "SELECT pg_relation_size('memories'), pg_total_relation_size('memories')"
     ).fetchone()
     assert sizes is not None
-    return {
+    loaded = {
         "load_s": round(time.perf_counter() - started, 1),
         "copy_s": round(copy_s, 1),
         "index_build_s": builds,
         "table_mb": round(sizes[0] / 2**20),
         "total_mb": round(sizes[1] / 2**20),
     }
+    # What --reuse finds: which data this is and what loading it took.
+    marker = json.dumps({"memories": data.memories, "seed": seed, **loaded})
+    su.execute(psycopg.sql.SQL("COMMENT ON TABLE memories IS {}").format(LOAD_MARK + marker))
+    return loaded
+
+
+LOAD_MARK = "agent_bench load "
+
+
+def earlier_load(su: psycopg.Connection[Any], memories: int, seed: int) -> dict[str, Any] | None:
+    """What an earlier run of this benchmark loaded into the stack (--reuse), if it is the data
+    that --memories and --seed ask for."""
+    row = su.execute("SELECT obj_description('memories'::regclass, 'pg_class')").fetchone()
+    text = row[0] if row else None
+    if not text or not text.startswith(LOAD_MARK):
+        return None
+    mark: dict[str, Any] = json.loads(text.removeprefix(LOAD_MARK))
+    if (mark.pop("memories"), mark.pop("seed")) != (memories, seed):
+        return None
+    return mark
 
 
 def wait_for_replicas(su: psycopg.Connection[Any], replicas: int, timeout: float = 900) -> float:
@@ -299,84 +400,134 @@ def wait_for_replicas(su: psycopg.Connection[Any], replicas: int, timeout: float
 # The ef_search curve
 
 
+def hnsw_indexes(conn: psycopg.Connection[Any]) -> set[str]:
+    return {
+        r[0]
+        for r in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'memories'"
+            " AND indexdef LIKE '%%USING hnsw%%'"
+        )
+    }
+
+
 def _plan_uses(plan: dict[str, Any], indexes: set[str]) -> bool:
     if plan.get("Index Name") in indexes:
         return True
     return any(_plan_uses(child, indexes) for child in plan.get("Plans", []))
 
 
-def ef_search_curve(
-    url: str, data: Dataset, ef_values: Sequence[int], queries: int, seed: int
+def search_params(data: Dataset, row: int) -> dict[str, Any]:
+    """The search's parameters for the embedding of one row of data (a turn's), as a turn
+    would send them: its room and the room's agent."""
+    return {
+        "q": vector_text(data.vectors[row]),
+        "type": "messages",
+        "agent": account_id(0xA, data.agent_of_room(int(data.rooms[row]))),
+        "room": room_id(int(data.rooms[row])),
+        "threshold": SEARCH_THRESHOLD,
+        "count": SEARCH_COUNT,
+    }
+
+
+def reference_agreement(
+    url: str, data: Dataset, variants: Sequence[Variant], queries: int, seed: int
 ) -> dict[str, Any]:
+    """Each curve shape's search at the stack's ef_search, on `queries` other turns'
+    embeddings, under every variant in turn: which of the first variant's rows each variant
+    returns too. A search that the scan's bound cuts short can lose all its rows, yet be one
+    query in hundreds, which the curve's sample and mean recall do not show; recall against
+    exact answers would need an exact scan per query, and the reference's own recall is the
+    curve's."""
+    rng = np.random.default_rng(seed + 6)
+    picks = rng.choice(np.arange(data.memories, len(data.vectors)), queries, replace=False)
+    reference = variants[0].name
+    out: dict[str, Any] = {"queries": queries, "reference": reference, "shapes": {}}
+    with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
+        for name, sql in SHAPES.items():
+            found: dict[str, list[list[Any]]] = {v.name: [] for v in variants}
+            times: dict[str, list[float]] = {v.name: [] for v in variants}
+            for k, row in enumerate(picks):
+                params = search_params(data, int(row))
+                for v in rotated(variants, k):
+                    with conn.transaction():
+                        if v.settings:
+                            conn.execute(v.set_local())
+                        began = time.perf_counter()
+                        found[v.name].append([r[0] for r in conn.execute(sql, params)])
+                        times[v.name].append((time.perf_counter() - began) * 1000)
+            out["shapes"][name] = {
+                v.name: agreement_summary(found[v.name], found[reference], times[v.name])
+                for v in variants
+            }
+            progress(f"agreement {name}: {out['shapes'][name]}")
+    return out
+
+
+def ef_search_curve(
+    url: str,
+    data: Dataset,
+    ef_values: Sequence[int],
+    queries: int,
+    seed: int,
+    variants: Sequence[Variant] = (),
+) -> dict[str, Any]:
+    """Recall@10 and latency of each shape at each ef_search. With variants, every query runs
+    under each variant in turn (the order rotated from one query to the next), so that the
+    machine's load falls on all of them alike; the shape's own curve is the first variant's."""
     rng = np.random.default_rng(seed + 3)
     picks = rng.choice(np.arange(data.memories, len(data.vectors)), queries, replace=False)
+    runs = list(variants) or [Variant("")]
     shapes: dict[str, Any] = {}
     with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
-        hnsw = {
-            r[0]
-            for r in conn.execute(
-                "SELECT indexname FROM pg_indexes WHERE tablename = 'memories'"
-                " AND indexdef LIKE '%%USING hnsw%%'"
-            )
-        }
+        hnsw = hnsw_indexes(conn)
         for name, sql in SHAPES.items():
-            params = [
-                {
-                    "q": vector_text(data.vectors[i]),
-                    "type": "messages",
-                    "agent": account_id(0xA, data.agent_of_room(int(data.rooms[i]))),
-                    "room": room_id(int(data.rooms[i])),
-                    "threshold": SEARCH_THRESHOLD,
-                    "count": SEARCH_COUNT,
-                }
-                for i in picks
-            ]
+            params = [search_params(data, int(i)) for i in picks]
             exact = []
             for p in params:
                 with conn.transaction():
                     conn.execute("SET LOCAL enable_indexscan = off")
                     exact.append([r[0] for r in conn.execute(sql, p).fetchall()])
-            curve = []
+            curves: dict[str, list[dict[str, Any]]] = {v.name: [] for v in runs}
             for ef in ef_values:
-                found, times, served = [], [], []
-                for p in params:
-                    with conn.transaction():
-                        conn.execute(f"SET LOCAL hnsw.ef_search = {int(ef)}")
-                        began = time.perf_counter()
-                        rows = conn.execute(sql, p).fetchall()
-                        times.append((time.perf_counter() - began) * 1000)
-                        plan = conn.execute("EXPLAIN (FORMAT JSON) " + sql, p).fetchone()
-                    assert plan is not None
-                    served.append(_plan_uses(plan[0][0]["Plan"], hnsw))
-                    found.append([r[0] for r in rows])
-                recall, answered = mean_recall(found, exact, SEARCH_COUNT)
-                # The index's own recall: the queries the planner gave to HNSW (the others were
-                # answered exactly, by a scan and a sort).
-                recall_hnsw, _ = mean_recall(
-                    [f for f, s in zip(found, served, strict=True) if s],
-                    [e for e, s in zip(exact, served, strict=True) if s],
-                    SEARCH_COUNT,
-                )
-                curve.append(
-                    {
-                        "ef_search": int(ef),
-                        "recall": recall,
-                        "answered": answered,
-                        "recall_hnsw": recall_hnsw,
-                        "hnsw_share": round(sum(served) / len(params), 3),
-                        "mean_rows": round(sum(map(len, found)) / len(found), 2),
-                        "latency_ms": latency_summary(times),
-                    }
-                )
-                progress(
-                    f"ef_search {ef} {name}: recall {recall}, p95 {percentile(times, 95):.1f} ms"
-                )
+                seen: dict[str, tuple[list[list[Any]], list[float], list[bool]]] = {
+                    v.name: ([], [], []) for v in runs
+                }
+                for k, p in enumerate(params):
+                    for v in rotated(runs, k):
+                        found, times, served = seen[v.name]
+                        with conn.transaction():
+                            conn.execute(f"SET LOCAL hnsw.ef_search = {int(ef)}")
+                            if v.settings:
+                                conn.execute(v.set_local())
+                            began = time.perf_counter()
+                            rows = conn.execute(sql, p).fetchall()
+                            times.append((time.perf_counter() - began) * 1000)
+                            plan = conn.execute("EXPLAIN (FORMAT JSON) " + sql, p).fetchone()
+                        assert plan is not None
+                        served.append(_plan_uses(plan[0][0]["Plan"], hnsw))
+                        found.append([r[0] for r in rows])
+                for v in runs:
+                    point = curve_point(int(ef), *seen[v.name], exact)
+                    curves[v.name].append(point)
+                    progress(
+                        f"ef_search {ef} {name}{f' {v.name}' if v.name else ''}: recall "
+                        f"{point['recall']}, p95 {point['latency_ms'].get('p95')} ms"
+                    )
+            curve = curves[runs[0].name]
             shapes[name] = {
                 "where": " ".join(sql.split("WHERE", 1)[1].split(" ORDER")[0].split()),
                 "exact_mean_rows": round(sum(map(len, exact)) / len(exact), 2),
                 "curve": curve,
                 "first_reaching_0_99": first_reaching(curve, 0.99),
             }
+            if variants:
+                shapes[name]["variants"] = {
+                    v.name: {
+                        "curve": curves[v.name],
+                        "first_reaching_0_99": first_reaching(curves[v.name], 0.99),
+                    }
+                    for v in variants
+                }
     return {
         "queries": queries,
         "default": DEFAULT_PG_PARAMETERS["hnsw.ef_search"],
@@ -414,12 +565,19 @@ class TurnSource:
         return self.texts[k], int(self.data.rooms[row]), user
 
 
-def turn(conn: psycopg.Connection[Any], source: TurnSource) -> dict[str, float]:
-    """One agent turn; milliseconds per adapter call."""
+def turn(
+    conn: psycopg.Connection[Any], source: TurnSource, begin: str | None = None
+) -> dict[str, float]:
+    """One agent turn; milliseconds per adapter call. With begin (a variant's BEGIN and SET
+    LOCAL), the turn is one transaction: begin, the calls, COMMIT; their two round trips are
+    `txn` and count in the turn, and the INSERT's commit is in COMMIT rather than in `insert`."""
     text, room, user = source.take()
     agent = account_id(0xA, source.data.agent_of_room(room))
     new_id = str(uuid.uuid4())
     times: dict[str, float] = {}
+    started = time.perf_counter()
+    if begin is not None:
+        conn.execute(begin)
     t0 = time.perf_counter()
     conn.execute(GET_BY_ID, (new_id,)).fetchall()
     ta = time.perf_counter()
@@ -463,13 +621,18 @@ def turn(conn: psycopg.Connection[Any], source: TurnSource) -> dict[str, float]:
     t2 = time.perf_counter()
     conn.execute(RECENT_SQL, ("messages", room_id(room), agent, RECENT)).fetchall()
     t3 = time.perf_counter()
+    if begin is not None:
+        conn.execute("COMMIT")
+    ended = time.perf_counter()
     times["create"] = (t1 - t0) * 1000
     times["get_by_id"] = (ta - t0) * 1000
     times["dedupe"] = (tb - ta) * 1000
     times["insert"] = (t1 - tb) * 1000
     times["search"] = (t2 - t1) * 1000
     times["recent"] = (t3 - t2) * 1000
-    times["turn"] = (t3 - t0) * 1000
+    if begin is not None:
+        times["txn"] = ((t0 - started) + (ended - t3)) * 1000
+    times["turn"] = (ended - started) * 1000
     return times
 
 
@@ -478,9 +641,20 @@ def _plan_nodes(node: dict[str, Any]) -> list[str]:
     return [name] + [n for child in node.get("Plans", []) for n in _plan_nodes(child)]
 
 
-def turn_plans(url: str, source: TurnSource) -> dict[str, Any]:
-    """EXPLAIN ANALYZE of a turn's reads, for one turn's parameters: which index served each."""
-    text, room, _ = source.take()
+def busiest_room(data: Dataset) -> int:
+    """The room with the most loaded memories."""
+    return int(np.bincount(data.rooms[: data.memories]).argmax())
+
+
+def turn_plans(
+    url: str,
+    source: TurnSource,
+    variant: Variant | None = None,
+    pick: tuple[str, int] | None = None,
+) -> dict[str, Any]:
+    """EXPLAIN ANALYZE of a turn's reads, for one turn's parameters (pick: embedding and room,
+    the next turn's by default): which index served each, under the variant's settings."""
+    text, room = pick or source.take()[:2]
     agent = account_id(0xA, source.data.agent_of_room(room))
     reads: dict[str, tuple[str, Any]] = {
         "dedupe": (
@@ -500,20 +674,120 @@ def turn_plans(url: str, source: TurnSource) -> dict[str, Any]:
     }
     # The duplicate search has no agent filter, so the busiest room is where the planner is most
     # likely to give it to HNSW, whose iterative scan finds nothing within 0.95 and keeps going.
-    busiest = int(np.bincount(source.data.rooms[: source.data.memories]).argmax())
+    busiest = busiest_room(source.data)
     reads["dedupe_busiest_room"] = (DEDUPE_SQL, {**reads["dedupe"][1], "room": room_id(busiest)})
     plans: dict[str, Any] = {}
     with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
+        hnsw = hnsw_indexes(conn)
         for name, (sql, params) in reads.items():
-            row = conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, params).fetchone()
-            assert row is not None
-            plan = row[0][0]
-            plans[name] = {
-                "nodes": _plan_nodes(plan["Plan"]),
-                "execution_ms": round(plan["Execution Time"], 2),
-                "shared_buffers_read": plan["Plan"].get("Shared Read Blocks"),
-            }
+            plans[name] = explained(conn, sql, params, hnsw, variant)
     return plans
+
+
+def explained(
+    conn: psycopg.Connection[Any],
+    sql: str,
+    params: Any,
+    hnsw: set[str],
+    variant: Variant | None = None,
+) -> dict[str, Any]:
+    """EXPLAIN (ANALYZE, BUFFERS) of one query, in a transaction with the variant's settings:
+    the plan's nodes, its execution time, the buffers it touched and how many rows the filter
+    removed (for an HNSW scan: the candidates it handed up and the filter refused)."""
+    with conn.transaction():
+        if variant is not None and variant.settings:
+            conn.execute(variant.set_local())
+        row = conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, params).fetchone()
+    assert row is not None
+    plan = row[0][0]
+    return {
+        "nodes": _plan_nodes(plan["Plan"]),
+        "hnsw": _plan_uses(plan["Plan"], hnsw),
+        "execution_ms": round(plan["Execution Time"], 2),
+        "shared_buffers_read": plan["Plan"].get("Shared Read Blocks"),
+        "shared_buffers_hit": plan["Plan"].get("Shared Hit Blocks"),
+        "rows": plan["Plan"].get("Actual Rows"),
+        "rows_removed_by_filter": _plan_sum(plan["Plan"], "Rows Removed by Filter"),
+    }
+
+
+def _plan_sum(node: dict[str, Any], key: str) -> int:
+    return int(node.get(key, 0)) + sum(_plan_sum(child, key) for child in node.get("Plans", []))
+
+
+NEAR_DUPLICATE_DISTANCE = 0.02  # well inside the duplicate search's 0.05
+
+
+def near_duplicate(vector: np.ndarray, distance: float, rng: np.random.Generator) -> np.ndarray:
+    """A unit vector about `distance` (L2) from the unit vector given: the same message again,
+    embedded a little differently."""
+    step = rng.standard_normal(vector.shape)
+    step -= (step @ vector) * vector  # orthogonal, so that the distance is what is asked
+    moved = vector + distance * step / np.linalg.norm(step)
+    return np.asarray(moved / np.linalg.norm(moved))
+
+
+def dedupe_probe(
+    url: str,
+    su_url: str,
+    data: Dataset,
+    variants: Sequence[Variant],
+    queries: int,
+    seed: int,
+) -> dict[str, Any]:
+    """createMemory's duplicate search in the busiest room, alone (no other load than the
+    machine's), under each variant in turn query by query, by EXPLAIN ANALYZE: `fresh` are new
+    messages of that room (the turns' embeddings whose room it is), which have no duplicate,
+    so that an HNSW scan runs on until it stops; `near_duplicates` are stored messages of the
+    room moved by 0.02, which the search must find (its recall)."""
+    rng = np.random.default_rng(seed + 5)
+    busiest = busiest_room(data)
+    pool = np.flatnonzero(data.rooms[data.memories :] == busiest) + data.memories
+    fresh = [data.vectors[i] for i in rng.choice(pool, min(queries, len(pool)), replace=False)]
+    stored = np.flatnonzero(data.rooms[: data.memories] == busiest)
+    candidates = rng.choice(stored, min(len(stored), 3 * queries), replace=False)
+    with psycopg.connect(su_url, autocommit=True) as su:
+        register_vector(su)
+        rows = su.execute(
+            "SELECT id::text, embedding FROM memories WHERE type = 'messages'"
+            " AND id = ANY(%s::uuid[])",
+            ([memory_id(int(i)) for i in candidates],),
+        ).fetchall()
+        in_room = su.execute(
+            "SELECT count(*) FROM memories WHERE type = 'messages' AND \"roomId\" = %s",
+            (room_id(busiest),),
+        ).fetchone()
+    originals = sorted(rows)[:queries]
+    near = [
+        near_duplicate(np.asarray(v.to_numpy()), NEAR_DUPLICATE_DISTANCE, rng) for _, v in originals
+    ]
+    kinds = {"fresh": fresh, "near_duplicates": near}
+    seen: dict[tuple[str, str], list[dict[str, Any]]] = {
+        (kind, v.name): [] for kind in kinds for v in variants
+    }
+    with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
+        hnsw = hnsw_indexes(conn)
+        for kind, vectors in kinds.items():
+            for k, vector in enumerate(vectors):
+                params = {
+                    "q": vector_text(vector),
+                    "type": "messages",
+                    "room": room_id(busiest),
+                    "threshold": DEDUPE_THRESHOLD,
+                    "count": 1,
+                }
+                for v in rotated(variants, k):
+                    seen[kind, v.name].append(explained(conn, DEDUPE_SQL, params, hnsw, v))
+    out: dict[str, Any] = {
+        "room": room_id(busiest),
+        "messages_in_room": in_room[0] if in_room else None,
+        "near_duplicate_distance": NEAR_DUPLICATE_DISTANCE,
+        "variants": {},
+    }
+    for v in variants:
+        out["variants"][v.name] = {kind: probe_summary(seen[kind, v.name]) for kind in kinds}
+        progress(f"dedupe probe {v.name}: {out['variants'][v.name]}")
+    return out
 
 
 def sample_lag(
@@ -539,8 +813,20 @@ def sample_lag(
 
 
 def run_level(
-    url: str, su_url: str, source: TurnSource, connections: int, duration: float, warmup: float
+    url: str,
+    su_url: str,
+    source: TurnSource,
+    connections: int,
+    duration: float,
+    warmup: float,
+    variant: Variant | None = None,
 ) -> dict[str, Any]:
+    """Turns back to back on `connections` connections; with a variant, each turn is one
+    transaction under its settings (turn()), and the counted turns' and duplicate searches'
+    latencies are kept whole (`samples_ms`) so that rounds can be pooled."""
+    begin = variant.begin() if variant is not None else None
+    load_before = os.getloadavg()[0]
+    taken_before = source.next
     conns = [
         psycopg.connect(url, autocommit=True, prepare_threshold=None) for _ in range(connections)
     ]
@@ -556,11 +842,13 @@ def run_level(
         mine: list[tuple[float, dict[str, float]]] = []
         while time.monotonic() < end:
             try:
-                times = turn(conn, source)
+                times = turn(conn, source, begin)
                 mine.append((time.monotonic(), times))
             except psycopg.Error as exc:  # counted and shown, never hidden
                 with lock:
                     errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+                if begin is not None and not conn.closed:
+                    conn.execute("ROLLBACK")
         with lock:
             records.extend(mine)
 
@@ -600,13 +888,14 @@ def run_level(
     worst_ms = [max(v) for v in _by_time(window, 2).values() if v]
     worst_bytes = [max(v) for v in _by_time(window, 3).values() if v]
     cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
-    return {
+    ops = [*OPS, *(["txn"] if begin is not None else [])]
+    level: dict[str, Any] = {
         "connections": connections,
         "duration_s": duration,
         "turns": len(kept),
         "turns_per_s": round(len(kept) / duration, 1),
         "turn_ms": latency_summary([r["turn"] for r in kept]),
-        "ops_ms": {op: latency_summary([r[op] for r in kept]) for op in OPS},
+        "ops_ms": {op: latency_summary([r[op] for r in kept if op in r]) for op in ops},
         "errors": len(errors),
         "error_examples": sorted(set(errors))[:5],
         "replay_lag_ms": _pcts(worst_ms),
@@ -614,7 +903,15 @@ def run_level(
         "replicas": per_replica,
         # The client's own CPU, in cores: it shares the machine with the server it measures.
         "client_cpu": round(cpu / wall, 2),
+        # The machine's 1-minute load average as the level started and ended.
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        # Rows the turns had inserted before this level (the data grows as a run goes on).
+        "turns_inserted_before": taken_before,
     }
+    if variant is not None:
+        level["variant"] = variant.name
+        level["samples_ms"] = {k: [round(r[k], 2) for r in kept] for k in ("turn", "dedupe")}
+    return level
 
 
 def _by_time(
@@ -675,11 +972,19 @@ def measure(stack: DeployedStack, args: argparse.Namespace, result: dict[str, An
                 " ('shared_buffers', 'maintenance_work_mem', 'work_mem', 'effective_cache_size',"
                 " 'max_parallel_workers_per_gather', 'max_parallel_maintenance_workers', 'jit',"
                 " 'synchronous_commit', 'synchronous_standby_names', 'hnsw.ef_search',"
-                " 'hnsw.iterative_scan')"
+                " 'hnsw.iterative_scan', 'hnsw.max_scan_tuples', 'hnsw.scan_mem_multiplier')"
             ).fetchall()
         )
-        progress("loading")
-        loaded = load(su, data, args.seed)
+        earlier = earlier_load(su, args.memories, args.seed) if args.reuse else None
+        if earlier is None:
+            progress("loading")
+            loaded = load(su, data, args.seed)
+        else:
+            # Rows that earlier runs' turns inserted stay: they are counted here.
+            added = su.execute(
+                "SELECT count(*) FROM memories WHERE content->>'text' = 'a turn'"
+            ).fetchone()
+            loaded = {**earlier, "reused": True, "turn_rows_from_earlier_runs": added[0]}  # type: ignore[index]
         progress(f"loaded: {loaded}")
         caught_up = wait_for_replicas(su, stack.settings.replicas)
         progress(f"replicas replayed the load in {caught_up:.1f} s")
@@ -706,20 +1011,53 @@ def measure(stack: DeployedStack, args: argparse.Namespace, result: dict[str, An
         "replicas_replayed_load_s": round(caught_up, 1),
         **loaded,
     }
+    variants: list[Variant] = args.variant
+    if variants:
+        result["variants"] = {
+            "order": [v.name for v in variants],
+            "settings": {v.name: v.describe() for v in variants},
+            "rounds": args.rounds,
+        }
     progress("ef_search curve")
-    result["ef_search"] = ef_search_curve(agent_url, data, args.ef_search, args.queries, args.seed)
+    result["ef_search"] = ef_search_curve(
+        agent_url, data, args.ef_search, args.queries, args.seed, variants
+    )
     source = TurnSource(data, args.seed)
-    result["turn_plans"] = turn_plans(agent_url, source)
+    if variants:
+        # The same turn's reads under every variant.
+        pick = source.take()[:2]
+        plans = {v.name: turn_plans(agent_url, source, v, pick) for v in variants}
+        result["turn_plans"] = plans[variants[0].name]
+        result["variants"]["turn_plans"] = plans
+        if args.agreement_queries:
+            progress(f"agreement with {variants[0].name} on {args.agreement_queries} queries")
+            result["agreement"] = reference_agreement(
+                agent_url, data, variants, args.agreement_queries, args.seed
+            )
+        progress("duplicate-search probe in the busiest room")
+        result["dedupe_probe"] = dedupe_probe(
+            agent_url, su_url, data, variants, args.probe_queries, args.seed
+        )
+    else:
+        result["turn_plans"] = turn_plans(agent_url, source)
     progress(f"turn plans: {result['turn_plans']}")
     result["levels"] = []
-    for n in args.connections:
-        progress(f"{n} connections for {args.warmup + args.duration:.0f} s")
-        level = run_level(agent_url, su_url, source, n, args.duration, args.warmup)
-        progress(
-            f"{n}: {level['turns_per_s']} turns/s, p95 {level['turn_ms'].get('p95')} ms, "
-            f"lag p95 {level['replay_lag_ms'].get('p95')} ms, errors {level['errors']}"
-        )
-        result["levels"].append(level)
+    for r in range(args.rounds if variants else 1):
+        runs: list[Variant | None] = [*round_order(variants, r)] or [None]
+        for variant in runs:
+            for n in args.connections:
+                name = f" {variant.name}, round {r + 1}" if variant else ""
+                progress(f"{n} connections{name} for {args.warmup + args.duration:.0f} s")
+                level = run_level(agent_url, su_url, source, n, args.duration, args.warmup, variant)
+                if variant is not None:
+                    level["round"] = r + 1
+                progress(
+                    f"{n}{name}: {level['turns_per_s']} turns/s, p95 "
+                    f"{level['turn_ms'].get('p95')} ms, dedupe p95 "
+                    f"{level['ops_ms']['dedupe'].get('p95')} ms, lag p95 "
+                    f"{level['replay_lag_ms'].get('p95')} ms, errors {level['errors']}"
+                )
+                result["levels"].append(level)
     result["turns_pool"] = {"size": source.size, "used": source.next}
 
 
@@ -741,7 +1079,42 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--config", type=Path, default=ROOT / "Pulumi.dev.yaml")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "agent")
     parser.add_argument("--label", default="", help="printed at the top of the results")
+    parser.add_argument(
+        "--variant",
+        type=Variant.parse,
+        action="append",
+        default=[],
+        help="NAME[:setting=value,...]: server settings to compare, each applied with SET LOCAL "
+        "to the curve's queries and the turns (one transaction each); repeat for each, the "
+        "first is the reference. Levels then run --rounds times, the variants interleaved",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of levels with --variant")
+    parser.add_argument(
+        "--probe-queries",
+        type=int,
+        default=30,
+        help="with --variant: duplicate searches per kind in the busiest room, per variant",
+    )
+    parser.add_argument(
+        "--agreement-queries",
+        type=int,
+        default=1000,
+        help="with --variant: searches per shape whose rows each variant is compared with the "
+        "first variant's (0: none)",
+    )
     parser.add_argument("--keep", action="store_true", help="leave the stack running")
+    parser.add_argument(
+        "--state",
+        type=Path,
+        help="keep the stack's state (certificates, outputs) in this folder and leave the stack "
+        "running, for --reuse",
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="with --state: bring up the stack that folder describes without removing it first, "
+        "and keep its data when it holds this --memories and --seed's load",
+    )
     args = parser.parse_args(argv)
 
     values = stack_values(args.config)
@@ -757,10 +1130,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         },
         "targets": TARGETS,
     }
-    with (
-        tempfile.TemporaryDirectory(prefix="elizadb-p12bagent-") as tmp,
-        deployed_stack(Path(tmp), STACK, PORT_BASE, keep=args.keep, **values) as stack,
-    ):
+    if args.reuse and args.state is None:
+        parser.error("--reuse needs --state")
+    if len({v.name for v in args.variant}) != len(args.variant):
+        parser.error("each --variant needs its own name")
+    with contextlib.ExitStack() as scope:
+        if args.state is None:
+            folder = Path(scope.enter_context(tempfile.TemporaryDirectory(prefix="elizadb-p12b-")))
+        else:
+            folder = args.state.resolve()
+            folder.mkdir(parents=True, exist_ok=True)
+        keep = args.keep or args.state is not None
+        stack = scope.enter_context(
+            deployed_stack(folder, STACK, PORT_BASE, keep=keep, reuse=args.reuse, **values)
+        )
         s = stack.settings
         result["stack"] = {
             "config": args.config.name,
@@ -779,7 +1162,10 @@ def write(result: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "agent.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / "agent.md").write_text(render_markdown(result))
-    (out / "agent-load.svg").write_text(load_svg(result))
+    if "variants" in result:
+        (out / "agent-variants.svg").write_text(variants_svg(result))
+    else:
+        (out / "agent-load.svg").write_text(load_svg(result))
     (out / "agent-ef-search.svg").write_text(ef_search_svg(result))
     print(render_markdown(result))
 

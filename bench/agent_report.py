@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from html import escape
 from typing import Any
 
@@ -57,6 +57,78 @@ def mean_recall(
     return (round(sum(values) / len(values), 4) if values else None), len(values)
 
 
+def curve_point(
+    ef_search: int,
+    found: Sequence[Sequence[object]],
+    times_ms: Sequence[float],
+    served: Sequence[bool],
+    exact: Sequence[Sequence[object]],
+    k: int = 10,
+) -> dict[str, Any]:
+    """One point of the ef_search curve from each query's rows, latency and whether HNSW served
+    it, against the exact answers."""
+    recall, answered = mean_recall(found, exact, k)
+    # The index's own recall: the queries the planner gave to HNSW (the others were answered
+    # exactly, by a scan and a sort).
+    recall_hnsw, _ = mean_recall(
+        [f for f, s in zip(found, served, strict=True) if s],
+        [e for e, s in zip(exact, served, strict=True) if s],
+        k,
+    )
+    return {
+        "ef_search": ef_search,
+        "recall": recall,
+        "answered": answered,
+        "recall_hnsw": recall_hnsw,
+        "hnsw_share": round(sum(served) / len(found), 3),
+        "mean_rows": round(sum(map(len, found)) / len(found), 2),
+        "latency_ms": latency_summary(times_ms),
+    }
+
+
+def agreement_summary(
+    found: Sequence[Sequence[object]],
+    reference: Sequence[Sequence[object]],
+    times_ms: Sequence[float],
+) -> dict[str, Any]:
+    """How many of the reference's rows a variant's searches missed, in how many queries, the
+    most one query missed, and the variant's latency."""
+    missed = [len(set(r) - set(f)) for f, r in zip(found, reference, strict=True)]
+    return {
+        "reference_rows": sum(len(r) for r in reference),
+        "missed_rows": sum(missed),
+        "queries_missing_rows": sum(1 for m in missed if m),
+        "most_missed_by_one_query": max(missed, default=0),
+        "latency_ms": latency_summary(times_ms),
+    }
+
+
+def probe_summary(explains: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The duplicate-search probe's queries under one variant: how many found a row, how many
+    HNSW served, and the execution time, buffers and filtered-out rows of each."""
+    hnsw = [e for e in explains if e["hnsw"]]
+    plans: dict[str, int] = {}
+    for e in explains:
+        key = " → ".join(e["nodes"])
+        plans[key] = plans.get(key, 0) + 1
+    return {
+        "queries": len(explains),
+        "found": sum(1 for e in explains if e["rows"]),
+        "hnsw_share": round(len(hnsw) / len(explains), 3) if explains else None,
+        "execution_ms": latency_summary([e["execution_ms"] for e in explains]),
+        "buffers": latency_summary(
+            [
+                float((e.get("shared_buffers_hit") or 0) + (e.get("shared_buffers_read") or 0))
+                for e in explains
+            ]
+        ),
+        "rows_removed_by_filter": latency_summary(
+            [float(e["rows_removed_by_filter"]) for e in explains]
+        ),
+        "plans": plans,
+    }
+
+
 def first_reaching(curve: Sequence[Mapping[str, Any]], target: float) -> int | None:
     """The smallest ef_search whose recall is at least target, or None."""
     for point in sorted(curve, key=lambda p: p["ef_search"]):
@@ -86,6 +158,61 @@ def _fmt(value: float) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".") if value < 1 else f"{value:.1f}"
 
 
+# A panel's margins: the y axis's labels on the left, the x axis's below.
+LEFT, RIGHT, TOP, BOTTOM = 58, 12, 28, 46
+
+
+class _Frame:
+    """A panel's plotting area and its y scale: the title, the frame, five grid lines with
+    their values, the y axis's label and a dashed guide line, as SVG."""
+
+    def __init__(self, width: int, height: int, y_range: tuple[float, float]) -> None:
+        self.plot_w, self.plot_h = width - LEFT - RIGHT, height - TOP - BOTTOM
+        self.y0, self.y1 = y_range
+
+    def py(self, y: float) -> float:
+        y0, y1 = self.y0, self.y1
+        return TOP + self.plot_h - (min(max(y, y0), y1) - y0) / ((y1 - y0) or 1) * self.plot_h
+
+    def grid(self, title: str) -> list[str]:
+        out = [
+            f'<text x="{LEFT}" y="16" font-weight="bold">{escape(title)}</text>',
+            (
+                f'<rect x="{LEFT}" y="{TOP}" width="{self.plot_w}" height="{self.plot_h}" '
+                'fill="none" stroke="#999"/>'
+            ),
+        ]
+        for i in range(5):
+            y = self.y0 + (self.y1 - self.y0) * i / 4
+            py = self.py(y)
+            out.append(
+                f'<line x1="{LEFT}" x2="{LEFT + self.plot_w}" y1="{py:.1f}" y2="{py:.1f}" '
+                f'stroke="#eee"/><text x="{LEFT - 4}" y="{py + 4:.1f}" text-anchor="end" '
+                f'font-size="10">{_fmt(y)}</text>'
+            )
+        return out
+
+    def y_label(self, label: str) -> str:
+        mid = TOP + self.plot_h / 2
+        return (
+            f'<text x="14" y="{mid:.0f}" text-anchor="middle" font-size="11" '
+            f'transform="rotate(-90 14 {mid:.0f})">{escape(label)}</text>'
+        )
+
+    def guide(self, guide: tuple[float, str] | None) -> list[str]:
+        if guide is None:
+            return []
+        value, label = guide
+        py = self.py(value)
+        return [
+            (
+                f'<line x1="{LEFT}" x2="{LEFT + self.plot_w}" y1="{py:.1f}" y2="{py:.1f}" '
+                f'stroke="#555" stroke-dasharray="4 3"/><text x="{LEFT + self.plot_w - 4}" '
+                f'y="{py - 4:.1f}" text-anchor="end" font-size="10">{escape(label)}</text>'
+            )
+        ]
+
+
 def line_panel(
     title: str,
     x_label: str,
@@ -100,54 +227,31 @@ def line_panel(
     """One chart as an SVG group at the origin: lines with markers over a logarithmic x axis
     (connections 1-64 and ef_search 20-400 both span more than a decade), ticks at the x values
     the data has, an optional horizontal guide line (a target). Empty series are left out."""
-    left, right, top, bottom = 58, 12, 28, 46
-    plot_w, plot_h = width - left - right, height - top - bottom
     points = [(x, y) for _, pts in series for x, y in pts]
     xs = sorted({x for x, _ in points}) or [1.0]
     lo_x, hi_x = math.log(min(xs)), math.log(max(xs))
     if y_range is None:
         top_y = max([y for _, y in points] + ([guide[0]] if guide else []) + [0.0])
         y_range = (0.0, nice_ceiling(top_y * 1.05))
-    y0, y1 = y_range
+    frame = _Frame(width, height, y_range)
+    plot_w, plot_h, py = frame.plot_w, frame.plot_h, frame.py
 
     def px(x: float) -> float:
         span = hi_x - lo_x
-        return left + (plot_w / 2 if span == 0 else (math.log(x) - lo_x) / span * plot_w)
+        return LEFT + (plot_w / 2 if span == 0 else (math.log(x) - lo_x) / span * plot_w)
 
-    def py(y: float) -> float:
-        return top + plot_h - (min(max(y, y0), y1) - y0) / ((y1 - y0) or 1) * plot_h
-
-    out = [
-        f'<text x="{left}" y="16" font-weight="bold">{escape(title)}</text>',
-        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>',
-    ]
-    for i in range(5):
-        y = y0 + (y1 - y0) * i / 4
-        out.append(
-            f'<line x1="{left}" x2="{left + plot_w}" y1="{py(y):.1f}" y2="{py(y):.1f}" '
-            f'stroke="#eee"/><text x="{left - 4}" y="{py(y) + 4:.1f}" text-anchor="end" '
-            f'font-size="10">{_fmt(y)}</text>'
-        )
+    out = frame.grid(title)
     for x in xs:
         out.append(
-            f'<text x="{px(x):.1f}" y="{top + plot_h + 14}" text-anchor="middle" '
+            f'<text x="{px(x):.1f}" y="{TOP + plot_h + 14}" text-anchor="middle" '
             f'font-size="10">{_fmt(x)}</text>'
         )
     out.append(
-        f'<text x="{left + plot_w / 2:.0f}" y="{height - 8}" text-anchor="middle" '
+        f'<text x="{LEFT + plot_w / 2:.0f}" y="{height - 8}" text-anchor="middle" '
         f'font-size="11">{escape(x_label)}</text>'
     )
-    out.append(
-        f'<text x="14" y="{top + plot_h / 2:.0f}" text-anchor="middle" font-size="11" '
-        f'transform="rotate(-90 14 {top + plot_h / 2:.0f})">{escape(y_label)}</text>'
-    )
-    if guide is not None:
-        value, label = guide
-        out.append(
-            f'<line x1="{left}" x2="{left + plot_w}" y1="{py(value):.1f}" y2="{py(value):.1f}" '
-            f'stroke="#555" stroke-dasharray="4 3"/><text x="{left + plot_w - 4}" '
-            f'y="{py(value) - 4:.1f}" text-anchor="end" font-size="10">{escape(label)}</text>'
-        )
+    out.append(frame.y_label(y_label))
+    out += frame.guide(guide)
     shown = [(name, sorted(pts)) for name, pts in series if pts]
     for k, (name, pts) in enumerate(shown):
         colour = PALETTE[k % len(PALETTE)]
@@ -155,10 +259,10 @@ def line_panel(
         out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
         for x, y in pts:
             out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{colour}"/>')
-        ly = top + 12 + 14 * k
+        ly = TOP + 12 + 14 * k
         out.append(
-            f'<rect x="{left + 8}" y="{ly - 8}" width="10" height="3" fill="{colour}"/>'
-            f'<text x="{left + 22}" y="{ly - 4}" font-size="10">{escape(name)}</text>'
+            f'<rect x="{LEFT + 8}" y="{ly - 8}" width="10" height="3" fill="{colour}"/>'
+            f'<text x="{LEFT + 22}" y="{ly - 4}" font-size="10">{escape(name)}</text>'
         )
     return "\n".join(out)
 
@@ -183,6 +287,158 @@ def figure(panels: Sequence[str], caption: str, panel_w: int = 420, panel_h: int
         body.append(f'<text x="8" y="{y}" font-size="10">{escape(line)}</text>')
     body.append("</svg>")
     return "\n".join(body) + "\n"
+
+
+def bar_panel(
+    title: str,
+    y_label: str,
+    categories: Sequence[str],
+    series: Sequence[tuple[str, Sequence[float | None]]],
+    *,
+    y_range: tuple[float, float] | None = None,
+    guide: tuple[float, str] | None = None,
+    value_format: Callable[[float], str] = _fmt,
+    width: int = 420,
+    height: int = 280,
+) -> str:
+    """Grouped bars as an SVG group at the origin: one group per category (a variant), one bar
+    per series in it, each labelled with its value; a missing value draws no bar. The legend
+    is a row under the categories, clear of the bars."""
+    values = [v for _, vs in series for v in vs if v is not None]
+    if y_range is None:
+        top_y = max(values + ([guide[0]] if guide else []) + [0.0])
+        y_range = (0.0, nice_ceiling(top_y * 1.1))
+    frame = _Frame(width, height, y_range)
+    plot_w, plot_h, py = frame.plot_w, frame.plot_h, frame.py
+    out = frame.grid(title)
+    out.append(frame.y_label(y_label))
+    group_w = plot_w / max(1, len(categories))
+    bar_w = group_w * 0.8 / max(1, len(series))
+    for c, category in enumerate(categories):
+        gx = LEFT + c * group_w
+        out.append(
+            f'<text x="{gx + group_w / 2:.1f}" y="{TOP + plot_h + 14}" text-anchor="middle" '
+            f'font-size="10">{escape(category)}</text>'
+        )
+        for k, (_, vs) in enumerate(series):
+            value = vs[c] if c < len(vs) else None
+            if value is None:
+                continue
+            x = gx + group_w * 0.1 + k * bar_w
+            out.append(
+                f'<rect x="{x:.1f}" y="{py(value):.1f}" width="{bar_w * 0.9:.1f}" '
+                f'height="{py(frame.y0) - py(value):.1f}" fill="{PALETTE[k % len(PALETTE)]}"/>'
+                f'<text x="{x + bar_w * 0.45:.1f}" y="{py(value) - 3:.1f}" text-anchor="middle" '
+                f'font-size="9">{value_format(value)}</text>'
+            )
+    out += frame.guide(guide)
+    for k, (name, _) in enumerate(series):
+        lx, ly = LEFT + 90 * k, height - 12
+        out.append(
+            f'<rect x="{lx}" y="{ly - 8}" width="10" height="8" '
+            f'fill="{PALETTE[k % len(PALETTE)]}"/>'
+            f'<text x="{lx + 14}" y="{ly}" font-size="10">{escape(name)}</text>'
+        )
+    return "\n".join(out)
+
+
+def variants_svg(result: Mapping[str, Any]) -> str:
+    """The variants side by side: turn latency and the duplicate search's under load (pooled
+    rounds, at the most connections measured), the busiest room's duplicate search alone, and
+    recall@10 of each curve shape at the stack's ef_search."""
+    names = result["variants"]["order"]
+    pooled = variant_summary(result)
+    most = max(lv["connections"] for lv in result["levels"])
+
+    def at(name: str, key: str, q: int) -> float | None:
+        value = pooled.get(name, {}).get(most, {}).get(key, {}).get(f"p{q}")
+        return None if value is None else float(value)
+
+    target = result.get("targets", {}).get("turn_p95_ms_at_16")
+    panels = [
+        bar_panel(
+            f"Turn at {most} connections (pooled rounds)",
+            "ms",
+            names,
+            [(f"p{q}", [at(n, "turn_ms", q) for n in names]) for q in (50, 95)],
+            guide=(target, "target p95") if target is not None and most == 16 else None,
+        ),
+        bar_panel(
+            f"Duplicate search at {most} connections",
+            "ms",
+            names,
+            [(f"p{q}", [at(n, "dedupe_ms", q) for n in names]) for q in (50, 95)],
+        ),
+    ]
+    probe = result.get("dedupe_probe")
+    if probe:
+        fresh = [probe["variants"][n]["fresh"]["execution_ms"] for n in names]
+        panels.append(
+            bar_panel(
+                "Busiest room's duplicate search alone",
+                "ms (server)",
+                names,
+                [(f"p{q}", [f.get(f"p{q}") for f in fresh]) for q in (50, 95)],
+            )
+        )
+    shapes = result["ef_search"]["shapes"]
+    default = int(result["ef_search"]["default"])
+    recall: list[tuple[str, list[float | None]]] = []
+    for shape, data in shapes.items():
+        row: list[float | None] = []
+        for n in names:
+            points = [
+                p
+                for p in data.get("variants", {}).get(n, {}).get("curve", [])
+                if p["ef_search"] == default
+            ]
+            row.append(points[0]["recall"] if points else None)
+        recall.append((shape, row))
+    # Grid lines at hundredths: from 0.96 down in steps of 0.04 as far as the lowest recall.
+    low = min([v for _, vs in recall for v in vs if v is not None] + [0.96])
+    panels.append(
+        bar_panel(
+            f"Recall@10 at ef_search {default}",
+            "recall@10",
+            names,
+            recall,
+            y_range=(1.0 - 0.04 * math.ceil((1.0 - low) / 0.04 - 1e-9), 1.0),
+            guide=(0.99, "0.99"),
+            value_format=lambda v: f"{v:.3f}",
+        )
+    )
+    return figure(panels, caption(result))
+
+
+def variant_summary(result: Mapping[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
+    """Per variant and number of connections, the rounds pooled: turn and duplicate-search
+    latency over every counted turn of every round, the mean throughput, the rounds' range of
+    load average."""
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    for lv in result["levels"]:
+        if "variant" not in lv:
+            continue
+        entry = out.setdefault(lv["variant"], {}).setdefault(
+            lv["connections"], {"rounds": 0, "turns": [], "dedupe": [], "rates": [], "load": []}
+        )
+        entry["rounds"] += 1
+        entry["turns"] += lv["samples_ms"]["turn"]
+        entry["dedupe"] += lv["samples_ms"]["dedupe"]
+        entry["rates"].append(lv["turns_per_s"])
+        entry["load"] += lv.get("load_average", [])
+    return {
+        name: {
+            n: {
+                "rounds": e["rounds"],
+                "turns_per_s": round(sum(e["rates"]) / len(e["rates"]), 1),
+                "turn_ms": latency_summary(e["turns"]),
+                "dedupe_ms": latency_summary(e["dedupe"]),
+                "load_average": [min(e["load"]), max(e["load"])] if e["load"] else None,
+            }
+            for n, e in levels.items()
+        }
+        for name, levels in out.items()
+    }
 
 
 def load_svg(result: Mapping[str, Any]) -> str:
@@ -273,8 +529,24 @@ def _cell(summary: Mapping[str, Any], key: str) -> str:
     return "—" if value is None else f"{value}"
 
 
+def _level_key(level: Mapping[str, Any]) -> str:
+    """The variant and round cells that lead a level's row in a run with variants."""
+    return f"{level['variant']} | {level.get('round', '—')} | " if "variant" in level else ""
+
+
+def _load_cell(level: Mapping[str, Any]) -> str:
+    load = level.get("load_average")
+    return f" {load[0]} → {load[1]} |" if load else " — |"
+
+
 def render_markdown(result: Mapping[str, Any]) -> str:
     m, d, e = result["machine"], result["data"], result["engine"]
+    head = "variant | round | " if any("variant" in lv for lv in result["levels"]) else ""
+    load_head = (
+        " load average (1 min) at start → end |"
+        if any("load_average" in lv for lv in result["levels"])
+        else ""
+    )
     lines = ["# Agent workload on the stack (@elizaos/adapter-postgres 0.1.9's queries)", ""]
     if result.get("label"):
         lines += [f"**{result['label']}**", ""]
@@ -299,47 +571,56 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         ),
         "",
         (
-            "| connections | turns/s | turn p50 ms | p95 | p99 | search p95 | recent p95 | "
+            f"| {head}connections | turns/s | turn p50 ms | p95 | p99 | search p95 | recent p95 | "
             "create p95 | errors | replay lag p50 / p95 ms (worst replica) | lag p95 bytes | "
-            "client CPU |"
+            f"client CPU |{load_head}"
         ),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---" * (12 + head.count("|") + load_head.count("|")) + "|",
     ]
     for lv in result["levels"]:
         ops, lag = lv["ops_ms"], lv["replay_lag_ms"]
         lines.append(
-            f"| {lv['connections']} | {lv['turns_per_s']} | {_cell(lv['turn_ms'], 'p50')} | "
+            f"| {_level_key(lv)}{lv['connections']} | {lv['turns_per_s']} | "
+            f"{_cell(lv['turn_ms'], 'p50')} | "
             f"{_cell(lv['turn_ms'], 'p95')} | {_cell(lv['turn_ms'], 'p99')} | "
             f"{_cell(ops['search'], 'p95')} | {_cell(ops['recent'], 'p95')} | "
             f"{_cell(ops['create'], 'p95')} | {lv['errors']} | "
             f"{_cell(lag, 'p50')} / {_cell(lag, 'p95')} | {_cell(lv['replay_lag_bytes'], 'p95')} "
-            f"| {lv['client_cpu']} |"
+            f"| {lv['client_cpu']} |{_load_cell(lv) if load_head else ''}"
         )
+    calls = [*CALLS, *(["txn"] if any("txn" in lv["ops_ms"] for lv in result["levels"]) else [])]
     lines += [
         "",
         (
             "Each call of a turn, p50 / p95 ms (createMemory = getMemoryById + duplicate search + "
-            "INSERT):"
+            "INSERT"
+            + (
+                "; txn = BEGIN with the variant's SET LOCAL, and COMMIT"
+                if len(calls) > len(CALLS)
+                else ""
+            )
+            + "):"
         ),
         "",
-        "| connections | " + " | ".join(CALLS) + " |",
-        "|---|" + "---|" * len(CALLS),
+        f"| {head}connections | " + " | ".join(calls) + " |",
+        "|---" * (1 + len(calls) + head.count("|")) + "|",
     ]
     for lv in result["levels"]:
         cells = [
             f"{_cell(lv['ops_ms'].get(op, {}), 'p50')} / {_cell(lv['ops_ms'].get(op, {}), 'p95')}"
-            for op in CALLS
+            for op in calls
         ]
-        lines.append(f"| {lv['connections']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_level_key(lv)}{lv['connections']} | " + " | ".join(cells) + " |")
     plans = result.get("turn_plans")
     if plans:
         lines += [
             "",
-            "Plans of one turn's reads (EXPLAIN ANALYZE after the load, before the runs):",
+            "Plans of one turn's reads (EXPLAIN ANALYZE after the load, before the runs"
+            + (f", variant {result['variants']['order'][0]}" if "variants" in result else "")
+            + "):",
             "",
         ]
-        for name, plan in plans.items():
-            lines.append(f"- {name}: {' → '.join(plan['nodes'])}; {plan['execution_ms']} ms")
+        lines += [_plan_line(name, plan) for name, plan in plans.items()]
     ef = result["ef_search"]
     lines += [
         "",
@@ -369,9 +650,132 @@ def render_markdown(result: Mapping[str, Any]) -> str:
             f"- {name} (`{shape['where']}`): recall@10 ≥ 0.99 first at ef_search "
             f"{reached if reached is not None else 'none of those measured'}."
         )
-    lines += [
-        "",
-        "Plots: [agent-load.svg](agent-load.svg), [agent-ef-search.svg](agent-ef-search.svg).",
-        "",
-    ]
+    if "variants" in result:
+        lines += variants_markdown(result)
+    plots = ["agent-variants.svg" if "variants" in result else "agent-load.svg"]
+    plots.append("agent-ef-search.svg")
+    lines += ["", "Plots: " + ", ".join(f"[{p}]({p})" for p in plots) + ".", ""]
     return "\n".join(lines)
+
+
+def _plan_line(name: str, plan: Mapping[str, Any]) -> str:
+    line = f"- {name}: {' → '.join(plan['nodes'])}; {plan['execution_ms']} ms"
+    if plan.get("rows_removed_by_filter") is not None:
+        buffers = (plan.get("shared_buffers_hit") or 0) + (plan.get("shared_buffers_read") or 0)
+        line += f", {plan['rows_removed_by_filter']} rows filtered out, {buffers} buffers"
+    return line
+
+
+def _table(intro: str, columns: str) -> list[str]:
+    """A paragraph, then a markdown table's header for these columns ("a | b | c")."""
+    return ["", intro, "", f"| {columns} |", "|---" * len(columns.split(" | ")) + "|"]
+
+
+def variants_markdown(result: Mapping[str, Any]) -> list[str]:
+    """The section of a run with server-settings variants: what each set, the turns pooled over
+    the rounds, the duplicate-search probe, recall per shape, and the plans."""
+    v = result["variants"]
+    names = v["order"]
+    ef = result["ef_search"]
+    lines = ["", "## Server-settings variants, side by side"]
+    lines += _table(
+        (
+            "Each variant's settings are applied with SET LOCAL inside the transaction they are "
+            "for: the curve's queries and the probe's one by one, each under every variant in "
+            "turn; a turn as one transaction (BEGIN with the SET LOCAL in one round trip, the "
+            "adapter's calls, COMMIT) in every variant alike, so turn latencies here include two "
+            "round trips that the adapter does not make and are comparable only with each other. "
+            f"{v['rounds']} rounds of the load levels, the variants in order and then in reverse "
+            "order, so that a drift of the machine's load or the data's growth (each turn "
+            "inserts a row) falls on each alike."
+        ),
+        "variant | settings",
+    )
+    for name in names:
+        settings = ", ".join(f"`{k} = {val}`" for k, val in v["settings"][name].items())
+        lines.append(f"| {name} | {settings or 'the stack defaults'} |")
+    lines += _table(
+        "Turns, all rounds pooled (latencies over every counted turn of every round):",
+        "variant | connections | rounds | turns/s (mean) | turn p50 ms | turn p95 | turn p99 | "
+        "duplicate search p50 | p95 | load average (1 min) during the levels",
+    )
+    for name, levels in variant_summary(result).items():
+        for n, e in sorted(levels.items()):
+            load = e["load_average"]
+            lines.append(
+                f"| {name} | {n} | {e['rounds']} | {e['turns_per_s']} | "
+                f"{_cell(e['turn_ms'], 'p50')} | {_cell(e['turn_ms'], 'p95')} | "
+                f"{_cell(e['turn_ms'], 'p99')} | {_cell(e['dedupe_ms'], 'p50')} | "
+                f"{_cell(e['dedupe_ms'], 'p95')} | "
+                f"{f'{load[0]}–{load[1]}' if load else '—'} |"
+            )
+    probe = result.get("dedupe_probe")
+    if probe:
+        lines += _table(
+            (
+                f"createMemory's duplicate search alone in the busiest room ({probe['room']}, "
+                f"{probe['messages_in_room']} messages), EXPLAIN ANALYZE through the pooler, "
+                "each query under every variant in turn: `fresh` are new messages of that room "
+                "(no duplicate exists, so an HNSW scan runs until it stops), `near duplicates` "
+                f"are stored messages of the room moved by {probe['near_duplicate_distance']} "
+                "(L2), which the search must find. Server execution time; buffers = shared "
+                "hit + read; rows filtered out = candidates the scan handed up that the room or "
+                "distance filter refused."
+            ),
+            "variant | fresh: served by HNSW | p50 ms | p95 ms | rows filtered out p50 / max | "
+            "buffers p50 / max | near duplicates found | served by HNSW | p95 ms",
+        )
+        for name in names:
+            f, n = probe["variants"][name]["fresh"], probe["variants"][name]["near_duplicates"]
+            lines.append(
+                f"| {name} | {f['hnsw_share']:.0%} | {_cell(f['execution_ms'], 'p50')} | "
+                f"{_cell(f['execution_ms'], 'p95')} | "
+                f"{_cell(f['rows_removed_by_filter'], 'p50')} / "
+                f"{_cell(f['rows_removed_by_filter'], 'max')} | "
+                f"{_cell(f['buffers'], 'p50')} / {_cell(f['buffers'], 'max')} | "
+                f"{n['found']} of {n['queries']} | {n['hnsw_share']:.0%} | "
+                f"{_cell(n['execution_ms'], 'p95')} |"
+            )
+    lines += _table(
+        f"Recall@10 against exact results, {ef['queries']} queries per shape, per variant:",
+        "variant | shape | ef_search | recall@10 | recall@10 of the queries served by HNSW | "
+        "served by HNSW | rows returned (mean) | p50 ms | p95 ms",
+    )
+    for name in names:
+        for shape, data in ef["shapes"].items():
+            for p in data.get("variants", {}).get(name, {}).get("curve", []):
+                lines.append(
+                    f"| {name} | {shape} | {p['ef_search']} | {_cell(p, 'recall')} | "
+                    f"{_cell(p, 'recall_hnsw')} | {p['hnsw_share']:.0%} | "
+                    f"{_cell(p, 'mean_rows')} | {p['latency_ms'].get('p50')} | "
+                    f"{p['latency_ms'].get('p95')} |"
+                )
+    agreement = result.get("agreement")
+    if agreement:
+        lines += _table(
+            (
+                f"Agreement with {agreement['reference']}: each shape's search at the stack's "
+                f"ef_search on {agreement['queries']} other turns' embeddings, each under every "
+                f"variant in turn; the rows of {agreement['reference']}'s answers that a "
+                "variant did not return (a bound that cuts a search short can cost one query "
+                "in hundreds all its rows, which mean recall over the curve's sample hides):"
+            ),
+            "variant | shape | rows missed (of the reference's) | queries that missed rows | "
+            "most missed by one query | p50 ms | p95 ms | p99 ms",
+        )
+        for name in names:
+            for shape, per in agreement["shapes"].items():
+                a = per[name]
+                lines.append(
+                    f"| {name} | {shape} | {a['missed_rows']} of {a['reference_rows']} | "
+                    f"{a['queries_missing_rows']} | {a['most_missed_by_one_query']} | "
+                    f"{_cell(a['latency_ms'], 'p50')} | {_cell(a['latency_ms'], 'p95')} | "
+                    f"{_cell(a['latency_ms'], 'p99')} |"
+                )
+    plans = v.get("turn_plans", {})
+    if plans:
+        lines += ["", "Plans of the same turn's reads under each variant (EXPLAIN ANALYZE):", ""]
+        for name in names:
+            lines += [f"- {name}:"]
+            lines += ["  " + _plan_line(k, plan) for k, plan in plans[name].items()]
+    return lines

@@ -90,6 +90,17 @@ DEFAULT_PG_PARAMETERS: Mapping[str, str] = {
     "archive_timeout": "60s",
     "checkpoint_timeout": "5min",
     "hnsw.ef_search": "40",
+    # How many index tuples pgvector's iterative scan (hnsw.iterative_scan, migration 0006) may
+    # visit before it stops looking for rows that pass a filter; pgvector's default is 20000. A
+    # search that cannot fill its LIMIT runs to this bound: @elizaos/adapter-postgres 0.1's
+    # duplicate check (room, similarity >= 0.95, LIMIT 1) finds nothing for almost every new
+    # memory, and in busy rooms the planner gives it to the L2 HNSW index. Measured on 100k
+    # memories (bench/results/agent/dedupe): in the busiest room 218 ms alone at 20000, 30 ms at
+    # 5000; at 16 connections twice the turns per second and half the turn p95. Filtered
+    # searches kept their rows at 3000 and above; on one load 2000 lost all ten rows of 2 queries
+    # in 1100 and 2500 seven of one query's in 4000; 1000 took recall@10 below 0.99. 5000 keeps
+    # a margin over 3000. postgres.parameters overrides it, as it does ef_search.
+    "hnsw.max_scan_tuples": "5000",
     "log_connections": "on",
     "log_disconnections": "on",
     "log_line_prefix": "%m [%p] %q%u@%d ",

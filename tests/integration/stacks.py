@@ -119,8 +119,17 @@ class DeployedStack:
 
 @contextmanager
 def deployed_stack(
-    tmp_path: Path, stack: str, port_base: int, keep: bool = False, **values: Any
+    tmp_path: Path,
+    stack: str,
+    port_base: int,
+    keep: bool = False,
+    reuse: bool = False,
+    **values: Any,
 ) -> Iterator[DeployedStack]:
+    """The stack deployed with its state under tmp_path, removed at the end unless keep. A
+    leftover of the same name is removed first, unless reuse: then `up` brings the stack whose
+    state tmp_path already holds to the declaration (a no-op when it is running unchanged) and
+    its volumes and data stay."""
     client = require_engine()
     # The local deploy finds its state through this variable; a stack deployed inside another
     # test's stack must give it back when it is done.
@@ -130,7 +139,8 @@ def deployed_stack(
     # A stack on several hosts (elizadb:hosts) is driven through each host's engine.
     target: Target = stack_engines(settings) if settings.hosts else client
     handle = DeployedStack(settings, {}, target, tmp_path)
-    handle.down(delete_volumes=True)  # a leftover of an earlier, killed run
+    if not reuse:
+        handle.down(delete_volumes=True)  # a leftover of an earlier, killed run
     try:
         handle.up()
         yield handle

@@ -8,9 +8,22 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import numpy as np
+import pytest
 
-from bench.agent_bench import DEDUPE_SQL, SEARCH_SQL, SHAPES, make_dataset, vector_text
+from bench.agent_bench import (
+    DEDUPE_SQL,
+    SEARCH_SQL,
+    SHAPES,
+    Variant,
+    make_dataset,
+    near_duplicate,
+    rotated,
+    round_order,
+    vector_text,
+)
 from bench.agent_report import (
+    agreement_summary,
+    curve_point,
     ef_search_svg,
     first_reaching,
     latency_summary,
@@ -18,8 +31,11 @@ from bench.agent_report import (
     load_svg,
     mean_recall,
     nice_ceiling,
+    probe_summary,
     query_recall,
     render_markdown,
+    variant_summary,
+    variants_svg,
 )
 
 
@@ -168,3 +184,176 @@ def test_rooms_are_topical_and_deterministic() -> None:
     assert (a.rooms == b.rooms).all() and a.vectors.shape == (500, 1536)
     assert set(a.rooms.tolist()) <= set(range(10))
     assert a.agent_of_room(7) == 1
+
+
+def test_a_variant_is_parsed_and_becomes_set_local_statements() -> None:
+    v = Variant.parse("mst2000:hnsw.max_scan_tuples=2000,work_mem=8MB")
+    assert v.name == "mst2000"
+    assert v.describe() == {"hnsw.max_scan_tuples": "2000", "work_mem": "8MB"}
+    assert v.set_local() == "SET LOCAL hnsw.max_scan_tuples = '2000'; SET LOCAL work_mem = '8MB'"
+    assert v.begin() == "BEGIN; " + v.set_local()
+    # No settings: the stack's own defaults, and a plain BEGIN.
+    stack = Variant.parse("stack")
+    assert stack.settings == () and stack.begin() == "BEGIN"
+    # What would break out of the quoted SET LOCAL is refused.
+    for bad in ("x:a=1';DROP TABLE t;--", "x:a", "x:A-B=1", "bad name:a=1", ":a=1"):
+        with pytest.raises(ValueError):
+            Variant.parse(bad)
+
+
+def test_variants_take_turns() -> None:
+    assert rotated(["a", "b", "c"], 0) == ["a", "b", "c"]
+    assert rotated(["a", "b", "c"], 4) == ["b", "c", "a"]
+    assert rotated([], 3) == []
+    assert [round_order("abc", r) for r in range(3)] == [list("abc"), list("cba"), list("abc")]
+
+
+def test_a_near_duplicate_is_at_the_distance_asked() -> None:
+    rng = np.random.default_rng(1)
+    v = rng.standard_normal(1536)
+    v /= np.linalg.norm(v)
+    moved = near_duplicate(v, 0.02, rng)
+    assert math.isclose(np.linalg.norm(moved), 1.0)
+    assert 0.0195 < np.linalg.norm(moved - v) < 0.0205
+
+
+def test_curve_point_separates_the_queries_hnsw_served() -> None:
+    exact = [[1, 2], [3, 4], []]
+    point = curve_point(40, [[1, 2], [3], [5]], [1.0, 2.0, 3.0], [True, False, True], exact)
+    assert point["recall"] == 0.75 and point["answered"] == 2
+    assert point["recall_hnsw"] == 1.0  # the only answered query HNSW served found both
+    assert point["hnsw_share"] == round(2 / 3, 3) and point["mean_rows"] == round(4 / 3, 2)
+    assert point["latency_ms"]["p50"] == 2.0
+
+
+def test_probe_summary_counts_plans_and_finds() -> None:
+    explains = [
+        {
+            "nodes": ["Limit", "Index Scan using idx_l2"],
+            "hnsw": True,
+            "execution_ms": 300.0,
+            "shared_buffers_hit": 10,
+            "shared_buffers_read": 5,
+            "rows": 0,
+            "rows_removed_by_filter": 20000,
+        },
+        {
+            "nodes": ["Limit", "Sort", "Index Scan using idx_btree"],
+            "hnsw": False,
+            "execution_ms": 10.0,
+            "shared_buffers_hit": 100,
+            "shared_buffers_read": None,
+            "rows": 1,
+            "rows_removed_by_filter": 900,
+        },
+    ]
+    summary = probe_summary(explains)
+    assert summary["queries"] == 2 and summary["found"] == 1 and summary["hnsw_share"] == 0.5
+    assert summary["buffers"]["max"] == 100.0 and summary["buffers"]["p50"] == 15.0
+    assert summary["rows_removed_by_filter"]["max"] == 20000.0
+    assert summary["plans"] == {
+        "Limit → Index Scan using idx_l2": 1,
+        "Limit → Sort → Index Scan using idx_btree": 1,
+    }
+
+
+def _variant_result() -> dict[str, Any]:
+    result = _result()
+    base = result["levels"][0]
+    result["variants"] = {
+        "order": ["stack", "mst2000"],
+        "settings": {"stack": {}, "mst2000": {"hnsw.max_scan_tuples": "2000"}},
+        "rounds": 2,
+        "turn_plans": {
+            n: {"dedupe_busiest_room": {"nodes": ["Limit"], "execution_ms": 1.0}}
+            for n in ("stack", "mst2000")
+        },
+    }
+    result["levels"] = [
+        {
+            **base,
+            "connections": 16,
+            "variant": name,
+            "round": r,
+            "turns_per_s": rate,
+            "load_average": [1.0 + r, 2.0 + r],
+            "ops_ms": {**base["ops_ms"], "txn": {"count": 5, "p50": 1.0, "p95": 2.0}},
+            "samples_ms": {"turn": turns, "dedupe": [t / 2 for t in turns]},
+        }
+        for r, name, rate, turns in (
+            (1, "stack", 10.0, [100.0, 200.0]),
+            (1, "mst2000", 20.0, [10.0, 20.0]),
+            (2, "mst2000", 30.0, [30.0]),
+            (2, "stack", 12.0, [300.0]),
+        )
+    ]
+    curve = result["ef_search"]["shapes"]["room"]["curve"]
+    result["ef_search"]["shapes"]["room"]["variants"] = {
+        "stack": {"curve": curve, "first_reaching_0_99": 200},
+        "mst2000": {"curve": curve[:2], "first_reaching_0_99": None},
+    }
+    fresh = {
+        "queries": 3,
+        "found": 0,
+        "hnsw_share": 1.0,
+        "execution_ms": {"count": 3, "p50": 5.0, "p95": 9.0},
+        "buffers": {"count": 3, "p50": 50.0, "max": 90.0},
+        "rows_removed_by_filter": {"count": 3, "p50": 500.0, "max": 900.0},
+        "plans": {},
+    }
+    result["dedupe_probe"] = {
+        "room": "r",
+        "messages_in_room": 3721,
+        "near_duplicate_distance": 0.02,
+        "variants": {
+            n: {"fresh": fresh, "near_duplicates": {**fresh, "found": 3}}
+            for n in ("stack", "mst2000")
+        },
+    }
+    result["agreement"] = {
+        "queries": 3,
+        "reference": "stack",
+        "shapes": {
+            "type": {
+                n: agreement_summary(found, [[1, 2], [3, 4], []], [1.0, 2.0, 3.0])
+                for n, found in (("stack", [[1, 2], [3, 4], []]), ("mst2000", [[1, 2], [], [9]]))
+            }
+        },
+    }
+    return result
+
+
+def test_agreement_counts_the_reference_rows_a_variant_missed() -> None:
+    summary = agreement_summary([[1, 2], [], [9]], [[1, 2], [3, 4], []], [1.0, 2.0, 3.0])
+    assert summary["reference_rows"] == 4 and summary["missed_rows"] == 2
+    assert summary["queries_missing_rows"] == 1 and summary["most_missed_by_one_query"] == 2
+    assert summary["latency_ms"]["count"] == 3
+
+
+def test_variant_rounds_are_pooled_per_variant() -> None:
+    pooled = variant_summary(_variant_result())
+    assert set(pooled) == {"stack", "mst2000"}
+    stack = pooled["stack"][16]
+    assert stack["rounds"] == 2 and stack["turns_per_s"] == 11.0
+    assert stack["turn_ms"]["count"] == 3 and stack["turn_ms"]["p95"] == 300.0
+    assert stack["dedupe_ms"]["p50"] == 100.0
+    assert stack["load_average"] == [2.0, 4.0]  # lowest and highest of the rounds
+    # Levels of a run without variants are not pooled.
+    assert variant_summary(_result()) == {}
+
+
+def test_a_variant_run_renders_its_comparison() -> None:
+    result = _variant_result()
+    md = render_markdown(result)
+    assert "## Server-settings variants, side by side" in md
+    assert "| mst2000 | `hnsw.max_scan_tuples = 2000` |" in md
+    assert "| stack | the stack defaults |" in md
+    assert "| stack | 16 | 2 | 11.0 | 200.0 | 300.0 |" in md
+    assert "| stack | 1 | 16 | 10.0 |" in md  # each round's own row, variant and round first
+    assert "txn = BEGIN with the variant's SET LOCAL" in md
+    assert "3 of 3" in md and "agent-variants.svg" in md and "agent-load.svg" not in md
+    assert md.count("| mst2000 | room |") == 2
+    assert "| mst2000 | type | 2 of 4 | 1 | 2 |" in md and "| stack | type | 0 of 4 | 0 | 0 |" in md
+    svg = ET.fromstring(variants_svg(result))
+    bars = [e for e in svg.iter() if e.tag.endswith("rect") and e.get("height")]
+    assert len(bars) > 2 * 2 * 3  # panels' bars besides frames and legends

@@ -75,6 +75,21 @@ def test_user_parameters_override_defaults_and_render_sorted() -> None:
     assert tunables == sorted(tunables)
 
 
+def test_the_iterative_scan_bound_is_a_default_a_stack_may_override() -> None:
+    # The adapter's duplicate check scans to this bound in busy rooms (bench/results/agent/
+    # dedupe); pgvector's own 20000 made it take seconds at 16 connections.
+    topo = topology(DEV)
+    assert (
+        "hnsw.max_scan_tuples = 5000"
+        in render_postgresql_conf(DEV, topo, topo.primary).splitlines()
+    )
+    raised = load_settings(
+        "dev", {"postgres": {"parameters": {"hnsw.max_scan_tuples": 20000}}}, "t"
+    )
+    conf = render_postgresql_conf(raised, topology(raised), topology(raised).primary)
+    assert "hnsw.max_scan_tuples = 20000" in conf.splitlines() and "= 5000" not in conf
+
+
 def test_production_uses_quorum_synchronous_replication() -> None:
     topo = topology(PROD)
     conf = render_postgresql_conf(PROD, topo, topo.primary)
