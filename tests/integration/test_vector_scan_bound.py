@@ -19,7 +19,8 @@ from tests.integration.stacks import DeployedStack, deployed_stack
 from tests.integration.test_vector_operators import insert_rows
 from verify.synthetic import clustered_vectors
 
-pytestmark = [pytest.mark.integration]
+# Once in CI: the bound is a PostgreSQL setting and its effect, whatever the engine.
+pytestmark = [pytest.mark.integration, pytest.mark.once]
 STACK = "itddscan"
 PORT_BASE = 52300
 DIMS = 384
