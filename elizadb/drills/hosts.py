@@ -150,9 +150,10 @@ class _Fault:
     def apply(self) -> None:
         if self.kind == "partition":
             for name in self.containers:
-                settings = self.client.api.inspect_container(name)["NetworkSettings"]
-                endpoint = settings["Networks"][self.network]
-                aliases = tuple(a for a in endpoint.get("Aliases") or [] if a != name[:12])
+                attrs = self.client.api.inspect_container(name)
+                endpoint = attrs["NetworkSettings"]["Networks"][self.network]
+                # The engine adds the short container id itself on every connect.
+                aliases = tuple(a for a in endpoint.get("Aliases") or [] if a != attrs["Id"][:12])
                 self.attachments.append(_Attachment(name, endpoint["IPAddress"], aliases))
         with ThreadPoolExecutor(max_workers=max(len(self.containers), 1)) as pool:
             list(pool.map(self._cut, self.containers))
