@@ -146,6 +146,14 @@ def _switchover(args: argparse.Namespace, settings: Any) -> int:
     return 0
 
 
+def _write_results(out: Path, json_text: str, table: str, svg: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "drill.json").write_text(json_text)
+    (out / "drill.md").write_text(table)
+    (out / "drill.svg").write_text(svg)
+    _say(f"wrote {out}/drill.json, drill.md, drill.svg")
+
+
 def _host_drill(args: argparse.Namespace, settings: Any) -> int:
     """`drill host-loss|partition`: Patroni decides; the drill applies the fault and measures."""
     from elizadb.drills import report
@@ -176,18 +184,14 @@ def _host_drill(args: argparse.Namespace, settings: Any) -> int:
             )
     print(report.render_host_table(results))
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "drill.json").write_text(report.render_host_json(results))
-        (out / "drill.md").write_text(report.render_host_table(results))
-        (out / "drill.svg").write_text(
-            report.render_svg(
-                results,
-                window=(-2.0, args.hold_seconds + 10),
-                marks=("new_leader", "first_write_after", "restored"),
-            )
+        svg = report.render_svg(
+            results,
+            window=(-2.0, args.hold_seconds + 10),
+            marks=("new_leader", "first_write_after", "restored"),
         )
-        _say(f"wrote {out}/drill.json, drill.md, drill.svg")
+        _write_results(
+            Path(args.out), report.render_host_json(results), report.render_host_table(results), svg
+        )
     summary = report.host_summary(results)
     print(json.dumps(summary))
     return 0 if summary["rpo_zero_every_time"] and not summary["overlapping_acks_total"] else 1
@@ -235,12 +239,12 @@ def _drill(args: argparse.Namespace, settings: Any) -> int:
         results.append(result)
     print(report.render_table(results))
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "drill.json").write_text(report.render_json(results))
-        (out / "drill.md").write_text(report.render_table(results))
-        (out / "drill.svg").write_text(report.render_svg(results))
-        _say(f"wrote {out}/drill.json, drill.md, drill.svg")
+        _write_results(
+            Path(args.out),
+            report.render_json(results),
+            report.render_table(results),
+            report.render_svg(results),
+        )
     summary = report.summary(results)
     ok = summary["single_primary_every_time"] and summary["most_advanced_promoted_every_time"]
     if any(r.synchronous for r in results):

@@ -149,18 +149,20 @@ class Applier:
             return self.target.all()
         return [("", self.target)]
 
+    def _host(self, decl: Declared) -> str:
+        """The host a resource was declared on ("" for a single engine)."""
+        if not isinstance(self.target, Engines):
+            return ""
+        return self._provider_hosts.get(decl.provider, self.target.default_host)
+
     def _client(self, decl: Declared) -> docker.DockerClient:
         """The engine a resource was declared on."""
         if not isinstance(self.target, Engines):
             return self.target
-        if decl.provider:
-            return self.target.host(self._provider_hosts[decl.provider])
-        return self.target.host(self.target.default_host)
+        return self.target.host(self._host(decl))
 
     def _where(self, decl: Declared) -> str:
-        if isinstance(self.target, Engines) and decl.provider:
-            return f" on {self._provider_hosts[decl.provider]}"
-        return ""
+        return f" on {self._host(decl)}" if decl.provider else ""
 
     def _apply(self, declaration: Declaration) -> ApplyReport:
         report = ApplyReport()
@@ -174,26 +176,21 @@ class Applier:
         for image in declaration.of_type(REMOTE_IMAGE):
             report.built_image |= self._ensure_image(image)
         containers = declaration.of_type(CONTAINER)
-        wanted = {(id(self._client(c)), c.inputs["name"]) for c in containers}
-        for client, existing in self._stack_containers():
-            if (id(client), existing.name) not in wanted:
-                self.progress(f"removing {existing.name} (no longer declared)")
-                self._remove(client, str(existing.name))
-                report.removed.append(existing.name)
+        wanted = {(self._host(c), c.inputs["name"]) for c in containers}
+        for host, client in self._engines():
+            for existing in self._stack_containers(client):
+                if (host, existing.name) not in wanted:
+                    self.progress(f"removing {existing.name} (no longer declared)")
+                    self._remove(client, str(existing.name))
+                    report.removed.append(existing.name)
         for level in _container_levels(containers):
             started = [c for c in level if self._ensure_container(c, report)]
             self._wait_all(started)
         return report
 
-    def _stack_containers(self) -> list[tuple[docker.DockerClient, Any]]:
-        """The stack's containers on every engine, each with its engine's client."""
-        return [
-            (client, container)
-            for _, client in self._engines()
-            for container in client.containers.list(
-                all=True, filters={"label": f"{LABEL_STACK}={self.stack}"}
-            )
-        ]
+    def _stack_containers(self, client: docker.DockerClient) -> list[Any]:
+        """The stack's containers on one engine."""
+        return client.containers.list(all=True, filters={"label": f"{LABEL_STACK}={self.stack}"})
 
     def _ensure_network(self, decl: Declared) -> None:
         name = decl.inputs["name"]
@@ -206,9 +203,8 @@ class Applier:
             # Addressing changed (or the network predates it): containers must leave it first;
             # they are recreated below, since their declared addresses changed too.
             self.progress(f"recreating network {name}{self._where(decl)} (its declaration changed)")
-            for engine, container in self._stack_containers():
-                if engine is client:
-                    self._remove(client, str(container.name))
+            for container in self._stack_containers(client):
+                self._remove(client, str(container.name))
             existing[0].remove()
         self.progress(f"creating network {name}{self._where(decl)}")
         pools = [
@@ -479,8 +475,8 @@ class Applier:
 
     def _down_on(self, client: docker.DockerClient, at: str, delete_volumes: bool) -> list[str]:
         removed = []
-        label: dict[str, Any] = {"label": f"{LABEL_STACK}={self.stack}"}
-        for container in client.containers.list(all=True, filters=label):
+        label = {"label": f"{LABEL_STACK}={self.stack}"}
+        for container in self._stack_containers(client):
             self.progress(f"removing {container.name}{at}")
             self._remove(client, str(container.name))
             removed.append(str(container.name))
