@@ -31,6 +31,7 @@ from infra.components.ha import (
     patroni_cluster,
 )
 from infra.components.image import StackImage
+from infra.components.patroni_config import PatroniConfigJob
 from infra.components.pooler import Pooler
 from infra.components.postgres import PostgresNode
 from infra.components.ready import ReadyCheck, ready_name
@@ -163,7 +164,8 @@ class ElizaDbStack(pulumi.ComponentResource):
         self, args: StackInputs
     ) -> tuple[list[PostgresNode | PatroniNode], BootstrapJob]:
         """etcd first; then every node at once (Patroni elects one to initialise the cluster and
-        the others clone it); the router once they run; the job through whichever leads."""
+        the others clone it); the router once they run; the parameters (config job); the
+        bootstrap job through whichever leads."""
         topo = args.topo
         etcd = [EtcdMemberNode(m.member, args, m, opts=child(self)) for m in topo.etcd]
         after_etcd = [m.container for m in etcd]
@@ -172,7 +174,9 @@ class ElizaDbStack(pulumi.ComponentResource):
             for n in topo.nodes
         ]
         router = Router("router", args, opts=child(self, depends_on=[n.container for n in nodes]))
-        job = BootstrapJob("bootstrap", args, opts=child(self, depends_on=[router.container]))
+        # The parameters before the bootstrap job: its index builds get the declared memory.
+        config = PatroniConfigJob("config", args, opts=child(self, depends_on=[router.container]))
+        job = BootstrapJob("bootstrap", args, opts=child(self, depends_on=[config.succeeded]))
         return nodes, job
 
 

@@ -83,7 +83,7 @@ class Topology:
     etcd_client_port_base: int = 0
     etcd_peer_port_base: int = 0
 
-    # Fixed addresses: .1 gateway, .5 pooler, .6 bootstrap job, .7 backup agent, .8 readiness
+    # Fixed addresses: .1 gateway, .4 Patroni config job, .5 pooler, .6 bootstrap job, .7 backup agent, .8 readiness
     # job, .9 router, .10+ nodes, .30+ etcd members; the engine hands out .128 and above to
     # anything else.
     def _host(self, offset: int) -> str:
@@ -99,6 +99,10 @@ class Topology:
 
     def address(self, node: Node) -> str:
         return self._host(10 + node.index)
+
+    @property
+    def config_job_address(self) -> str:
+        return self._host(4)
 
     @property
     def pooler_address(self) -> str:
@@ -183,6 +187,10 @@ class Topology:
     @property
     def job_name(self) -> str:
         return f"{self.prefix}-bootstrap"
+
+    @property
+    def config_job_name(self) -> str:
+        return f"{self.prefix}-config"
 
     @property
     def server_names(self) -> tuple[str, ...]:

@@ -421,7 +421,8 @@ class Applier:
                     f"{logs}\nsee `docker logs {name}`"
                 )
             for line in logs.splitlines():
-                if "elizadb-migrate" in line or line.startswith(("applied", "unchanged")):
+                # What the migrations did, and each step of a parameter roll (patroni_roll.py).
+                if "elizadb-migrate" in line or line.startswith(("applied", "unchanged", "roll:")):
                     self.progress(f"  {line.strip()}")
             self.progress(f"{name} finished in {time.monotonic() - started:.1f}s")
             return

@@ -8,6 +8,8 @@ nodes' own answers to `GET /primary`.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pulumi
 import pulumi_docker as docker
 
@@ -219,7 +221,9 @@ class PatroniNode(pulumi.ComponentResource):
         super().__init__("elizadb:index:PatroniNode", name, None, site.options(opts))
         settings, topo, passwords = args.settings, args.topo, args.passwords
         self.volume, self.socket_volume = node_volumes(self, name, args, node)
-        cluster = patroni_cluster(settings, topo)
+        # The tunables reach Patroni through the config job (patroni_config.py), not through
+        # this file: a changed parameter then rolls instead of replacing every node.
+        cluster = replace(patroni_cluster(settings, topo), parameters={})
         member = member_name(node)
         patroni_yml = pulumi.Output.all(
             passwords[SUPERUSER],

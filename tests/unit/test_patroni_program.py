@@ -4,6 +4,7 @@ behind the router, no slots of eliza-db's own, and secrets kept out of plain inp
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import yaml
 from elizadb.local.apply import CONTAINER
 from elizadb.local.capture import Declaration, Declared, declare
 from elizadb.local.state import StateFile
+from infra import patroni_roll
 from infra.errors import ConfigError
 from infra.render import paths
 from infra.render.patroni import PATRONI_YML_UPLOAD
@@ -53,6 +55,8 @@ def test_a_patroni_stack_declares_etcd_patroni_nodes_and_a_router(
     commands = {c.inputs["name"]: c.inputs["command"][0] for c in decl.of_type(CONTAINER)}
     # The readiness job runs a shell script, not the image's entrypoint.
     assert commands.pop("elizadb-hat-ready").startswith("set -eu")
+    # So does the config job: the roll script, with the image's python3.
+    assert commands.pop("elizadb-hat-config") == "/etc/elizadb/roll/patroni_roll.py"
     assert commands == {
         "elizadb-hat-etcd-1": "etcd",
         "elizadb-hat-primary": "patroni",
@@ -111,7 +115,22 @@ def test_patroni_keeps_the_slots_and_its_config_carries_the_stack_settings(
     assert config["name"] == "elizadb-replica-1"  # its slot: elizadb_replica_1, as ever
     assert config["bootstrap"]["dcs"]["synchronous_mode"] is True
     assert config["etcd3"]["hosts"] == ["elizadb-hat-etcd-1:2379"]
-    assert config["bootstrap"]["dcs"]["postgresql"]["parameters"]["hnsw.ef_search"] == "40"
+    # The tunables are the config job's: a changed one rolls instead of replacing the nodes.
+    assert config["bootstrap"]["dcs"]["postgresql"]["parameters"] == {}
+    spec = json.loads(_upload(_container(decl, "elizadb-hat-config"), patroni_roll.CLUSTER_JSON))
+    assert spec["parameters"]["hnsw.ef_search"] == "40"
+    assert [m["name"] for m in spec["members"]] == [
+        "elizadb-primary",
+        "elizadb-replica-1",
+        "elizadb-replica-2",
+    ]
+    assert spec["members"][1] == {
+        "name": "elizadb-replica-1",
+        "tls_name": "elizadb-hat-replica-1",
+        "address": "10.201.167.11",
+        "api_port": 8008,
+        "pg_port": 5432,
+    }
 
 
 def test_each_rest_api_is_published_on_the_bind_address_and_named_in_the_outputs(
@@ -134,7 +153,8 @@ def test_each_rest_api_is_published_on_the_bind_address_and_named_in_the_outputs
     dcs = yaml.safe_load(_upload(_container(decl, "elizadb-hat-primary"), PATRONI_YML_UPLOAD))[
         "bootstrap"
     ]["dcs"]
-    assert found["parameters"] == dcs["postgresql"]["parameters"]
+    spec = json.loads(_upload(_container(decl, "elizadb-hat-config"), patroni_roll.CLUSTER_JSON))
+    assert found["parameters"] == spec["parameters"]
     assert (found["synchronous"], found["synchronousCount"], found["ttl"]) == (
         dcs["synchronous_mode"],
         dcs["synchronous_node_count"],

@@ -101,6 +101,7 @@ def test_every_resource_is_declared_on_its_parts_host(spread: Declaration) -> No
         "replica-1": "b",
         "replica-2": "c",
         "router": "a",
+        "config": "a",
         "bootstrap": "a",
         "pgbouncer": "a",
         "ready": "a",

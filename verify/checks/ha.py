@@ -22,7 +22,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from infra.render.patroni import PATRONI_YML
 from verify.context import NODE_ROOT, Context
 from verify.model import Check, Findings, Outcome, Unreachable, skipped
 from verify.outputs import PatroniDeclared, PatroniMember
@@ -438,10 +437,9 @@ def check_config(ctx: Context) -> Outcome:
         f"as declared: synchronous_mode {declared.synchronous}, ttl {declared.ttl} s, "
         f"{len(declared.parameters)} parameters",
         "someone changed the dynamic configuration (patronictl edit-config or PATCH /config): "
-        f"put the declared values back with `patronictl -c {PATRONI_YML} edit-config` as "
-        "postgres in a node, or PATCH /config with the node certificate; to keep a value, "
-        "declare it in elizadb:postgres.parameters (eliza-db does not yet roll a changed "
-        "parameter into a running Patroni cluster)",
+        "run the stack's config job again to put the declared values back and roll the "
+        "restarts they need (`elizadb migrate`, or `pulumi up --replace` with the config "
+        "job's URN); to keep a value, declare it in elizadb:postgres.parameters and deploy",
     )
 
 
