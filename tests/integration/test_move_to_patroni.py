@@ -22,14 +22,19 @@ from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from elizadb import engine
 from elizadb.local.engine_change import EngineChangeError
+from elizadb.local.providers import RANDOM_PASSWORD as PASSWORD
+from elizadb.local.state import StateFile
 from elizadb.ops import patroni
 from elizadb.ops.backup import Backup, read_catalog, take_backup
 from infra.components.ha import member_name
 from infra.render import paths
+from infra.render.patroni import REWIND_USER
 from infra.settings import StackSettings
 from infra.topology import topology
 from tests.integration.ha_probe import Writer, setup_probe_table, stored, wait_for
@@ -194,6 +199,28 @@ def test_the_old_primary_leads_with_its_data_and_every_member_streams(moved: Mov
         waited = log.index("waiting until the cluster has a leader")
         led = log.index("the cluster has a leader after")
         assert waited < led < log.index("elizadb-entrypoint[patroni]: starting Patroni"), log
+
+
+def test_the_rewind_role_reads_what_pg_rewind_reads_on_the_leader(moved: Move) -> None:
+    """Patroni rewinds a returning old leader through this role, which the job made (Patroni
+    did not: it adopted the cluster). Its password, TLS, pg_hba and grants, on the leader."""
+    stack = moved.stack
+    state = StateFile(STACK, stack.state_dir / "state")
+    key = f"{PASSWORD}::secrets-{REWIND_USER}"
+    password = state.data["resources"][key]["outputs"]["result"]
+    # Where the superuser's URI goes (every node, the read-write one taken), as the rewind role.
+    where = conninfo_to_dict(stack.connections["superuser"])
+    uri = make_conninfo(**{**where, "user": REWIND_USER, "password": password})
+    with psycopg.connect(uri, connect_timeout=10) as conn:
+        assert conn.execute("SELECT NOT pg_is_in_recovery()").fetchone() == (True,)
+        for sql in (
+            "SELECT count(*) FROM pg_ls_dir('global', true, false)",
+            "SELECT size FROM pg_stat_file('global/pg_control', true)",
+            "SELECT length(pg_read_binary_file('global/pg_control'))",
+            "SELECT length(pg_read_binary_file('PG_VERSION', 0, 2, true))",
+        ):
+            row = conn.execute(sql).fetchone()
+            assert row is not None and row[0], sql
 
 
 def test_the_verify_suite_passes_from_the_new_outputs(moved: Move) -> None:
