@@ -102,6 +102,33 @@ rejoin_if_superseded() {
   as_postgres touch "$PGDATA/standby.signal"
 }
 
+# A stack moving from the builtin engine to Patroni: every node's Patroni finds a data directory
+# and no cluster in etcd. With no leader yet, each of them runs for the lock, and a standby can
+# win it — one that lags behind the old primary would then lose the rows it never received. So a
+# standby of the builtin engine (standby.signal) that Patroni has never run (Patroni renames
+# initdb's postgresql.conf to postgresql.base.conf the first time it starts PostgreSQL) starts
+# Patroni only once a leader holds the lock: the old primary's node, which starts Patroni at
+# once and is the only candidate meanwhile. Patroni then makes this node follow it. Later starts
+# of the node find postgresql.base.conf and do not wait.
+wait_for_leader_if_builtin_standby() {
+  [[ -f "$PGDATA/standby.signal" && ! -f "$PGDATA/postgresql.base.conf" ]] || return 0
+  log "a standby of the builtin engine, not yet run by Patroni: waiting until the cluster has a leader (the old primary) before starting Patroni"
+  local started=$SECONDS next=30
+  until patroni_leader_elected; do
+    if ((SECONDS - started >= next)); then
+      log "no leader after $((SECONDS - started))s: the node that was the primary leads first; see its log"
+      next=$((next + 30))
+    fi
+    sleep 2
+  done
+  log "the cluster has a leader after $((SECONDS - started))s"
+}
+
+patroni_leader_elected() {
+  as_postgres timeout 20 patronictl -c "$PRIVATE/patroni.yml" list --format json 2>/dev/null |
+    python3 -c 'import json, sys; sys.exit(not any(m.get("Role") == "Leader" for m in json.load(sys.stdin)))'
+}
+
 run_postgres() {
   # PostgreSQL refuses a data directory that others can read.
   chmod 0700 "$PGDATA"
@@ -171,6 +198,7 @@ case "$MODE" in
     # secrets/ and is copied to $PRIVATE/patroni.yml, mode 0600. Patroni runs initdb, clones,
     # rewinds and starts PostgreSQL itself, as the postgres user.
     install_private_files
+    wait_for_leader_if_builtin_standby
     log "starting Patroni"
     HOME=/var/lib/postgresql exec setpriv --reuid=postgres --regid=postgres --init-groups \
       patroni "$PRIVATE/patroni.yml"

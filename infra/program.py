@@ -33,7 +33,7 @@ from infra.components.ha import (
 from infra.components.image import StackImage
 from infra.components.patroni_config import PatroniConfigJob
 from infra.components.pooler import Pooler
-from infra.components.postgres import PostgresNode
+from infra.components.postgres import POSTGRES_NODE_TYPE, PostgresNode
 from infra.components.ready import ReadyCheck, ready_name
 from infra.components.secrets import StackSecrets
 from infra.components.tls import StackTls
@@ -169,8 +169,13 @@ class ElizaDbStack(pulumi.ComponentResource):
         topo = args.topo
         etcd = [EtcdMemberNode(m.member, args, m, opts=child(self)) for m in topo.etcd]
         after_etcd = [m.container for m in etcd]
+        # A builtin stack moved to Patroni (README: "Moving a builtin stack to Patroni") keeps
+        # each node's volumes and container as the same resources: the alias carries the URNs
+        # the builtin node gave them over to its children too, so that Pulumi replaces the
+        # container instead of creating a second one of its name, and never deletes the volumes.
+        moved = pulumi.Alias(type_=POSTGRES_NODE_TYPE)
         nodes: list[PostgresNode | PatroniNode] = [
-            PatroniNode(n.short, args, n, opts=child(self, depends_on=after_etcd))
+            PatroniNode(n.short, args, n, opts=child(self, depends_on=after_etcd, aliases=[moved]))
             for n in topo.nodes
         ]
         router = Router("router", args, opts=child(self, depends_on=[n.container for n in nodes]))

@@ -38,6 +38,9 @@ class Declared:
     # The URN of the explicit provider that manages it ("" for the default provider): a stack
     # on several Docker hosts has one per host (infra/program.py).
     provider: str = ""
+    # Types it was declared as before (its aliases): Pulumi takes the resources of the old URNs,
+    # its children's included, for this one and its children.
+    alias_types: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -111,6 +114,9 @@ class _CaptureMonitor(pulumi_mocks.MockMonitor):
                 custom=bool(request.custom),
                 # A provider reference is "<urn>::<id>".
                 provider=request.provider.rsplit("::", 1)[0] if request.provider else "",
+                alias_types=frozenset(
+                    a.spec.type for a in request.aliases if a.HasField("spec") and a.spec.type
+                ),
             )
         )
         return response

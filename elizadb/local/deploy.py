@@ -19,6 +19,7 @@ from elizadb.engine import (
 from elizadb.errors import DeployError, EngineError
 from elizadb.local.apply import CONTAINER, Applier, ApplyReport, Progress
 from elizadb.local.capture import Declaration, declare
+from elizadb.local.engine_change import check_engine_change
 from elizadb.local.hosts import stack_engines
 from elizadb.local.identity import check_owned
 from elizadb.local.state import StateFile
@@ -65,6 +66,8 @@ def guard(settings: StackSettings, engines: Target | None = None) -> None:
 def up(settings: StackSettings, progress: Progress, project_dir: Path) -> ApplyReport:
     engines = stack_engines(settings)
     guard(settings, engines)
+    # A changed elizadb:ha.engine is judged before the declaration touches the state.
+    check_engine_change(settings, engines, progress)
     declaration = declare_stack(settings)
     conforming = dict(StateFile(settings.stack).runtime.conforming)
     report = Applier(engines, settings.stack, progress, conforming).apply(declaration)
@@ -110,8 +113,11 @@ def outputs(settings: StackSettings, show_secrets: bool) -> dict[str, Any]:
 
 def rerun_job(settings: StackSettings, progress: Progress) -> None:
     """Apply bootstrap.sql and the migrations again (`elizadb migrate`)."""
+    engines = stack_engines(settings)
+    # It applies the whole declaration: an engine change is judged as `up` judges it.
+    check_engine_change(settings, engines, progress)
     declaration = declare_stack(settings)
-    applier = Applier(stack_engines(settings), settings.stack, progress)
+    applier = Applier(engines, settings.stack, progress)
     jobs = [c for c in declaration.of_type(CONTAINER) if c.inputs.get("attach")]
     for job in jobs:
         applier.remove(job.inputs["name"])

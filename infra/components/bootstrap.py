@@ -21,6 +21,7 @@ from infra.components.common import (
 from infra.profiles import SQL_ROOT, sql_dir
 from infra.render import paths
 from infra.render.bootstrap import (
+    REWIND,
     VECTOR_INDEXES_SQL,
     render_bootstrap_sql,
     render_vector_indexes_sql,
@@ -95,6 +96,8 @@ class BootstrapJob(pulumi.ComponentResource):
         super().__init__("elizadb:index:BootstrapJob", name, None, site.options(opts))
         settings, topo, passwords = args.settings, args.topo, args.passwords
         names = [SUPERUSER, *(r.name for r in (*ROLES, *settings.server_roles))]
+        if settings.patroni:
+            names.append(REWIND.name)
         secrets = pulumi.Output.all(args.salt_seed, *(passwords[n] for n in names))
         bootstrap_sql = secrets.apply(
             lambda v: render_bootstrap_sql(

@@ -26,6 +26,9 @@ from infra.roles import REPLICATOR, SUPERUSER
 from infra.settings import size_mb
 from infra.topology import BACKUP_MOUNT, DATA_MOUNT, PG_PORT, Node
 
+# The builtin node's component type: part of the URN of every resource below it.
+POSTGRES_NODE_TYPE = "elizadb:index:PostgresNode"
+
 
 def socket_volume_name(node: Node) -> str:
     return f"{node.name}-run"
@@ -69,7 +72,7 @@ class PostgresNode(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         site = args.on(args.topo.node_host(node))
-        super().__init__("elizadb:index:PostgresNode", name, None, site.options(opts))
+        super().__init__(POSTGRES_NODE_TYPE, name, None, site.options(opts))
         settings, topo = args.settings, args.topo
         self.volume, self.socket_volume = node_volumes(self, name, args, node)
         uploads = [

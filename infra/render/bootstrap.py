@@ -14,11 +14,22 @@ from dataclasses import dataclass
 from infra.render import HEADER, paths
 from infra.render.patroni import REWIND_USER
 from infra.render.scram import scram_verifier
-from infra.roles import AGENT, OWNER, POOLER_AUTH, READONLY, ROLES, USER, eliza_uuid
+from infra.roles import AGENT, OWNER, POOLER_AUTH, READONLY, ROLES, USER, Role, eliza_uuid
 from infra.settings import StackSettings, VectorOperator
 from infra.topology import Topology
 
 SLOT_PREFIX = "elizadb_"
+# Patroni's rewind role. Patroni makes it when it initialises a cluster, but not when it adopts
+# a data directory it did not make (a stack moved from the builtin engine): the job makes sure it
+# exists, with the stack's password, on every Patroni stack.
+REWIND = Role(REWIND_USER, "LOGIN", "pg_rewind of a returning old leader, for Patroni")
+# What pg_rewind reads through a role that is not a superuser (the grants Patroni gives it).
+REWIND_FUNCTIONS = (
+    "pg_ls_dir(text, boolean, boolean)",
+    "pg_stat_file(text, boolean)",
+    "pg_read_binary_file(text)",
+    "pg_read_binary_file(text, bigint, bigint, boolean)",
+)
 # Where the job finds vector_indexes.sql (image/entrypoint.sh runs it when it is there).
 VECTOR_INDEXES_SQL = f"{paths.ETC}/job/vector_indexes.sql"
 
@@ -49,7 +60,7 @@ def render_bootstrap_sql(
         "",
         "-- Roles (attributes reset on every run, so drift is undone)",
     ]
-    for role in (*ROLES, *settings.server_roles):
+    for role in (*ROLES, *settings.server_roles, *((REWIND,) if settings.patroni else ())):
         verifier = scram_verifier(passwords[role.name], role.name, salt_seed)
         out += [
             f"SELECT format('CREATE ROLE %I', {_literal(role.name)})",
@@ -69,9 +80,13 @@ def render_bootstrap_sql(
         "REVOKE ALL ON DATABASE postgres FROM PUBLIC;",
     ]
     if settings.patroni:
-        # Patroni's rewind user (made by Patroni at initialisation) reads the leader's control
-        # data from the postgres database before it rewinds a returning old leader.
+        # Patroni's rewind user reads the leader's control data from the postgres database, and
+        # its files through these functions, before it rewinds a returning old leader.
         out.append(f"GRANT CONNECT ON DATABASE postgres TO {_ident(REWIND_USER)};")
+        out += [
+            f"GRANT EXECUTE ON FUNCTION pg_catalog.{f} TO {_ident(REWIND_USER)};"
+            for f in REWIND_FUNCTIONS
+        ]
     for role in (OWNER, AGENT, USER, READONLY, POOLER_AUTH):
         out.append(f"GRANT CONNECT ON DATABASE {_ident(db)} TO {_ident(role.name)};")
     if settings.server_roles:
