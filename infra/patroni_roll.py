@@ -19,8 +19,10 @@ change replaces no container. The job
 5. switches over to a restarted standby (the synchronous one, when there is one) when the
    leader needs a restart: the old leader comes back as a replica, on the new values.
 
-The first application (Patroni's configuration holds no parameters yet: a new cluster) restarts
-the leader in place instead: nothing is connected yet, and the leader stays where it was made.
+A new cluster (no parameter in Patroni's configuration yet, and the stack's database not yet
+made: the bootstrap job runs after this one) has its leader restarted in place instead: nothing
+is connected to it yet. A cluster Patroni took over with its data (a builtin stack moved to
+Patroni) has clients: it rolls like any other change.
 """
 
 from __future__ import annotations
@@ -118,9 +120,10 @@ def parse_states(cluster: Mapping[str, Any]) -> list[State]:
     return found
 
 
-def whole_problem(states: list[State], expected: list[str]) -> str:
+def whole_problem(states: list[State], expected: list[str], synchronous: bool = False) -> str:
     """Why the cluster is not whole, or "" when it is: every expected member present, one
-    running leader, every other member streaming from it on its timeline."""
+    running leader, every other member streaming from it on its timeline, and in synchronous
+    mode a synchronous standby named (Patroni hands the leadership to no other)."""
     by_name = {s.name: s for s in states}
     missing = [n for n in expected if n not in by_name]
     if missing:
@@ -133,7 +136,11 @@ def whole_problem(states: list[State], expected: list[str]) -> str:
         for s in states
         if not s.leads and (s.state != "streaming" or s.timeline != leaders[0].timeline)
     ]
-    return f"not streaming from the leader: {', '.join(behind)}" if behind else ""
+    if behind:
+        return f"not streaming from the leader: {', '.join(behind)}"
+    if synchronous and not any(s.role == "sync_standby" for s in states):
+        return "no synchronous standby named yet"
+    return ""
 
 
 def parameter_patch(current: Mapping[str, Any], desired: Mapping[str, str]) -> dict[str, Any]:
@@ -368,20 +375,39 @@ def wait_until(what: str, check: Callable[[], str], timeout_s: float) -> None:
     raise RollError(f"{what}: still not so after {timeout_s:.0f} s ({problem})")
 
 
+@dataclass(frozen=True)
+class Spec:
+    """cluster.json: what the job is given (infra/components/patroni_config.py roll_spec)."""
+
+    members: list[Member]
+    parameters: dict[str, str]
+    database: str
+    synchronous: bool
+    timeout_s: float
+
+
 class Roll:
-    def __init__(self, cluster: Cluster, desired: dict[str, str], timeout_s: float) -> None:
+    def __init__(self, cluster: Cluster, spec: Spec) -> None:
         self.cluster = cluster
-        self.desired = desired
-        self.timeout_s = timeout_s
+        self.spec = spec
+        self.desired = spec.parameters
+        self.timeout_s = spec.timeout_s
         self.expected = [m.name for m in cluster.members]
 
-    def whole(self, why: str) -> list[State]:
+    def whole(self, why: str, synchronous: bool = False) -> list[State]:
         wait_until(
             f"a whole cluster {why}",
-            lambda: whole_problem(self.cluster.states(), self.expected),
+            lambda: whole_problem(self.cluster.states(), self.expected, synchronous),
             self.timeout_s,
         )
         return self.cluster.states()
+
+    def _new_cluster(self) -> bool:
+        """No client has a database here yet: the stack's is made by the bootstrap job, after."""
+        leader = next(s for s in self.cluster.states() if s.leads)
+        literal = "'" + self.spec.database.replace("'", "''") + "'"
+        query = f"SELECT to_json(EXISTS (SELECT FROM pg_database WHERE datname = {literal}))"
+        return self.cluster.sql(self.cluster.member(leader.name), query) is False
 
     def observe(self, member: Member, patch: dict[str, Any]) -> set[str]:
         """Wait until `member` took `patch`; returns what it needs a restart for."""
@@ -420,7 +446,7 @@ class Roll:
         self.whole("before the roll")
         config = self.cluster.ask("GET", "/config")
         before: dict[str, Any] = dict((config.get("postgresql") or {}).get("parameters") or {})
-        first = not before
+        first = not before and self._new_cluster()
         patch = parameter_patch(before, self.desired)
         if patch:
             say(f"setting {len(patch)} parameter(s): {', '.join(sorted(patch))}")
@@ -458,7 +484,7 @@ class Roll:
         return 0
 
     def _switchover(self, leader: State) -> None:
-        self.whole("before the switchover")
+        self.whole("before the switchover", synchronous=self.spec.synchronous)
         candidate = switchover_candidate(self.cluster.states())
         started = time.monotonic()
         status, text = self.cluster.call(
@@ -548,10 +574,16 @@ def main() -> int:
         spec = json.load(f)
     with open(SECRETS_JSON) as f:
         secrets = json.load(f)
-    members = [Member(**m) for m in spec["members"]]
-    cluster = Cluster(members, secrets["api"], secrets["superuser"])
+    given = Spec(
+        members=[Member(**m) for m in spec["members"]],
+        parameters=dict(spec["parameters"]),
+        database=str(spec["database"]),
+        synchronous=bool(spec["synchronous"]),
+        timeout_s=float(spec["timeout_s"]),
+    )
+    cluster = Cluster(given.members, secrets["api"], secrets["superuser"])
     try:
-        return Roll(cluster, spec["parameters"], float(spec["timeout_s"])).run()
+        return Roll(cluster, given).run()
     except RollError as e:
         print(f"roll: {e}", file=sys.stderr, flush=True)
         return 1

@@ -55,8 +55,10 @@ def roll_spec(args: StackInputs) -> str:
             }
         )
     spec = {
+        "database": args.settings.database,
         "members": members,
         "parameters": dict(sorted(patroni_cluster(args.settings, topo).parameters.items())),
+        "synchronous": args.settings.synchronous,
         "timeout_s": STEP_TIMEOUT_SECONDS,
     }
     return json.dumps(spec, indent=1, sort_keys=True) + "\n"

@@ -55,6 +55,12 @@ def test_the_cluster_is_whole_only_with_one_running_leader_and_every_member_stre
     assert whole_problem([_state("a", "leader", "stopped"), *good[1:]], names) == (
         "0 running leaders"
     )
+    # Before a switchover in synchronous mode: Patroni hands the leadership to a synchronous
+    # standby only, and names one a few loops after the members stream.
+    unnamed = [good[0], _state("b"), _state("c")]
+    assert whole_problem(unnamed, names) == ""
+    assert whole_problem(unnamed, names, synchronous=True) == "no synchronous standby named yet"
+    assert whole_problem(good, names, synchronous=True) == ""
 
 
 def test_a_member_has_taken_the_values_when_its_file_holds_them() -> None:
