@@ -35,8 +35,8 @@ def register(sub: argparse._SubParsersAction, with_stack: Any) -> None:  # type:
     drill = with_stack(
         sub.add_parser(
             "drill",
-            help="rehearse a failover or switchover, or (Patroni on several hosts) the loss or "
-            "partition of a host, measured",
+            help="rehearse a failover or switchover (Patroni: its planned switchover), or "
+            "(Patroni on several hosts) the loss or partition of a host, measured",
         )
     )
     drill.add_argument("kind", choices=["failover", "switchover", "host-loss", "partition"])
@@ -84,7 +84,8 @@ def _refuse_on_patroni(settings: Any) -> None:
         raise UsageError(
             f"stack {settings.stack} runs Patroni (elizadb:ha.engine patroni), which detects a "
             "failed leader and promotes a replica by itself; `elizadb switchover --to NODE` "
-            "moves the leader on purpose, `elizadb status` shows the members"
+            "moves the leader on purpose, `elizadb drill switchover` measures one, "
+            "`elizadb status` shows the members"
         )
 
 
@@ -155,9 +156,10 @@ def _write_results(out: Path, json_text: str, table: str, svg: str) -> None:
 
 
 def _host_drill(args: argparse.Namespace, settings: Any) -> int:
-    """`drill host-loss|partition`: Patroni decides; the drill applies the fault and measures."""
+    """`drill host-loss|partition`, and `drill switchover` on a Patroni stack: Patroni decides;
+    the drill applies the fault (or asks for the switchover) and measures."""
     from elizadb.drills import report
-    from elizadb.drills.hosts import run_host_drill
+    from elizadb.drills.hosts import SWITCHOVER, run_host_drill, run_switchover_drill
     from elizadb.local import deploy
     from elizadb.local.hosts import stack_engines
     from verify.ca_file import private_ca_file
@@ -168,8 +170,18 @@ def _host_drill(args: argparse.Namespace, settings: Any) -> int:
     for i in range(args.runs):
         _say(f"drill {i + 1}/{args.runs}: {args.kind}")
         with private_ca_file(outputs["caCert"]) as ca:
-            results.append(
-                run_host_drill(
+            if args.kind == SWITCHOVER:
+                result = run_switchover_drill(
+                    engines,
+                    settings,
+                    outputs,
+                    ca,
+                    _say,
+                    write_before_s=args.write_seconds,
+                    write_after_s=args.write_seconds,
+                )
+            else:
+                result = run_host_drill(
                     engines,
                     settings,
                     outputs,
@@ -181,14 +193,18 @@ def _host_drill(args: argparse.Namespace, settings: Any) -> int:
                     hold_s=args.hold_seconds,
                     write_after_s=args.write_seconds,
                 )
-            )
+            results.append(result)
     print(report.render_host_table(results))
     if args.out:
-        svg = report.render_svg(
-            results,
-            window=(-2.0, args.hold_seconds + 10),
-            marks=("new_leader", "first_write_after", "restored"),
-        )
+        # A switchover's writes move within seconds of Patroni acting (which may take a few
+        # seconds after the request); a host fault lasts the hold.
+        if args.kind == SWITCHOVER:
+            last = max(r.events.get("first_write_after", 0.0) for r in results)
+            window, marks = (-2.0, last + 3), ("new_leader", "first_write_after", "rejoined")
+        else:
+            window = (-2.0, args.hold_seconds + 10)
+            marks = ("new_leader", "first_write_after", "restored")
+        svg = report.render_svg(results, window=window, marks=marks)
         _write_results(
             Path(args.out), report.render_host_json(results), report.render_host_table(results), svg
         )
@@ -207,7 +223,7 @@ def _drill(args: argparse.Namespace, settings: Any) -> int:
 
     if args.runs < 1:
         raise UsageError(f"--runs {args.runs}: give 1 or more")
-    if args.kind in ("host-loss", "partition"):
+    if args.kind in ("host-loss", "partition") or (args.kind == "switchover" and settings.patroni):
         return _host_drill(args, settings)
     _refuse_on_patroni(settings)
     client = connect()

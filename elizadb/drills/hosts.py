@@ -1,4 +1,4 @@
-"""Host-loss and partition drills for a Patroni stack on several Docker hosts.
+"""Host-loss, partition and switchover drills for a Patroni stack.
 
 The fault is applied to every part of the stack on one host, through that host's engine:
 
@@ -21,6 +21,11 @@ only watches.
   RPO  acknowledged rows (of both writers) missing once the cluster is whole again.
   overlapping acknowledgements  isolated-side acknowledgements at or after the other side's
        first: two nodes accepting writes at once. Must be 0.
+
+The switchover drill (any Patroni stack, on one host or several) faults nothing: it asks Patroni
+for a planned switchover to the synchronous standby (in synchronous mode the only node Patroni
+hands the leadership to; otherwise the replica least behind) while the same pooled writer runs,
+and measures the same RTO and RPO: what a planned change of leader costs the pooler's clients.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from verify.ca_file import with_root_cert
 
 Progress = Callable[[str], None]
 KINDS = ("host-loss", "partition")
+SWITCHOVER = "switchover"
 
 # The server that acknowledged a row: each node has its own address on its host's stack network.
 INSERT_BY_ADDRESS = sql.SQL(
@@ -212,13 +218,8 @@ def run_host_drill(
             "or place the pooler elsewhere (elizadb:placement.pooler)"
         )
     _wait_whole(engines, topo, settings.synchronous, timeout_s)
-    prepare(outputs, root_cert)
-    run = uuid.uuid4().hex[:12]
-    writer = Writer(
-        with_root_cert(outputs["connections"]["agentPooler"], root_cert),
-        run,
-        statement=INSERT_BY_ADDRESS,
-    )
+    writer = _pooled_writer(outputs, root_cert)
+    run = writer.run
     isolated_writer = kind == "partition" and topo.node_host(old) == target
     if isolated_writer:
         start_node_writer(engines, old.name, settings.database, run, ISOLATED_FIRST_SEQ)
@@ -249,23 +250,128 @@ def run_host_drill(
     events["rejoined"] = time.monotonic() - t0
     time.sleep(write_after_s)
     writer.stop()
+    # The isolated writer logs the machine's wall clock (it runs in a container).
+    isolated_at = {seq: at - wall0 for seq, at in isolated.items()}
+    return _result(
+        kind, run, target, (old, new), topo, writer, t0, events, (outputs, root_cert), isolated_at
+    )
+
+
+def run_switchover_drill(
+    client: engine.Target,
+    settings: Any,
+    outputs: dict[str, Any],
+    root_cert: str,
+    progress: Progress,
+    *,
+    write_before_s: float = 2.0,
+    write_after_s: float = 2.0,
+    timeout_s: float = 120.0,
+) -> HostDrillResult:
+    """A planned switchover under the pooled writer: Patroni hands the leadership to the
+    synchronous standby (or, with no synchronous replication, the streaming replica least
+    behind). t = 0 is the request; the old leader must rejoin as a streaming replica."""
+    topo = topology(settings)
+    if not settings.patroni:
+        raise UsageError(
+            f"stack {settings.stack} does not run Patroni; its switchover drill is "
+            "`elizadb drill switchover` without Patroni (the kit's own switchover)"
+        )
+    _wait_whole(client, topo, settings.synchronous, timeout_s)
+    found = patroni.members(client, topo)
+    leader = next(m for m in found if m.leads)
+    old = patroni.node_of(topo, leader.name)
+    new = patroni.node_of(topo, switchover_candidate(found).name)
+    writer = _pooled_writer(outputs, root_cert)
+    writer.start()
+    time.sleep(write_before_s)
+    t0 = time.monotonic()
+    events: dict[str, float] = {}
+    try:
+        steps = patroni.switchover(client, topo, new, progress)
+        events["new_leader"] = steps["leader"]
+        first = _wait_ack(writer, lambda a: a == topo.address(new), t0, timeout_s)
+        events["first_write_after"] = first - t0
+        _wait_streaming(client, topo, old, timeout_s)
+        events["rejoined"] = time.monotonic() - t0
+        time.sleep(write_after_s)
+    finally:
+        writer.stop()
+    return _result(
+        SWITCHOVER,
+        writer.run,
+        topo.node_host(old),
+        (old, new),
+        topo,
+        writer,
+        t0,
+        events,
+        (outputs, root_cert),
+        {},
+    )
+
+
+def _pooled_writer(outputs: dict[str, Any], root_cert: str) -> Writer:
+    """A writer through the pooler for a new run, its table ready; each row records the
+    address of the server that acknowledged it."""
+    prepare(outputs, root_cert)
+    return Writer(
+        with_root_cert(outputs["connections"]["agentPooler"], root_cert),
+        uuid.uuid4().hex[:12],
+        statement=INSERT_BY_ADDRESS,
+    )
+
+
+def switchover_candidate(found: list[patroni.Member]) -> patroni.Member:
+    """The synchronous standby, the one node Patroni accepts in synchronous mode (and the one
+    that holds every acknowledged commit); without one, the streaming replica least behind."""
+    sync = [m for m in found if m.role == "Sync Standby" and m.state == "streaming"]
+    if sync:
+        return sync[0]
+    replicas = [m for m in found if not m.leads and m.state == "streaming"]
+    if not replicas:
+        raise DeployError("no streaming replica to switch over to; `elizadb status` shows why")
+    return min(replicas, key=lambda m: (m.lag_mb or 0.0, m.name))
+
+
+def _result(
+    kind: str,
+    run: str,
+    host: str,
+    leaders: tuple[Node, Node],
+    topo: Topology,
+    writer: Writer,
+    t0: float,
+    events: dict[str, float],
+    stack: tuple[dict[str, Any], str],
+    isolated: dict[int, float],
+) -> HostDrillResult:
+    """The measures of a drill from its pooled writer's acknowledgements (t0: the fault or the
+    request) and the isolated writer's (`isolated`: seq to seconds from t0); `leaders` the old
+    and the new, `stack` the outputs and the CA file to count the rows with."""
+    old, new = leaders
+    outputs, root_cert = stack
+    old_address = topo.address(old)
+    isolated_at = sorted(round(t, 4) for t in isolated.values())
     acks = [(round(a.at - t0, 4), a.node, a.timeline, a.seq) for a in writer.acks]
-    isolated_at = sorted(round(at - wall0, 4) for at in isolated.values())
-    before = [t for t, node, _, _ in acks if node == old_address and t < 5]
     after = [t for t, node, _, _ in acks if node != old_address and t >= 0]
+    first_other = after[0] if after else float("inf")
+    # The write unavailability: the old leader's last acknowledgement before another node's
+    # first (in a switchover the old leader still acknowledges after the request, until it
+    # demotes itself).
+    before = [t for t, node, _, _ in acks if node == old_address and t < first_other]
     rto = (after[0] - before[-1]) if before and after else float("nan")
     present = present_seqs(outputs, root_cert, run)
     missing = len(({a.seq for a in writer.acks} | set(isolated)) - present)
-    first_other = after[0] if after else float("inf")
     short = {topo.address(n): n.short for n in topo.nodes}
     return HostDrillResult(
         kind=kind,
         run=run,
-        host=target,
+        host=host,
         old_leader=old.short,
         new_leader=new.short,
         acked=len(writer.acks),
-        isolated_acked=len(isolated),
+        isolated_acked=len(isolated_at),
         missing=missing,
         overlapping=sum(1 for t in isolated_at if t >= first_other),
         rto_s=round(rto, 3),
@@ -277,7 +383,7 @@ def run_host_drill(
 
 
 def _wait_whole(
-    engines: engine.Engines, topo: Topology, synchronous: bool, timeout_s: float
+    engines: engine.Target, topo: Topology, synchronous: bool, timeout_s: float
 ) -> None:
     """Before the fault: every member streaming on the leader's timeline, and a synchronous
     standby where the stack asks for one. Right after a switchover the old leader still
@@ -328,7 +434,7 @@ def _wait_ack(writer: Writer, by: Callable[[str], bool], t0: float, timeout_s: f
     raise DeployError(f"no write was acknowledged by another node within {timeout_s:.0f}s")
 
 
-def _wait_streaming(engines: engine.Engines, topo: Topology, node: Node, timeout_s: float) -> None:
+def _wait_streaming(engines: engine.Target, topo: Topology, node: Node, timeout_s: float) -> None:
     name = member_name(node)
 
     def streaming() -> bool:

@@ -47,8 +47,8 @@ PATRONICTL_TIMEOUT_S = 10
 def _patronictl(
     client: engine.Target, topo: Topology, *args: str, avoid: str = ""
 ) -> engine.ExecResult:
-    """patronictl in the first running node (`avoid`, a node known to be cut off, last): any
-    member that reaches etcd can speak for the cluster."""
+    """patronictl in the first running node (`avoid`, a node known to be cut off or unfit to
+    ask, last): any member that reaches etcd can speak for the cluster."""
     for node in sorted(topo.nodes, key=lambda n: n.name == avoid):
         if not engine.is_running(client, node.name):
             continue
@@ -113,6 +113,10 @@ def switchover(
         )
     started = time.monotonic()
     progress(f"asking Patroni to switch over from {current.name} to {wanted}")
+    # Asked in another node first: patronictl posts the request to the leader's REST API at its
+    # published address, which from inside the leader's own container is its own host's, and an
+    # engine need not hairpin that back (Podman's netavark in the test hosts does not: the
+    # request never arrived and patronictl ran into its timeout, 10 s lost per switchover).
     result = _patronictl(
         client,
         topo,
@@ -122,8 +126,12 @@ def switchover(
         "--candidate",
         wanted,
         "--force",
+        avoid=node_of(topo, current.name).name,
     )
-    said = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "requested"
+    # patronictl prints the topology before and after its verdict ("Successfully switched over
+    # to ...", "Switchover failed, details: ..."): the last line is a table's border.
+    verdicts = [line.strip() for line in result.stdout.splitlines() if "switch" in line.lower()]
+    said = verdicts[-1] if verdicts else "requested"
     if "failed" in said.lower():
         raise DeployError(f"Patroni refused the switchover to {wanted}: {said}")
     progress(said)

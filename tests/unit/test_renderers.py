@@ -114,6 +114,12 @@ def test_pgbouncer_ini_carries_the_guides_pool_and_tls_on_both_legs() -> None:
         assert expected in lines, expected
 
 
+def test_pgbouncer_logs_in_again_half_a_second_after_a_failed_login() -> None:
+    """Not PgBouncer's 15 s: in a switchover its first login lands on the demoted leader, and
+    for 15 s the pooler's clients could not write although the new leader was serving."""
+    assert "server_login_retry = 0.5" in render_pgbouncer_ini(DEV, topology(DEV)).splitlines()
+
+
 RENDER_ALL = """
 import json
 from infra.render.bootstrap import render_bootstrap_sql

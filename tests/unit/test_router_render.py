@@ -66,6 +66,37 @@ def test_a_node_that_stops_leading_loses_its_sessions_within_two_checks() -> Non
     assert re.search(r"inter 1000ms .*fall 2 rise 1", defaults), defaults
 
 
+def test_a_down_node_is_asked_four_times_a_second_so_a_new_leader_starts_soon() -> None:
+    defaults = " ".join(_sections(render_haproxy_cfg(RouterConfig(MEMBERS, CA)))["defaults"])
+    assert re.search(r"inter 1000ms .*downinter 250ms", defaults), defaults
+    custom = render_haproxy_cfg(RouterConfig(MEMBERS, CA, down_interval_ms=500))
+    assert "downinter 500ms" in custom
+
+
+def test_a_refused_connection_marks_the_node_down_and_the_pooler_retries_not_the_router() -> None:
+    """A demoted leader's postgres refuses connections before Patroni stops calling it primary:
+    the first refused connection takes it out, and the router hands the failure back at once
+    (PgBouncer asks again within its server_login_retry) instead of retrying the same node."""
+    defaults = _sections(render_haproxy_cfg(RouterConfig(MEMBERS, CA)))["defaults"]
+    assert "retries 0" in defaults
+    server = next(line for line in defaults if line.startswith("default-server "))
+    assert "observe layer4 error-limit 1 on-error mark-down" in server
+
+
+def test_checks_read_patronis_whole_answer_before_judging_its_status() -> None:
+    """Judged on the status line alone, HAProxy closed the check mid-answer and Patroni logged a
+    ConnectionResetError traceback; a body rule first makes it read the answer."""
+    for name in ("listen read_write", "listen read_only"):
+        listen = _sections(render_haproxy_cfg(RouterConfig(MEMBERS, CA)))[name]
+        body = listen.index("http-check expect string role")
+        assert body < listen.index("http-check expect status 200"), listen
+
+
+def test_log_lines_carry_their_own_time() -> None:
+    glob = _sections(render_haproxy_cfg(RouterConfig(MEMBERS, CA)))["global"]
+    assert "log stdout format iso local0 info" in glob
+
+
 def test_the_health_port_answers_200_only_with_a_leader() -> None:
     health = _sections(render_haproxy_cfg(RouterConfig(MEMBERS, CA)))["frontend health"]
     assert "http-request return status 200 if { nbsrv(read_write) ge 1 }" in health
