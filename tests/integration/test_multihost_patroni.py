@@ -146,7 +146,7 @@ def test_every_part_runs_on_its_host_and_the_cluster_forms(
     expected = {
         "a": {"primary", "etcd-1"},
         "b": {"replica-1", "etcd-2"},
-        "c": {"replica-2", "etcd-3", "router", "pgbouncer", "ready", "bootstrap"},
+        "c": {"replica-2", "etcd-3", "router", "pgbouncer", "ready", "bootstrap", "config"},
     }
     for host, parts in expected.items():
         with closing(cluster[host].client()) as client:
