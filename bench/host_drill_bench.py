@@ -1,16 +1,18 @@
-"""Benchmark: host-loss and partition drills on a Patroni stack spread over Docker hosts, as
-`elizadb drill host-loss --runs N` and `elizadb drill partition --runs N` run them.
+"""Benchmark: host-loss, partition and planned switchover drills on a Patroni stack spread over
+Docker hosts, as `elizadb drill host-loss|partition|switchover --runs N` run them.
 
-    python bench/host_drill_bench.py [--runs 10] [--kinds host-loss,partition]
+    python bench/host_drill_bench.py [--runs 10] [--kinds host-loss,partition,switchover]
 
 Four test hosts on this machine (tests/integration/hosts.py): a PostgreSQL node and an etcd
 member on each of a, b and c, and the pooler and the router on d, as a load balancer host would
 be. The stack is production (synchronous replication, three etcd members), deployed with
-`elizadb up` from a stack file that names the hosts. Each drill faults the leader's host.
-Writes bench/results/hosts/<kind>/drill.json, drill.md and drill.svg.
+`elizadb up` from a stack file that names the hosts. Each host drill faults the leader's host;
+each switchover hands the leadership to the synchronous standby, so consecutive runs move it
+round the hosts. Writes bench/results/hosts/<kind>/drill.json, drill.md and drill.svg.
 
 Targets (issue 11): host loss, synchronous mode: RPO 0 every run, write-unavailability p95
-<= 15 s; partition: two writable primaries observed 0 times, RPO 0.
+<= 15 s; partition: two writable primaries observed 0 times, RPO 0; planned switchover on
+several hosts: write-unavailability p95 <= 3 s.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def stack_file(cluster: HostCluster) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--kinds", default="host-loss,partition")
+    parser.add_argument("--kinds", default="host-loss,partition,switchover")
     parser.add_argument("--hold-seconds", type=float, default=30.0)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()

@@ -26,7 +26,7 @@ import pytest
 
 from elizadb import engine
 from elizadb.drills import report
-from elizadb.drills.hosts import run_host_drill
+from elizadb.drills.hosts import run_host_drill, run_switchover_drill
 from elizadb.errors import DeployError, EngineError
 from elizadb.local import deploy
 from elizadb.local.apply import REMOTE_IMAGE, Applier
@@ -224,6 +224,37 @@ def test_writes_follow_the_loss_of_the_leaders_host_and_it_rejoins_when_it_boots
         timeout_s=60,
         explain=lambda: str(health),
     )
+
+
+def test_the_switchover_drill_hands_over_to_the_synchronous_standby_and_loses_nothing(
+    stack: DeployedStack,
+) -> None:
+    """`elizadb drill switchover`: Patroni hands the leadership to the synchronous standby while
+    the pooled writer writes; the drill sees the writes move to it, nothing acknowledged lost,
+    and the old leader streaming again."""
+    _wait_whole(stack)
+    topo = topology(stack.settings)
+    sync = next(m for m in _members(stack) if m.role == "Sync Standby")
+    old = _leader(stack)
+    with private_ca_file(stack.outputs["caCert"]) as ca:
+        result = run_switchover_drill(
+            stack.client,
+            stack.settings,
+            stack.outputs,
+            ca,
+            progress,
+            write_before_s=1.0,
+            write_after_s=1.0,
+        )
+    progress(report.render_host_table([result]))
+    assert result.old_leader == patroni.node_of(topo, old.name).short
+    assert result.new_leader == patroni.node_of(topo, sync.name).short
+    assert result.missing == 0
+    served = {node for _, node, _, _ in result.acks}
+    assert {result.old_leader, result.new_leader} <= served, served
+    assert 0 < result.rto_s < result.events["first_write_after"] + 1, result.as_dict()
+    assert result.events["rejoined"] >= result.events["new_leader"]
+    assert _leader(stack).name == sync.name
 
 
 def test_a_replicas_host_lost_with_its_etcd_member_leaves_the_leader_writing(

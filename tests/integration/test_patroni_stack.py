@@ -128,6 +128,19 @@ def test_pooled_writes_follow_a_switchover_with_no_eliza_db_process_running(
 def test_pooled_writes_follow_a_killed_leader_and_no_acknowledged_row_is_lost(
     stack: DeployedStack,
 ) -> None:
+    # A fault on a whole cluster only: right after the switchover above (about 2 s now) the old
+    # leader still rejoins, and in synchronous mode Patroni then has no node it may promote
+    # (seen: no leader for 120 s once the switchover had become that fast).
+    wait_for(
+        "every member streaming on one timeline, one of them the synchronous standby",
+        lambda: (
+            sorted((m["Role"], m["State"]) for m in members(stack))
+            == [("Leader", "running"), ("Replica", "streaming"), ("Sync Standby", "streaming")]
+            and len({m["TL"] for m in members(stack)}) == 1
+        ),
+        timeout_s=90,
+        explain=lambda: str(members(stack)),
+    )
     setup_probe_table(stack.connections["owner"])
     old = leader(stack)
     old_container = f"elizadb-{STACK}-{old.removeprefix('elizadb-')}"

@@ -75,7 +75,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeployedStack]:
 def _up(stack: DeployedStack, settings: Any) -> None:
     """Deploy the changed parameters (the primary is replaced), then wait until the primary's
     published port and the pooler serve again: PgBouncer answers logins that failed during the
-    restart from its cache for server_login_retry (15 s), and a new container's published port
+    restart from its cache for server_login_retry (0.5 s), and a new container's published port
     took seconds to answer here under load — neither is what these tests are about."""
     stack.up(settings)
     deadline = time.monotonic() + 180
