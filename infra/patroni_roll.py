@@ -275,9 +275,12 @@ class Cluster:
     """Patroni's REST API (client certificate and password: the endpoints that change things
     ask for both) and each member's PostgreSQL, through psql as the superuser over TLS."""
 
-    def __init__(self, members: list[Member], api_password: str, superuser_password: str):
+    def __init__(
+        self, members: list[Member], api_user: str, api_password: str, superuser_password: str
+    ):
         self.members = members
-        self._auth = "Basic " + base64.b64encode(f"patroni:{api_password}".encode()).decode()
+        credentials = f"{api_user}:{api_password}".encode()
+        self._auth = "Basic " + base64.b64encode(credentials).decode()
         self._pg_password = superuser_password
         self._ctx = ssl.create_default_context(cafile=CA_CERT)
         self._ctx.load_cert_chain(CLIENT_CERT, CLIENT_KEY)
@@ -581,7 +584,7 @@ def main() -> int:
         synchronous=bool(spec["synchronous"]),
         timeout_s=float(spec["timeout_s"]),
     )
-    cluster = Cluster(given.members, secrets["api"], secrets["superuser"])
+    cluster = Cluster(given.members, secrets["api_user"], secrets["api"], secrets["superuser"])
     try:
         return Roll(cluster, given).run()
     except RollError as e:

@@ -12,6 +12,7 @@ import pulumi
 import pulumi_docker as docker
 
 from infra.components.common import (
+    JOB_RUN,
     StackInputs,
     container_options,
     labels,
@@ -143,13 +144,7 @@ class BootstrapJob(pulumi.ComponentResource):
                 # changed elizadb:vector.operators changes this upload, so the job runs again.
                 *([upload(VECTOR_INDEXES_SQL, vector_indexes)] if vector_indexes else []),
             ],
-            # Run to completion (the provider waits for the container to stop and keeps its exit
-            # code and log); `succeeded` below fails the deployment when the code is not 0. Every
-            # input of a container is replace-on-change, so a changed migration runs the job again.
-            attach=True,
-            logs=True,
-            must_run=False,
-            restart="no",
+            **JOB_RUN,
             opts=container_options(self, opts),
         )
         self.succeeded = succeeded(self.container, topo.job_name)

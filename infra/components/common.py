@@ -126,6 +126,12 @@ def secret_upload(path: str, content: pulumi.Output[str]) -> docker.ContainerUpl
 UPDATED_IN_PLACE = ["memory", "memorySwap", "restart"]
 
 
+# A one-shot job: the provider waits for the container to stop and keeps its exit code and log
+# (the program fails the deploy on a code other than 0: bootstrap.py `succeeded`). Every input
+# of a container is replace-on-change, so a job whose inputs change runs again.
+JOB_RUN: dict[str, Any] = {"attach": True, "logs": True, "must_run": False, "restart": "no"}
+
+
 def container_options(
     parent: pulumi.Resource, opts: pulumi.ResourceOptions | None
 ) -> pulumi.ResourceOptions:

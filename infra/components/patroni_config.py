@@ -17,6 +17,7 @@ import pulumi_docker as docker
 from infra import patroni_roll
 from infra.components.bootstrap import succeeded
 from infra.components.common import (
+    JOB_RUN,
     StackInputs,
     container_options,
     labels,
@@ -75,7 +76,7 @@ class PatroniConfigJob(pulumi.ComponentResource):
         super().__init__("elizadb:index:PatroniConfigJob", name, None, site.options(opts))
         topo = args.topo
         secrets = pulumi.Output.all(args.passwords[API_USER], args.passwords[SUPERUSER]).apply(
-            lambda pw: json.dumps({"api": pw[0], "superuser": pw[1]})
+            lambda pw: json.dumps({"api_user": API_USER, "api": pw[0], "superuser": pw[1]})
         )
         self.container = docker.Container(
             name,
@@ -99,10 +100,7 @@ class PatroniConfigJob(pulumi.ComponentResource):
                 upload(paths.SERVER_CERT, args.server_cert_pem),
                 secret_upload(paths.SERVER_KEY_UPLOAD, args.server_key_pem),
             ],
-            attach=True,
-            logs=True,
-            must_run=False,
-            restart="no",
+            **JOB_RUN,
             opts=container_options(self, opts),
         )
         self.succeeded = succeeded(self.container, topo.config_job_name)

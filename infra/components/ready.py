@@ -14,7 +14,7 @@ import pulumi
 import pulumi_docker as docker
 
 from infra.components.bootstrap import succeeded
-from infra.components.common import StackInputs, container_options, labels
+from infra.components.common import JOB_RUN, StackInputs, container_options, labels
 from infra.topology import POOLER_PORT
 
 READY_TIMEOUT_SECONDS = 300
@@ -74,10 +74,7 @@ class ReadyCheck(pulumi.ComponentResource):
                     name=site.network.name, ipv4_address=topo.ready_address
                 )
             ],
-            attach=True,
-            logs=True,
-            must_run=False,
-            restart="no",
+            **JOB_RUN,
             opts=container_options(self, pulumi.ResourceOptions(depends_on=list(containers))),
         )
         self.succeeded = succeeded(self.container, ready_name(args))
