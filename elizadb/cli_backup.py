@@ -102,25 +102,29 @@ def register(sub: argparse._SubParsersAction, with_stack: Any) -> None:  # type:
     maintenance.set_defaults(handler=_maintenance)
 
 
-def _refuse_across_hosts(settings: StackSettings) -> None:
-    """Backups need one repository every node archives into; a stack on several hosts has none
-    yet (its WAL archiving is off and it runs no backup agent)."""
+def _refuse_across_hosts(settings: StackSettings, command: str, instead: str) -> None:
+    """Restores and dumps of a stack on several hosts are not there yet (backups are)."""
     if settings.multi_host:
         raise UsageError(
-            f"stack {settings.stack} runs on several hosts (elizadb:hosts), where eliza-db does "
-            "not take backups yet: WAL archiving is off and no backup agent runs. Take a "
-            "logical copy with pg_dump through the stack's owner connection meanwhile"
+            f"stack {settings.stack} runs on several hosts (elizadb:hosts), where `elizadb "
+            f"{command}` is not available yet; {instead}"
         )
 
 
-def _backup(args: argparse.Namespace, settings: StackSettings) -> int:
-    _refuse_across_hosts(settings)
+def _engines(settings: StackSettings) -> Any:
+    """The backup agent's engine: that of the pooler's host on a stack on several hosts."""
     from elizadb.engine import connect
+    from elizadb.local.hosts import stack_engines
+
+    return stack_engines(settings) if settings.multi_host else connect()
+
+
+def _backup(args: argparse.Namespace, settings: StackSettings) -> int:
     from elizadb.ops import backup
 
     say = _say()
     say(f"{args.backup_type} backup of stack {settings.stack}")
-    made, _ = backup.take_backup(connect(), settings, args.backup_type)
+    made, _ = backup.take_backup(_engines(settings), settings, args.backup_type)
     say(
         f"backup {made.label} ({made.type}) done in {made.seconds:.0f}s: database "
         f"{backup.human_bytes(made.size)}, stored {backup.human_bytes(made.repo_size)}, "
@@ -131,11 +135,9 @@ def _backup(args: argparse.Namespace, settings: StackSettings) -> int:
 
 
 def _backups(args: argparse.Namespace, settings: StackSettings) -> int:
-    _refuse_across_hosts(settings)
-    from elizadb.engine import connect
     from elizadb.ops import backup
 
-    client = connect()
+    client = _engines(settings)
     catalog = backup.read_catalog(client, settings, backup.stack_image(settings))
     status = backup.agent_status(client, settings)
     if args.json:
@@ -146,7 +148,9 @@ def _backups(args: argparse.Namespace, settings: StackSettings) -> int:
 
 
 def _dump(args: argparse.Namespace, settings: StackSettings) -> int:
-    _refuse_across_hosts(settings)
+    _refuse_across_hosts(
+        settings, "dump", "run pg_dump yourself through the owner connection of the outputs"
+    )
     from elizadb.engine import connect
     from elizadb.ops import backup
 
@@ -159,7 +163,12 @@ def _dump(args: argparse.Namespace, settings: StackSettings) -> int:
 
 
 def _restore(args: argparse.Namespace, settings: StackSettings) -> int:
-    _refuse_across_hosts(settings)
+    _refuse_across_hosts(
+        settings,
+        "restore",
+        "its backups are taken (`elizadb backups` lists them): restore one with pgBackRest "
+        "by hand meanwhile (README, several hosts)",
+    )
     from elizadb.config import load_stack, project_dir
     from elizadb.ops import restore
 

@@ -11,6 +11,10 @@
 #   info            `pgbackrest info --output=json`
 #   status          the schedule's last attempt, as key=value lines
 #   health          exits 0 once the agent is ready (stanza created, archiving checked)
+#   serve           pgBackRest's TLS server, restarted when it stops (a stack on several hosts:
+#                   the agent serves the repository, each node its data; pgbackrest.conf says so)
+# On several hosts the agent is pgBackRest's repository host: its file names every node's
+# server (pg1-host..), pgBackRest finds the primary among them, and no volume of a node is here.
 # In a restore job (one node's data volume at /var/lib/postgresql/data; no server running on it):
 #   restore ARGS    `pgbackrest restore ARGS` into the data directory
 #   clear-data      remove the data directory, so that the node's entrypoint clones it afresh
@@ -24,6 +28,7 @@ NODES_DIR=/var/lib/elizadb/nodes
 DATA_LINK=/var/lib/postgresql/data
 PGDATA=${PGDATA:-$DATA_LINK/pg17}
 REPO=/var/lib/pgbackrest
+CONF=/etc/pgbackrest/pgbackrest.conf
 STATE=/run/elizadb-backup
 LOCK=$STATE/lock
 TICK=${ELIZADB_BACKUP_TICK:-5}
@@ -65,9 +70,17 @@ point_at() {
   mv -Tf "$DATA_LINK.next" "$DATA_LINK"
 }
 
-# pgbackrest ARGS against the current primary: its data through the link, its socket directly.
+# Whether this agent is a repository host (a stack on several hosts).
+remote_nodes() { grep -q '^pg1-host=' "$CONF"; }
+
+# pgbackrest ARGS against the current primary: its data through the link, its socket directly;
+# on several hosts pgBackRest asks every node's server itself.
 on_primary() {
   local node
+  if remote_nodes; then
+    pgbackrest_ "$@"
+    return
+  fi
   node=$(current_primary) || return 1
   point_at "$node"
   log "current primary: $node"
@@ -106,12 +119,24 @@ record() {
   mv -f "$STATE/status.next" "$STATE/status"
 }
 
+# pgBackRest's TLS server, in the foreground, restarted whenever it stops.
+serve() {
+  grep -q '^tls-server-address=' "$CONF" || die "$CONF configures no TLS server"
+  log "pgBackRest's TLS server on port $(sed -n 's/^tls-server-port=//p' "$CONF")"
+  while :; do
+    as_postgres pgbackrest server || log "pgBackRest's server stopped (exit $?); restarting it"
+    sleep 1
+  done
+}
+
 schedule() {
   : "${ELIZADB_FULL_EVERY:?}" "${ELIZADB_INCR_EVERY:?}"
   install -d -m 0755 "$STATE"
   rm -f "$STATE/ready"
   # PID 1: forward a stop to pgBackRest (it ends a backup cleanly) and leave.
   trap 'log "stopping"; trap - TERM INT; kill -TERM 0 2>/dev/null || true; wait || true; exit 0' TERM INT
+  # The repository host of a stack on several hosts: the nodes push WAL to its server.
+  if grep -q '^tls-server-address=' "$CONF"; then serve & fi
   log "schedule: full every ${ELIZADB_FULL_EVERY}s, incremental every ${ELIZADB_INCR_EVERY}s"
   until locked on_primary --log-level-console=info stanza-create \
       && locked on_primary --log-level-console=info check; do
@@ -187,11 +212,12 @@ case "$COMMAND" in
   info) pgbackrest_ info --output=json ;;
   status) cat "$STATE/status" 2>/dev/null || true ;;
   health) [[ -f "$STATE/ready" ]] ;;
+  serve) serve ;;
   restore) restore "$@" ;;
   clear-data) clear_data ;;
   copy-repo) copy_repo "$@" ;;
   *)
-    echo "usage: elizadb-backup schedule|run TYPE|check|info|status|health|restore ARGS|clear-data|copy-repo DIR" >&2
+    echo "usage: elizadb-backup schedule|run TYPE|check|info|status|health|serve|restore ARGS|clear-data|copy-repo DIR" >&2
     exit 2
     ;;
 esac

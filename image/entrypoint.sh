@@ -198,6 +198,11 @@ case "$MODE" in
     # secrets/ and is copied to $PRIVATE/patroni.yml, mode 0600. Patroni runs initdb, clones,
     # rewinds and starts PostgreSQL itself, as the postgres user.
     install_private_files
+    # On several hosts the backup agent backs up through this node's pgBackRest server
+    # (pgbackrest.conf configures one there), for as long as the container runs.
+    if grep -q '^tls-server-address=' /etc/pgbackrest/pgbackrest.conf; then
+      elizadb-backup serve &
+    fi
     wait_for_leader_if_builtin_standby
     log "starting Patroni"
     HOME=/var/lib/postgresql exec setpriv --reuid=postgres --regid=postgres --init-groups \

@@ -99,10 +99,8 @@ class ElizaDbStack(pulumi.ComponentResource):
                         node.short, args, node, opts=child(self, depends_on=[job.succeeded])
                     )
                 )
-        # Backups need the stanza's server bootstrapped; the agent finds the primary itself
-        # through every node's volumes, which only a single host can give it.
-        if not topo.multi_host:
-            BackupAgent("backup-agent", args, nodes, opts=child(self, depends_on=[job.succeeded]))
+        # Backups need the stanza's server bootstrapped; the agent finds the primary itself.
+        BackupAgent("backup-agent", args, nodes, opts=child(self, depends_on=[job.succeeded]))
         pooler = Pooler("pgbouncer", args, opts=child(self, depends_on=[job.succeeded]))
         # Health waits that work on Docker and Podman alike: ask the servers (ready.py).
         ready = ReadyCheck(
@@ -272,7 +270,8 @@ def stack_outputs(
         "caCertPath": root,
         "network": topo.network_name,
         "backupVolume": topo.backup_volume_name,
-        "backupMount": BACKUP_MOUNT,
+        # Where the nodes mount the repository: nowhere on several hosts (the agent's alone).
+        "backupMount": "" if topo.multi_host else BACKUP_MOUNT,
         "nodeNames": [n.name for n in topo.nodes],
         "primary": _endpoint(current.name, *node_at(current), "primary"),
         "replicas": [_endpoint(n.name, *node_at(n), "replica") for n in standbys],

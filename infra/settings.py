@@ -170,10 +170,13 @@ class NetworkSettings(_Model):
     # Patroni stacks publish the REST API of node i at patroniApiPortBase + i (the primary is
     # 0): on bindAddress on one host (verify reads it), on each host's address on several. Only
     # a stack on several hosts (elizadb:hosts) publishes the client and peer ports of etcd
-    # member i, at etcdClientPortBase + i - 1 and etcdPeerPortBase + i - 1.
+    # member i, at etcdClientPortBase + i - 1 and etcdPeerPortBase + i - 1, and pgBackRest's
+    # TLS servers: the backup repository's (on the pooler's host) at backupPortBase, node i's
+    # at backupPortBase + 1 + i.
     patroni_api_port_base: int = Field(default=18008, ge=1, le=65535 - MAX_REPLICAS)
     etcd_client_port_base: int = Field(default=12379, ge=1, le=65531)
     etcd_peer_port_base: int = Field(default=12479, ge=1, le=65531)
+    backup_port_base: int = Field(default=18432, ge=1, le=65534 - MAX_REPLICAS)
 
     @field_validator("subnet")
     @classmethod
@@ -958,7 +961,7 @@ def _published_port_problems(
     values: Mapping[str, Any], where: Mapping[str, str], replicas: int, members: int
 ) -> list[str]:
     """On several hosts each host publishes the ports of the parts it runs, the Patroni REST
-    API and etcd's ports included: two of them on one host must differ."""
+    API's, etcd's and pgBackRest's included: two of them on one host must differ."""
     net = {
         key: _raw(values, "network", key)
         for key in (
@@ -968,6 +971,7 @@ def _published_port_problems(
             "patroniApiPortBase",
             "etcdClientPortBase",
             "etcdPeerPortBase",
+            "backupPortBase",
         )
     }
     if not all(isinstance(v, int) for v in net.values()):
@@ -979,6 +983,7 @@ def _published_port_problems(
         ports += [
             (where[part], f"{part}'s PostgreSQL", pg),
             (where[part], f"{part}'s Patroni REST API", net["patroniApiPortBase"] + i),
+            (where[part], f"{part}'s pgBackRest server", net["backupPortBase"] + 1 + i),
         ]
     for i in range(1, members + 1):
         part = etcd_part(i)
@@ -987,6 +992,7 @@ def _published_port_problems(
             (where[part], f"{part}'s peer port", net["etcdPeerPortBase"] + i - 1),
         ]
     ports.append((where[POOLER], "the pooler", net["poolerPort"]))
+    ports.append((where[POOLER], "the backup repository", net["backupPortBase"]))
     problems: list[str] = []
     seen: dict[tuple[str, int], str] = {}
     for host, what, port in ports:

@@ -19,6 +19,8 @@ POOLER_PORT = 6432
 API_PORT = 8008
 ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
+# pgBackRest's TLS server, in a Patroni node and in the backup agent (stacks on several hosts).
+BACKUP_SERVER_PORT = 8432
 # The data directory's parent is the volume's mount point; PGDATA is a folder inside it so that
 # initdb finds an empty directory even when the volume has a lost+found.
 DATA_MOUNT = "/var/lib/postgresql/data"
@@ -82,6 +84,7 @@ class Topology:
     api_port_base: int = 0
     etcd_client_port_base: int = 0
     etcd_peer_port_base: int = 0
+    backup_port_base: int = 0
 
     # Fixed addresses: .1 gateway, .4 Patroni config job, .5 pooler, .6 bootstrap job, .7 backup agent, .8 readiness
     # job, .9 router, .10+ nodes, .30+ etcd members; the engine hands out .128 and above to
@@ -174,6 +177,17 @@ class Topology:
         )
 
     @property
+    def repository_endpoint(self) -> tuple[str, int]:
+        """Where the nodes of a stack on several hosts reach the backup repository: the agent's
+        pgBackRest server, published on the pooler's host."""
+        return self.host_addresses[self.pooler_host], self.backup_port_base
+
+    def backup_endpoint(self, node: Node) -> tuple[str, int]:
+        """Where the backup agent of a stack on several hosts reaches a node's pgBackRest
+        server."""
+        return self.host_addresses[self.node_host(node)], self.backup_port_base + 1 + node.index
+
+    @property
     def nodes(self) -> tuple[Node, ...]:
         return (self.primary, *self.replicas)
 
@@ -244,6 +258,7 @@ def topology(settings: StackSettings) -> Topology:
         api_port_base=net.patroni_api_port_base,
         etcd_client_port_base=net.etcd_client_port_base,
         etcd_peer_port_base=net.etcd_peer_port_base,
+        backup_port_base=net.backup_port_base,
     )
 
 

@@ -18,14 +18,14 @@ from typing import Any
 
 import docker
 
-from elizadb.engine import VolumeMount, exec_in, is_running
+from elizadb.engine import Target, VolumeMount, exec_in, is_running, on
 from elizadb.errors import UsageError
 from elizadb.local.apply import REMOTE_IMAGE
 from elizadb.local.capture import Declaration
 from elizadb.ops.backup_engine import BackupError, running_primary, stack_job
 from infra.components.backup import agent_name
 from infra.components.image import image_fingerprint
-from infra.render.pgbackrest import CONF_PATH, render_pgbackrest_conf
+from infra.render.pgbackrest import CONF_PATH, render_agent_conf
 from infra.settings import StackSettings
 from infra.topology import BACKUP_MOUNT, topology
 
@@ -121,7 +121,7 @@ def stack_image(settings: StackSettings) -> str:
     return f"{settings.image.repository}:{image_fingerprint(settings.image.base)}"
 
 
-def _agent(client: docker.DockerClient, settings: StackSettings) -> str:
+def _agent(client: Target, settings: StackSettings) -> str:
     name = agent_name(topology(settings))
     if not is_running(client, name):
         raise BackupError(
@@ -131,9 +131,7 @@ def _agent(client: docker.DockerClient, settings: StackSettings) -> str:
     return name
 
 
-def read_catalog(
-    client: docker.DockerClient, settings: StackSettings, image: str | None = None
-) -> Catalog:
+def read_catalog(client: Target, settings: StackSettings, image: str | None = None) -> Catalog:
     """From the agent when it runs; otherwise from a job on the backup volume (needs `image`)."""
     topo = topology(settings)
     name = agent_name(topo)
@@ -144,6 +142,8 @@ def read_catalog(
         return parse_info(result.stdout)
     if image is None:
         raise BackupError(f"the backup agent {name} is not running; deploy the stack first")
+    # The repository is on the agent's host (that of the pooler, on several hosts).
+    client = on(client, name)
     try:
         client.volumes.get(topo.backup_volume_name)
     except docker.errors.NotFound:
@@ -157,14 +157,14 @@ def read_catalog(
         stack=settings.stack,
         command=["backup", "info"],
         mounts=[VolumeMount(topo.backup_volume_name, BACKUP_MOUNT, read_only=True)],
-        files={CONF_PATH: render_pgbackrest_conf(settings)},
+        files={CONF_PATH: render_agent_conf(settings, topo)},
         stdout_only=True,
         timeout_s=120,
     )
     return parse_info(out)
 
 
-def check_archiving(client: docker.DockerClient, settings: StackSettings) -> str:
+def check_archiving(client: Target, settings: StackSettings) -> str:
     """`pgbackrest check` on the current primary: it switches to a new WAL segment and waits
     until that segment is in the repository, so everything committed before is archived."""
     result = exec_in(client, _agent(client, settings), ["elizadb-backup", "check"])
@@ -173,9 +173,7 @@ def check_archiving(client: docker.DockerClient, settings: StackSettings) -> str
     return result.stderr + result.stdout
 
 
-def take_backup(
-    client: docker.DockerClient, settings: StackSettings, kind: str
-) -> tuple[Backup, str]:
+def take_backup(client: Target, settings: StackSettings, kind: str) -> tuple[Backup, str]:
     """One backup now, on the current primary; waits for a scheduled one that is running.
     Returns the new backup and pgBackRest's log."""
     if kind not in BACKUP_TYPES:
@@ -193,7 +191,7 @@ def take_backup(
     return made[-1], result.stderr + result.stdout
 
 
-def agent_status(client: docker.DockerClient, settings: StackSettings) -> dict[str, str]:
+def agent_status(client: Target, settings: StackSettings) -> dict[str, str]:
     """The schedule's last attempt (empty when none yet, or when the agent is not running)."""
     name = agent_name(topology(settings))
     if not is_running(client, name):

@@ -207,7 +207,7 @@ def _restore_job(
             VolumeMount(topo.volume_name(node), DATA_MOUNT),
             VolumeMount(topo.backup_volume_name, BACKUP_MOUNT, read_only=True),
         ],
-        files={CONF_PATH: render_pgbackrest_conf(settings)},
+        files={CONF_PATH: render_pgbackrest_conf(settings, topo)},
     )
 
 
@@ -434,7 +434,7 @@ def restore_into_stack(
             VolumeMount(src_topo.backup_volume_name, SOURCE_REPO, read_only=True),
             VolumeMount(topo.backup_volume_name, BACKUP_MOUNT),
         ],
-        files={CONF_PATH: render_pgbackrest_conf(dest)},
+        files={CONF_PATH: render_pgbackrest_conf(dest, topo)},
     )
     report.seconds["copy-repository"] = time.monotonic() - started
     _restore_nodes(client, dest, image, node, target, False, report, progress)

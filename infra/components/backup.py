@@ -10,10 +10,14 @@ volume, because pgBackRest insists that pg1-path equals the server's data_direct
 that same path on every node. Nothing in this declaration names the primary, so a failover
 changes nothing here.
 
-Considered and not chosen: pgBackRest's repository-host mode (`pgbackrest server` over TLS on
-every node, pg1..pgN hosts) needs a second process and client certificates on every node; running
-backups inside the primary through `docker exec` needs the engine's socket inside a container for
-the schedule, which is root on the host.
+On one host this needs no second process on any node. Running backups inside the primary
+through `docker exec` was not chosen: it needs the engine's socket inside a container for the
+schedule, which is root on the host.
+
+A stack on several hosts has no volume that every node could mount, so there the agent is
+pgBackRest's repository host (infra/render/pgbackrest.py): it serves the repository to the
+nodes' archive-push over TLS, at a port published on its host's address, and backs up through
+each node's pgBackRest server; pgBackRest finds the primary among them itself.
 """
 
 from __future__ import annotations
@@ -31,10 +35,10 @@ from infra.components.common import (
     labels,
     upload,
 )
-from infra.components.ha import PatroniNode
+from infra.components.ha import PatroniNode, published_ports, tls_uploads
 from infra.components.postgres import PostgresNode
 from infra.render.pgbackrest import CONF_PATH, NODES_DIR, render_agent_conf
-from infra.topology import BACKUP_MOUNT, Topology
+from infra.topology import BACKUP_MOUNT, BACKUP_SERVER_PORT, Topology
 
 AGENT_ROLE = "backup"
 
@@ -60,16 +64,27 @@ class BackupAgent(pulumi.ComponentResource):
         volumes = [
             docker.ContainerVolumeArgs(volume_name=backup_volume.name, container_path=BACKUP_MOUNT)
         ]
-        for node, pg in zip(topo.nodes, nodes, strict=True):
-            volumes += [
-                docker.ContainerVolumeArgs(
-                    volume_name=pg.volume.name, container_path=f"{NODES_DIR}/{node.short}/data"
-                ),
-                docker.ContainerVolumeArgs(
-                    volume_name=pg.socket_volume.name,
-                    container_path=f"{NODES_DIR}/{node.short}/run",
-                ),
-            ]
+        uploads = [upload(CONF_PATH, render_agent_conf(settings, topo))]
+        ports = None
+        if topo.multi_host:
+            # The repository host: the nodes' WAL arrives at its server, and it reaches the
+            # nodes' servers; both sides prove themselves with the stack's certificate.
+            uploads += tls_uploads(args)
+            ports = published_ports(
+                settings, topo.pooler_host, [(BACKUP_SERVER_PORT, topo.repository_endpoint[1])]
+            )
+        else:
+            for node, pg in zip(topo.nodes, nodes, strict=True):
+                volumes += [
+                    docker.ContainerVolumeArgs(
+                        volume_name=pg.volume.name,
+                        container_path=f"{NODES_DIR}/{node.short}/data",
+                    ),
+                    docker.ContainerVolumeArgs(
+                        volume_name=pg.socket_volume.name,
+                        container_path=f"{NODES_DIR}/{node.short}/run",
+                    ),
+                ]
         self.container = docker.Container(
             name,
             name=agent_name(topo),
@@ -81,15 +96,16 @@ class BackupAgent(pulumi.ComponentResource):
                 f"ELIZADB_INCR_EVERY={settings.backup.incr_every_seconds}",
             ],
             labels=labels(args, AGENT_ROLE, agent_name(topo)),
-            # It talks to the servers through their sockets only; it is on the stack's network,
-            # at the stack's fixed address for it, like every container of the stack.
+            # On one host it talks to the servers through their sockets only; it is on the
+            # stack's network, at the stack's fixed address for it, like every container.
             networks_advanced=[
                 docker.ContainerNetworksAdvancedArgs(
                     name=network.name, ipv4_address=topo.backup_address
                 )
             ],
+            ports=ports,
             volumes=volumes,
-            uploads=[upload(CONF_PATH, render_agent_conf(settings))],
+            uploads=uploads,
             # Ready once the stanza exists and WAL archiving was seen to work (`pgbackrest check`).
             healthcheck=healthcheck(["elizadb-backup", "health"]),
             restart="unless-stopped",

@@ -56,7 +56,15 @@ from infra.render.router import (
 )
 from infra.roles import REPLICATOR, SUPERUSER
 from infra.settings import FORCED_PG_PARAMETERS, StackSettings, size_mb
-from infra.topology import BACKUP_MOUNT, DATA_MOUNT, PG_PORT, EtcdNode, Node, Topology
+from infra.topology import (
+    BACKUP_MOUNT,
+    BACKUP_SERVER_PORT,
+    DATA_MOUNT,
+    PG_PORT,
+    EtcdNode,
+    Node,
+    Topology,
+)
 
 ETCD_MOUNT = "/var/lib/etcd"
 HAPROXY_CFG = f"{paths.ETC}/haproxy.cfg"
@@ -105,10 +113,9 @@ def patroni_cluster(settings: StackSettings, topo: Topology) -> PatroniCluster:
         synchronous_mode=settings.synchronous,
         synchronous_node_count=settings.replication.synchronous_count,
         parameters=tunables,
-        # Every node archives into the backup repository on its own host; on several hosts
-        # that would scatter the WAL, and archiving stays off until the repository is shared
-        # across hosts (the README says so).
-        archive_command="" if topo.multi_host else archive_command(),
+        # The same command on every host: pgbackrest.conf says where the repository is (the
+        # shared volume, or the repository host of a stack on several hosts).
+        archive_command=archive_command(),
     )
 
 
@@ -121,7 +128,7 @@ def router_config(topo: Topology) -> RouterConfig:
     )
 
 
-def _tls_uploads(args: StackInputs) -> list[docker.ContainerUploadArgs]:
+def tls_uploads(args: StackInputs) -> list[docker.ContainerUploadArgs]:
     return [
         upload(paths.CA_CERT, args.ca_cert_pem),
         upload(paths.SERVER_CERT, args.server_cert_pem),
@@ -135,7 +142,7 @@ def _network(site: HostResources, name: str, address: str) -> docker.ContainerNe
     )
 
 
-def _published(
+def published_ports(
     settings: StackSettings, host: str, ports: list[tuple[int, int]]
 ) -> list[docker.ContainerPortArgs]:
     """(internal, external) ports published on the host's address, for peers on other hosts."""
@@ -182,7 +189,7 @@ class EtcdMemberNode(pulumi.ComponentResource):
             command=["etcd"],
             labels=labels(args, "etcd", member.name),
             networks_advanced=[_network(site, member.name, topo.etcd_address(member))],
-            ports=_published(
+            ports=published_ports(
                 settings,
                 host,
                 list(zip((CLIENT_PORT, PEER_PORT), topo.etcd_ports(member), strict=False)),
@@ -194,7 +201,7 @@ class EtcdMemberNode(pulumi.ComponentResource):
             ],
             uploads=[
                 upload(ETCD_CONF, render_etcd_conf(etcd_cluster(topo), member.member)),
-                *_tls_uploads(args),
+                *tls_uploads(args),
             ],
             healthcheck=healthcheck(etcdctl),
             restart="unless-stopped",
@@ -248,8 +255,14 @@ class PatroniNode(pulumi.ComponentResource):
             # On several hosts the peers, the router and the clients reach the node at its
             # host's address: PostgreSQL and the REST API are published there. On one host both
             # are published on the bind address, for clients: verify reads the REST API.
-            ports=_published(
-                settings, host, [(PG_PORT, node.host_port), (API_PORT, topo.api_port(node))]
+            ports=published_ports(
+                settings,
+                host,
+                [
+                    (PG_PORT, node.host_port),
+                    (API_PORT, topo.api_port(node)),
+                    (BACKUP_SERVER_PORT, topo.backup_endpoint(node)[1]),
+                ],
             )
             if topo.multi_host
             else [
@@ -258,8 +271,15 @@ class PatroniNode(pulumi.ComponentResource):
             ],
             volumes=[
                 docker.ContainerVolumeArgs(volume_name=self.volume.name, container_path=DATA_MOUNT),
-                docker.ContainerVolumeArgs(
-                    volume_name=site.backup_volume.name, container_path=BACKUP_MOUNT
+                # On several hosts the repository is the backup agent's alone (pgbackrest.conf).
+                *(
+                    []
+                    if topo.multi_host
+                    else [
+                        docker.ContainerVolumeArgs(
+                            volume_name=site.backup_volume.name, container_path=BACKUP_MOUNT
+                        )
+                    ]
                 ),
                 docker.ContainerVolumeArgs(
                     volume_name=self.socket_volume.name, container_path=SOCKET_DIR
@@ -267,8 +287,8 @@ class PatroniNode(pulumi.ComponentResource):
             ],
             uploads=[
                 secret_upload(PATRONI_YML_UPLOAD, patroni_yml),
-                *_tls_uploads(args),
-                upload(PGBACKREST_CONF, render_pgbackrest_conf(settings)),
+                *tls_uploads(args),
+                upload(PGBACKREST_CONF, render_pgbackrest_conf(settings, topo)),
             ],
             healthcheck=healthcheck(["pg_isready", "-q", "-h", "/run/postgresql", "-p", "5432"]),
             restart="unless-stopped",

@@ -81,7 +81,7 @@ class PostgresNode(pulumi.ComponentResource):
             upload(paths.CA_CERT, args.ca_cert_pem),
             upload(paths.SERVER_CERT, args.server_cert_pem),
             secret_upload(paths.SERVER_KEY_UPLOAD, args.server_key_pem),
-            upload(PGBACKREST_CONF, render_pgbackrest_conf(settings)),
+            upload(PGBACKREST_CONF, render_pgbackrest_conf(settings, topo)),
         ]
         # Every node may have to stream from a peer one day, or rewind against it (pg_rewind
         # needs a superuser connection to its source), after a failover or a switchover.

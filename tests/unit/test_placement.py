@@ -105,6 +105,7 @@ def test_every_resource_is_declared_on_its_parts_host(spread: Declaration) -> No
         "bootstrap": "a",
         "pgbouncer": "a",
         "ready": "a",
+        "backup-agent": "a",
     }
     # Each host builds the image and has the stack network and a backup volume of its own.
     for typ in ("docker:index/remoteImage:RemoteImage", "docker:index/network:Network"):
@@ -127,7 +128,11 @@ def test_peers_reach_each_other_at_the_hosts_addresses_and_published_ports(
     assert config["postgresql"]["listen"] == "0.0.0.0:5432"
     assert config["etcd3"]["hosts"] == ["10.20.0.11:12379", "10.20.0.12:12380", "10.20.0.13:12381"]
     published = {(p["internal"], p["external"], p["ip"]) for p in replica.inputs["ports"]}
-    assert published == {(5432, 15433, "10.20.0.12"), (8008, 18009, "10.20.0.12")}
+    assert published == {
+        (5432, 15433, "10.20.0.12"),
+        (8008, 18009, "10.20.0.12"),
+        (8432, 18434, "10.20.0.12"),  # pgBackRest's server, for the backup agent
+    }
     etcd = _container(spread, "elizadb-mh-etcd-3")
     conf = yaml.safe_load(_upload(etcd, f"{paths.ETC}/etcd.yml"))
     assert conf["initial-advertise-peer-urls"] == "https://10.20.0.13:12481"
@@ -152,13 +157,27 @@ def test_peers_reach_each_other_at_the_hosts_addresses_and_published_ports(
     ]
 
 
-def test_across_hosts_wal_archiving_and_the_backup_agent_wait_for_a_shared_repository(
-    spread: Declaration,
-) -> None:
-    names = {c.inputs["name"] for c in spread.of_type(CONTAINER)}
-    assert "elizadb-mh-backup-agent" not in names
-    config = yaml.safe_load(_upload(_container(spread, "elizadb-mh-primary"), PATRONI_YML_UPLOAD))
-    assert config["postgresql"]["parameters"]["archive_mode"] == "off"
+def test_across_hosts_the_backup_agent_is_the_repository_host(spread: Declaration) -> None:
+    """The nodes archive, into no volume of theirs: the agent on the pooler's host keeps the
+    repository, publishes its pgBackRest server there and mounts no node's volume."""
+    agent = _container(spread, "elizadb-mh-backup-agent")
+    assert _host_of(spread, agent) == "a"
+    assert [(p["internal"], p["external"], p["ip"]) for p in agent.inputs["ports"]] == [
+        (8432, 18432, "10.20.0.11")
+    ]
+    assert [v["containerPath"] for v in agent.inputs["volumes"]] == ["/var/lib/pgbackrest"]
+    assert "repo1-path=/var/lib/pgbackrest" in _upload(agent, "/etc/pgbackrest/pgbackrest.conf")
+    assert _upload(agent, paths.SERVER_KEY_UPLOAD)  # the key it proves itself with
+    for name in ("elizadb-mh-primary", "elizadb-mh-replica-2"):
+        node = _container(spread, name)
+        config = yaml.safe_load(_upload(node, PATRONI_YML_UPLOAD))
+        assert config["postgresql"]["parameters"]["archive_mode"] == "on"
+        assert "archive-push" in config["postgresql"]["parameters"]["archive_command"]
+        assert "/var/lib/pgbackrest" not in [v["containerPath"] for v in node.inputs["volumes"]]
+        conf = _upload(node, "/etc/pgbackrest/pgbackrest.conf")
+        assert "repo1-host=10.20.0.11" in conf and "repo1-host-port=18432" in conf
+    # Verify's checks of a mounted repository do not apply: the outputs say there is none.
+    assert spread.outputs["backupMount"] == ""
 
 
 @pytest.mark.parametrize(
