@@ -25,7 +25,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from verify.ca_file import private_ca_file
 from verify.errors import VerifyError
-from verify.model import Unreachable
+from verify.model import Findings, Unreachable
 from verify.outputs import Endpoint, Outputs
 from verify.thresholds import Thresholds
 
@@ -235,3 +235,12 @@ class Context:
             raise failure from None
         self._sessions[key] = conn
         return conn
+
+
+def primary_session(ctx: Context, seen: Findings) -> psycopg.Connection[Any] | None:
+    """The superuser on the primary, or None with the reason recorded in `seen`."""
+    try:
+        return ctx.node(ctx.outputs.primary)
+    except Unreachable as err:
+        seen.unreachable(err)
+        return None

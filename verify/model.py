@@ -165,10 +165,17 @@ class Check:
     # The HA engines (elizadb:ha.engine) whose stacks the check applies to: Patroni's layer
     # exists only under patroni.
     engines: tuple[str, ...] = ("builtin", "patroni")
+    # The check examines the backup repository mounted on the primary (output backupMount): it
+    # means nothing where the repository is on a remote pgBackRest host (backupMount "").
+    needs_backup_mount: bool = False
 
     def applies_to(self, outputs: Outputs) -> bool:
         """Whether the check means anything on the stack these outputs describe."""
-        return outputs.schema_profile in self.profiles and outputs.ha_engine in self.engines
+        return (
+            outputs.schema_profile in self.profiles
+            and outputs.ha_engine in self.engines
+            and (bool(outputs.backup_mount) or not self.needs_backup_mount)
+        )
 
     @property
     def family(self) -> str:

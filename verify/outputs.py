@@ -82,7 +82,8 @@ class Outputs:
     connections: Connections
     backup_volume: str
     # Where the nodes mount the backup repository; outputs of stacks deployed before this key
-    # existed used the image's one path.
+    # existed used the image's one path. "" when the repository is on a remote pgBackRest host:
+    # nothing is mounted, and the checks of the mount do not apply (Check.needs_backup_mount).
     backup_mount: str = "/var/lib/pgbackrest"
     # elizadb:schema.profile; outputs of stacks deployed before it existed are eliza-0.1.
     schema_profile: str = "eliza-0.1"
@@ -246,7 +247,7 @@ def load_outputs(path_or_dict: str | Path | Mapping[str, Any]) -> Outputs:
         )
         operators = []
     backup_volume = raw.get("backupVolume", "")
-    backup_mount = raw.get("backupMount", Outputs.backup_mount)
+    backup_mount = r.check(raw.get("backupMount", Outputs.backup_mount), "backupMount", str)
 
     primary = r.endpoint(raw, "primary", "", "primary")
     replicas_raw = r.get(raw, "replicas", list) or []

@@ -1398,6 +1398,26 @@ def test_promoted_replica_fails_role_streaming_slots_and_read_only(stack: Deploy
 # ---- backups -----------------------------------------------------------------------------------
 
 
+ARCHIVE_DIR = "/var/lib/pgbackrest/archive"
+
+
+def archiver(stack: DeployedStack) -> tuple[int, int, str | None]:
+    """The primary's pg_stat_archiver: archived_count, failed_count, last_failed_wal."""
+    ((archived, failures, last_failed),) = sql(
+        stack,
+        "SELECT archived_count, failed_count, last_failed_wal FROM pg_stat_archiver",
+        db="postgres",
+    )
+    return archived, failures, last_failed
+
+
+def switch_wal(stack: DeployedStack) -> None:
+    """Close the primary's current WAL segment, which wakes the archiver for it. A record first:
+    pg_switch_wal does nothing when no WAL was written since the last switch."""
+    sql(stack, "SELECT pg_logical_emit_message(false, 'elizadb-verify-test', 'x')", db="postgres")
+    sql(stack, "SELECT pg_switch_wal()", db="postgres")
+
+
 @contextmanager
 def backup_mount(stack: DeployedStack, command: list[str]) -> Iterator[None]:
     """Change the backup mount inside the primary's mount namespace; a restart has the engine
@@ -1405,8 +1425,12 @@ def backup_mount(stack: DeployedStack, command: list[str]) -> Iterator[None]:
     its mounts with two capabilities: SYS_ADMIN to change mounts, SYS_PTRACE to open the
     namespace of a process that runs as another user (the server). A privileged exec or container
     asks for every capability, and Docker Engine fails it ("unable to apply caps") where the
-    host's bounding set lacks one, as on these machines (no CAP_SYS_RESOURCE)."""
+    host's bounding set lacks one, as on these machines (no CAP_SYS_RESOURCE).
+
+    Archiving fails too, with the repository gone or read-only. A WAL switch makes it fail now:
+    left to archive_timeout (60 s), a segment would close during some runs and not others."""
     primary = stack.client.containers.get(PRIMARY)
+    failures = archiver(stack)[1]
     stack.client.containers.run(
         primary.image.id,
         entrypoint=["nsenter", "-t", "1", "-m", *command],
@@ -1416,31 +1440,39 @@ def backup_mount(stack: DeployedStack, command: list[str]) -> Iterator[None]:
         remove=True,
     )
     try:
+        switch_wal(stack)
+        wait_for("a failed archive attempt", lambda: archiver(stack)[1] > failures)
         yield
     finally:
-        primary.restart(timeout=30)
+        primary.restart(timeout=30)  # the restarted archiver retries the segment at once
 
 
-def test_unmounted_backup_volume_fails_backups_volume(stack: DeployedStack) -> None:
+def test_unmounted_backup_volume_fails_backups_volume_and_archiving(stack: DeployedStack) -> None:
     # What is left at the path is the image's empty folder, where backups would die with the
     # container.
     with backup_mount(stack, ["umount", "-l", "/var/lib/pgbackrest"]):
         expect(
             verify(stack),
-            {"backups.volume"},
-            says={"backups.volume": "/var/lib/pgbackrest is not a mount point on the primary"},
+            {"backups.volume", "backups.archiving"},
+            says={
+                "backups.volume": "/var/lib/pgbackrest is not a mount point on the primary",
+                "backups.archiving": "failed at",
+            },
         )
     expect_healthy(stack)  # a restarted primary: every check, not only the one that failed
 
 
-def test_read_only_backup_mount_fails_backups_volume_and_writable(stack: DeployedStack) -> None:
+def test_read_only_backup_mount_fails_backups_volume_writable_and_archiving(
+    stack: DeployedStack,
+) -> None:
     with backup_mount(stack, ["mount", "-o", "remount,ro,bind", "/var/lib/pgbackrest"]):
         expect(
             verify(stack),
-            {"backups.volume", "backups.writable"},
+            {"backups.volume", "backups.writable", "backups.archiving"},
             says={
                 "backups.volume": "/var/lib/pgbackrest is mounted read-only",
                 "backups.writable": "Read-only file system",
+                "backups.archiving": "failed at",
             },
         )
     expect_healthy(stack)
@@ -1467,6 +1499,32 @@ def test_backup_volume_not_writable_fails_backups_writable(stack: DeployedStack)
         {"backups.writable"},
         says={"backups.writable": "Permission denied"},
     )
+
+
+@contextmanager
+def archiving_refused(stack: DeployedStack, says: dict[str, str]) -> Iterator[None]:
+    """The repository's archive folder closed to the server's OS user (as root, in the primary's
+    container), then a WAL switch: archive-push fails. `says` receives the segment that failed,
+    which the check must name. The repair opens it again, switches again and waits until the
+    archiver has caught up, so that the next test sees a clean stack."""
+    mode = sh(stack, PRIMARY, f"stat -c %a {ARCHIVE_DIR}").strip()
+    failures = archiver(stack)[1]
+    sh(stack, PRIMARY, f"chmod 000 {ARCHIVE_DIR}")
+    try:
+        switch_wal(stack)
+        wait_for("a failed archive attempt", lambda: archiver(stack)[1] > failures)
+        says["backups.archiving"] = f"archiving {archiver(stack)[2]} failed at"
+        yield
+    finally:
+        archived = archiver(stack)[0]
+        sh(stack, PRIMARY, f"chmod {mode} {ARCHIVE_DIR}")
+        switch_wal(stack)
+        wait_for("archiving to catch up", lambda: archiver(stack)[0] > archived)
+
+
+def test_failing_wal_archiving_fails_backups_archiving(stack: DeployedStack) -> None:
+    says: dict[str, str] = {}  # filled on entering the fault, before the suite runs
+    caught(stack, archiving_refused(stack, says), {"backups.archiving"}, says=says)
 
 
 def test_every_check_passes_after_all_the_faults(stack: DeployedStack) -> None:

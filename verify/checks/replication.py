@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from verify.context import Context, row, scalar
+from verify.context import Context, primary_session, row, scalar
 from verify.model import Check, Findings, Outcome, Unreachable
 from verify.thresholds import Thresholds
 
@@ -95,15 +95,6 @@ def _read_state(ctx: Context) -> State:
 
 def _state(ctx: Context) -> State:
     return ctx.memo("replication.state", lambda: _read_state(ctx))
-
-
-def _primary(ctx: Context, seen: Findings) -> psycopg.Connection[Any] | None:
-    """The superuser on the primary, or None with the reason recorded in `seen`."""
-    try:
-        return ctx.node(ctx.outputs.primary)
-    except Unreachable as err:
-        seen.unreachable(err)
-        return None
 
 
 def _sender_for(state: State, slot: str) -> Sender | None:
@@ -267,7 +258,7 @@ def check_converging(ctx: Context) -> Outcome:
     within CONVERGE_TIMEOUT_S. A replica whose WAL receiver hangs still shows as streaming, and
     its lag stays small while little is written; its slot stops advancing at once."""
     seen = Findings()
-    primary = _primary(ctx, seen)
+    primary = primary_session(ctx, seen)
     if primary is None:
         return seen.outcome("", "")
     # Flushed at once (PostgreSQL 17's fourth argument): a record that is not part of a
@@ -364,7 +355,7 @@ def check_synchronous(ctx: Context) -> Outcome:
     """With synchronous replication on, enough standbys are connected as synchronous candidates
     to confirm a commit; otherwise every commit hangs until one returns."""
     seen = Findings()
-    primary = _primary(ctx, seen)
+    primary = primary_session(ctx, seen)
     if primary is None:
         return seen.outcome("", "")
     names = scalar(primary, "SELECT current_setting('synchronous_standby_names')")
