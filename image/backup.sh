@@ -33,6 +33,8 @@ STATE=/run/elizadb-backup
 LOCK=$STATE/lock
 TICK=${ELIZADB_BACKUP_TICK:-5}
 RETRY_AFTER=${ELIZADB_BACKUP_RETRY_AFTER:-30}
+# Until the stanza exists: the deploy waits for it (on several hosts, while the cluster forms).
+SETUP_RETRY_AFTER=5
 export PGCONNECT_TIMEOUT=3
 
 log() { printf '%s elizadb-backup: %s\n' "$(date -u +%FT%TZ)" "$*" >&2; }
@@ -140,8 +142,8 @@ schedule() {
   log "schedule: full every ${ELIZADB_FULL_EVERY}s, incremental every ${ELIZADB_INCR_EVERY}s"
   until locked on_primary --log-level-console=info stanza-create \
       && locked on_primary --log-level-console=info check; do
-    log "stanza or WAL archiving not ready yet; retrying in ${RETRY_AFTER}s"
-    sleep "$RETRY_AFTER" & wait $!
+    log "stanza or WAL archiving not ready yet; retrying in ${SETUP_RETRY_AFTER}s"
+    sleep "$SETUP_RETRY_AFTER" & wait $!
   done
   touch "$STATE/ready"
   local retry_at=0 now full any kind

@@ -99,8 +99,20 @@ class ElizaDbStack(pulumi.ComponentResource):
                         node.short, args, node, opts=child(self, depends_on=[job.succeeded])
                     )
                 )
-        # Backups need the stanza's server bootstrapped; the agent finds the primary itself.
-        BackupAgent("backup-agent", args, nodes, opts=child(self, depends_on=[job.succeeded]))
+        # Backups need the stanza's server bootstrapped; the agent finds the primary itself. On
+        # several hosts the nodes archive through the agent's server from their first WAL
+        # segment, so it starts with them (its readiness waits for a leader): a node stops only
+        # once its archiver has given up on a pending segment, and a repository that is not
+        # there yet would hold up the config job's first restart.
+        BackupAgent(
+            "backup-agent",
+            args,
+            nodes,
+            opts=child(
+                self,
+                depends_on=[n.container for n in nodes] if topo.multi_host else [job.succeeded],
+            ),
+        )
         pooler = Pooler("pgbouncer", args, opts=child(self, depends_on=[job.succeeded]))
         # Health waits that work on Docker and Podman alike: ask the servers (ready.py).
         ready = ReadyCheck(

@@ -33,6 +33,7 @@ from elizadb.local.apply import REMOTE_IMAGE, Applier
 from elizadb.local.capture import declare
 from elizadb.local.state import StateFile
 from elizadb.ops import patroni
+from elizadb.ops.backup import check_archiving, read_catalog, take_backup
 from infra.components.ha import member_name
 from infra.render.patroni import Timings
 from infra.topology import topology
@@ -146,7 +147,10 @@ def test_every_part_runs_on_its_host_and_the_cluster_forms(
     expected = {
         "a": {"primary", "etcd-1"},
         "b": {"replica-1", "etcd-2"},
-        "c": {"replica-2", "etcd-3", "router", "pgbouncer", "ready", "bootstrap", "config"},
+        "c": {
+            *("replica-2", "etcd-3", "router", "pgbouncer", "ready", "bootstrap", "config"),
+            "backup-agent",
+        },
     }
     for host, parts in expected.items():
         with closing(cluster[host].client()) as client:
@@ -165,6 +169,42 @@ def test_the_verify_suite_passes_from_the_outputs(stack: DeployedStack) -> None:
     results = run_checks(load_outputs(stack.outputs))
     failed = [f"{r.id}: {r.reason}" for r in results if r.status not in ("pass", "warn")]
     assert not failed, failed
+
+
+def test_backups_are_taken_across_hosts_and_follow_the_leader(stack: DeployedStack) -> None:
+    """The backup agent on the pooler's host is pgBackRest's repository host: the leader on
+    another host archives its WAL there, a full backup is taken of it through its pgBackRest
+    server; after a switchover to a node on a third host an incremental backup builds on that
+    full one, from the new leader (its timeline), and the archive goes on."""
+    _wait_whole(stack)
+    topo = topology(stack.settings)
+    host_of = {m.name: topo.node_host(patroni.node_of(topo, m.name)) for m in _members(stack)}
+    first = _lead_away_from_the_pooler(stack)
+    check_archiving(stack.client, stack.settings)
+    started = time.monotonic()
+    full, _ = take_backup(stack.client, stack.settings, "full")
+    full_s = time.monotonic() - started
+    sync = next(m for m in _members(stack) if m.role == "Sync Standby")
+    patroni.switchover(stack.client, topo, patroni.node_of(topo, sync.name), progress)
+    _wait_whole(stack)
+    second = _leader(stack)
+    assert host_of[second.name] != host_of[first.name]
+    setup_probe_table(stack.connections["owner"])
+    with Writer(stack.connections["agentPooler"]) as writer:
+        wait_for("a few pooled writes", lambda: len(writer.acks) >= 20)
+    started = time.monotonic()
+    incr, _ = take_backup(stack.client, stack.settings, "incr")
+    incr_s = time.monotonic() - started
+    assert (incr.type, incr.prior) == ("incr", full.label)
+    assert incr.timeline == second.timeline > full.timeline == first.timeline
+    check_archiving(stack.client, stack.settings)
+    catalog = read_catalog(stack.client, stack.settings)
+    assert [b.label for b in catalog.backups][-2:] == [full.label, incr.label]
+    assert catalog.archive_max is not None and catalog.archive_max >= incr.wal_stop
+    progress(
+        f"backups across hosts: full of {first.name} on {host_of[first.name]} in {full_s:.1f} s, "
+        f"incremental of {second.name} on {host_of[second.name]} in {incr_s:.1f} s"
+    )
 
 
 def test_writes_follow_the_loss_of_the_leaders_host_and_it_rejoins_when_it_boots(
