@@ -164,8 +164,9 @@ class Applier:
     def _where(self, decl: Declared) -> str:
         return f" on {self._host(decl)}" if decl.provider else ""
 
-    def _apply(self, declaration: Declaration) -> ApplyReport:
-        report = ApplyReport()
+    def prepare(self, declaration: Declaration) -> bool:
+        """Everything but the containers: hosts, networks, volumes, images. True when an image
+        was built."""
         self._provider_hosts = {
             p.urn: p.name.removeprefix(PROVIDER_PREFIX) for p in declaration.of_type(PROVIDER)
         }
@@ -173,8 +174,14 @@ class Applier:
             self._ensure_network(net)
         for vol in declaration.of_type(VOLUME):
             self._ensure_volume(vol)
+        built = False
         for image in declaration.of_type(REMOTE_IMAGE):
-            report.built_image |= self._ensure_image(image)
+            built |= self._ensure_image(image)
+        return built
+
+    def _apply(self, declaration: Declaration) -> ApplyReport:
+        report = ApplyReport()
+        report.built_image = self.prepare(declaration)
         containers = declaration.of_type(CONTAINER)
         wanted = {(self._host(c), c.inputs["name"]) for c in containers}
         for host, client in self._engines():
@@ -265,6 +272,29 @@ class Applier:
         return True
 
     # -- containers ------------------------------------------------------------------------
+    def _same(self, current: Any, name: str, digest: str) -> bool:
+        """Whether an existing container is what its declaration (digest) asks for."""
+        return bool(
+            current.labels.get(LABEL_SPEC) == digest
+            or (self.conforming.get(name) == digest and current.labels.get(LABEL_SPEC) is not None)
+        )
+
+    def replaces(self, decl: Declared) -> bool:
+        """Whether applying would replace this running container (its declaration changed)."""
+        try:
+            current = self._client(decl).containers.get(decl.inputs["name"])
+        except docker.errors.NotFound:
+            return False
+        return current.status == "running" and not self._same(
+            current, decl.inputs["name"], spec_digest(decl)
+        )
+
+    def apply_container(self, decl: Declared, report: ApplyReport) -> None:
+        """Create, replace or start one container as declared, and wait until it is ready
+        (`prepare` first)."""
+        if self._ensure_container(decl, report):
+            self._wait_all([decl])
+
     def _ensure_container(self, decl: Declared, report: ApplyReport) -> bool:
         """Create, replace or start as needed; True when it must then be waited for."""
         name = decl.inputs["name"]
@@ -276,9 +306,7 @@ class Applier:
         except docker.errors.NotFound:
             current = None
         if current is not None:
-            same = current.labels.get(LABEL_SPEC) == digest or (
-                self.conforming.get(name) == digest and current.labels.get(LABEL_SPEC) is not None
-            )
+            same = self._same(current, name, digest)
             if (
                 same
                 and is_job

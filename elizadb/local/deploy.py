@@ -22,6 +22,7 @@ from elizadb.local.capture import Declaration, declare
 from elizadb.local.engine_change import check_engine_change
 from elizadb.local.hosts import stack_engines
 from elizadb.local.identity import check_owned
+from elizadb.local.node_roll import roll_nodes
 from elizadb.local.state import StateFile
 from infra.render import paths
 from infra.settings import StackSettings
@@ -70,7 +71,13 @@ def up(settings: StackSettings, progress: Progress, project_dir: Path) -> ApplyR
     check_engine_change(settings, engines, progress)
     declaration = declare_stack(settings)
     conforming = dict(StateFile(settings.stack).runtime.conforming)
-    report = Applier(engines, settings.stack, progress, conforming).apply(declaration)
+    applier = Applier(engines, settings.stack, progress, conforming)
+    rolled = ApplyReport()
+    roll_nodes(applier, settings, declaration, rolled, progress)
+    report = applier.apply(declaration)
+    report.replaced[:0] = rolled.replaced
+    report.unchanged = [n for n in report.unchanged if n not in rolled.replaced]
+    report.built_image |= rolled.built_image
     _write_ca(declaration, project_dir)
     return report
 

@@ -9,7 +9,9 @@ What is proven, on one stack, in order:
   over to the synchronous standby and the old leader follows as a replica: every node restarted
   once, the old leader last, while a writer through the pooler loses no acknowledged row;
 * a value a node cannot start with stops the roll at the first replica: `up` fails saying so,
-  the previous values are put back, that replica comes back on them, no other node restarts.
+  the previous values are put back, that replica comes back on them, no other node restarts;
+* a change that replaces the nodes' containers (resources.memory) replaces them one at a time:
+  the replicas, then a switchover, then the old leader, while the pooled writer loses nothing.
 """
 
 from __future__ import annotations
@@ -172,3 +174,40 @@ def test_a_value_a_node_cannot_start_with_stops_the_roll_at_the_first_replica(
     report = stack.up(_settings(good))
     assert report.replaced == [_config_job(stack)]
     assert _started(stack) == after
+
+
+def test_a_new_memory_limit_replaces_the_nodes_one_at_a_time_the_leader_last(
+    stack: DeployedStack,
+) -> None:
+    _wait_whole(stack)
+    good = {**BASE, "shared_buffers": "96MB", "work_mem": "6MB"}
+    topo = topology(stack.settings)
+    old_leader = patroni.node_of(topo, _leader(stack)).name
+    with Writer(stack.connections["agentPooler"]) as writer:
+        wait_for("first write", lambda: bool(writer.acks))
+        up_at = time.time()
+        report = stack.up(
+            stack_settings(
+                STACK, PORT, postgres={"parameters": good}, resources={"memory": "1536m"}, **VALUES
+            )
+        )
+        up_s = time.time() - up_at
+        acked = len(writer.acks)
+        wait_for("a write after the roll", lambda: len(writer.acks) > acked, timeout_s=30)
+    nodes = [n.name for n in topo.nodes]
+    assert set(nodes) <= set(report.replaced), report
+    created = {n: stack.client.containers.get(n).attrs["Created"] for n in nodes}
+    # Replaced one at a time, the old leader last, after the leadership had left it.
+    assert max(created, key=created.__getitem__) == old_leader, created
+    assert patroni.node_of(topo, _leader(stack)).name != old_leader
+    limits = {stack.client.containers.get(n).attrs["HostConfig"]["Memory"] for n in nodes}
+    assert limits == {1536 * 1024 * 1024}
+    lost = set(writer.acks) - stored(stack.connections["owner"])
+    assert not lost, sorted(lost)[:20]
+    times = sorted(writer.acked_at.values())
+    gap, at = max((b - a, a) for a, b in itertools.pairwise(times))
+    progress(
+        f"node roll: {len(writer.acks)} writes acknowledged, longest gap {gap:.2f} s from "
+        f"{at - up_at:.1f} s after `up` began, `up` took {up_s:.1f} s"
+    )
+    _wait_whole(stack)

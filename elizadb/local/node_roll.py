@@ -1,0 +1,118 @@
+"""Replacing the nodes of a running Patroni cluster one at a time.
+
+A change to a node's container (its memory, the image, a reissued certificate) replaces the
+container. Replaced all at once, as the dependency levels of the apply would, the cluster would
+have no leader until they are back. So `elizadb up` first replaces the changed nodes the way a
+rolling update does (CloudNativePG's is the model): each replica, the synchronous standby last,
+waiting until it streams again; then a switchover to the synchronous standby; then the old
+leader. The apply that follows finds them as declared.
+
+Only a whole cluster is rolled: with a node down or not streaming there is no safe order, and the
+apply replaces the nodes as before (the progress says so).
+"""
+
+from __future__ import annotations
+
+import time
+
+from elizadb import engine
+from elizadb.errors import DeployError
+from elizadb.local.apply import CONTAINER, Applier, ApplyReport, Progress
+from elizadb.local.capture import Declaration, Declared
+from elizadb.ops import patroni
+from infra.components.ha import member_name
+from infra.settings import StackSettings
+from infra.topology import Node, Topology, topology
+
+# How long a replaced node may take to stream from the leader again.
+STREAMING_TIMEOUT_S = 300
+
+
+def roll_nodes(
+    applier: Applier,
+    settings: StackSettings,
+    declaration: Declaration,
+    report: ApplyReport,
+    progress: Progress,
+) -> None:
+    """Replace the changed nodes of a whole running cluster one at a time, the leader last."""
+    if not settings.patroni:
+        return
+    topo = topology(settings)
+    declared = {c.inputs["name"]: c for c in declaration.of_type(CONTAINER)}
+    changed = [n for n in topo.nodes if n.name in declared and applier.replaces(declared[n.name])]
+    if not changed:
+        return
+    try:
+        found = patroni.members(applier.target, topo)
+    except DeployError:
+        found = []
+    if not _whole(found, topo):
+        seen = ", ".join(f"{m.name} {m.role} {m.state}" for m in found) or "no member answers"
+        progress(
+            f"not rolling the {len(changed)} changed node(s): the cluster is not whole ({seen}); "
+            "they are replaced together"
+        )
+        return
+    leader = next(m.name for m in found if m.leads)
+    roles = {m.name: m.role for m in found}
+    replicas = [n for n in changed if member_name(n) != leader]
+    # The synchronous standby last of the replicas: it is the one that takes over.
+    replicas.sort(key=lambda n: roles[member_name(n)] == "Sync Standby")
+    progress(f"rolling {len(changed)} node(s): {', '.join(n.name for n in changed)}")
+    started = time.monotonic()
+    report.built_image |= applier.prepare(declaration)
+    for node in replicas:
+        _replace(applier, declared[node.name], topo, node, report, progress)
+    old = patroni.node_of(topo, leader)
+    if old in changed:
+        patroni.switchover(applier.target, topo, _heir(applier, topo, leader), progress)
+        _replace(applier, declared[old.name], topo, old, report, progress)
+    progress(f"rolled {len(changed)} node(s) in {time.monotonic() - started:.1f}s")
+
+
+def _whole(found: list[patroni.Member], topo: Topology) -> bool:
+    """One running leader and every other node streaming."""
+    return (
+        sorted(m.name for m in found) == sorted(member_name(n) for n in topo.nodes)
+        and sum(m.leads and m.state == "running" for m in found) == 1
+        and all(m.leads or m.state == "streaming" for m in found)
+    )
+
+
+def _replace(
+    applier: Applier,
+    decl: Declared,
+    topo: Topology,
+    node: Node,
+    report: ApplyReport,
+    progress: Progress,
+) -> None:
+    applier.apply_container(decl, report)
+    started = time.monotonic()
+
+    def streams() -> bool:
+        try:
+            return _whole(patroni.members(applier.target, topo), topo)
+        except DeployError:
+            return False
+
+    engine.wait_until(
+        f"{node.name} streaming again, the cluster whole",
+        streams,
+        STREAMING_TIMEOUT_S,
+        interval_s=1,
+        on_timeout=lambda: engine.logs(applier.target, node.name, 20),
+    )
+    progress(f"{node.name} streams again ({time.monotonic() - started:.1f}s after it started)")
+
+
+def _heir(applier: Applier, topo: Topology, leader: str) -> Node:
+    """The node to hand the leadership to: the synchronous standby (in synchronous mode the only
+    one Patroni accepts), else a streaming replica."""
+    found = patroni.members(applier.target, topo)
+    for role in ("Sync Standby", "Replica"):
+        for m in found:
+            if m.role == role and m.state == "streaming" and m.name != leader:
+                return patroni.node_of(topo, m.name)
+    raise DeployError(f"no streaming standby to hand the leadership of {leader} to: {found}")
