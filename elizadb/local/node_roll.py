@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 
 from elizadb import engine
-from elizadb.errors import DeployError
+from elizadb.errors import DeployError, UsageError
 from elizadb.local.apply import CONTAINER, Applier, ApplyReport, Progress
 from elizadb.local.capture import Declaration, Declared
 from elizadb.ops import patroni
@@ -24,8 +24,10 @@ from infra.components.ha import member_name
 from infra.settings import StackSettings
 from infra.topology import Node, Topology, topology
 
-# How long a replaced node may take to stream from the leader again.
+# How long a replaced node may take to stream from the leader again, and Patroni to accept the
+# switchover to the heir.
 STREAMING_TIMEOUT_S = 300
+SWITCHOVER_TIMEOUT_S = 60
 
 
 def roll_nodes(
@@ -66,7 +68,7 @@ def roll_nodes(
         _replace(applier, declared[node.name], topo, node, report, progress)
     old = patroni.node_of(topo, leader)
     if old in changed:
-        patroni.switchover(applier.target, topo, _heir(applier, topo, leader), progress)
+        _switch_over(applier, topo, leader, progress)
         _replace(applier, declared[old.name], topo, old, report, progress)
     progress(f"rolled {len(changed)} node(s) in {time.monotonic() - started:.1f}s")
 
@@ -93,9 +95,20 @@ def _replace(
 
     def streams() -> bool:
         try:
-            return _whole(patroni.members(applier.target, topo), topo)
+            found = patroni.members(applier.target, topo)
         except DeployError:
             return False
+        if not _whole(found, topo):
+            return False
+        # A member's key can outlive its container for a moment; the leader's walsender cannot:
+        # the old one ended with the old container, so a streaming one is the new node's.
+        leader = patroni.node_of(topo, next(m.name for m in found if m.leads))
+        rows = engine.query_rows(
+            applier.target,
+            leader.name,
+            "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'",
+        )
+        return node == leader or (rows is not None and member_name(node) in rows)
 
     engine.wait_until(
         f"{node.name} streaming again, the cluster whole",
@@ -105,6 +118,24 @@ def _replace(
         on_timeout=lambda: engine.logs(applier.target, node.name, 20),
     )
     progress(f"{node.name} streams again ({time.monotonic() - started:.1f}s after it started)")
+
+
+def _switch_over(applier: Applier, topo: Topology, leader: str, progress: Progress) -> None:
+    """Hand the leadership to the heir, asking again while Patroni declines: a standby that
+    has just come back is named synchronous, and so a candidate, a loop or two later."""
+    deadline = time.monotonic() + SWITCHOVER_TIMEOUT_S
+    while True:
+        try:
+            now = patroni.leader(applier.target, topo)
+            if now is not None and now.name != leader:
+                return  # a request that patronictl reported as failed was carried out after all
+            patroni.switchover(applier.target, topo, _heir(applier, topo, leader), progress)
+            return
+        except (DeployError, UsageError) as err:
+            if time.monotonic() > deadline:
+                raise
+            progress(f"the switchover was declined ({str(err).splitlines()[-1]}); asking again")
+            time.sleep(2)
 
 
 def _heir(applier: Applier, topo: Topology, leader: str) -> Node:

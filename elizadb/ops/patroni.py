@@ -49,6 +49,7 @@ def _patronictl(
 ) -> engine.ExecResult:
     """patronictl in the first running node (`avoid`, a node known to be cut off or unfit to
     ask, last): any member that reaches etcd can speak for the cluster."""
+    said = ""
     for node in sorted(topo.nodes, key=lambda n: n.name == avoid):
         if not engine.is_running(client, node.name):
             continue
@@ -61,9 +62,10 @@ def _patronictl(
         )
         if result.ok:
             return result
+        said = result.tail()
     raise DeployError(
         f"no node of {topo.prefix} answers patronictl {args[0]}; is the stack up? "
-        "(`elizadb status`)"
+        "(`elizadb status`)" + (f"\nthe last answer:\n{said}" if said else "")
     )
 
 

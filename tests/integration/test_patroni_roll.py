@@ -179,10 +179,12 @@ def test_a_value_a_node_cannot_start_with_stops_the_roll_at_the_first_replica(
 def test_a_new_memory_limit_replaces_the_nodes_one_at_a_time_the_leader_last(
     stack: DeployedStack,
 ) -> None:
-    _wait_whole(stack)
     good = {**BASE, "shared_buffers": "96MB", "work_mem": "6MB"}
+    stack.up(_settings(good))  # as the tests before left it (this one may run alone)
+    _wait_whole(stack)
     topo = topology(stack.settings)
     old_leader = patroni.node_of(topo, _leader(stack)).name
+    setup_probe_table(stack.connections["owner"])
     with Writer(stack.connections["agentPooler"]) as writer:
         wait_for("first write", lambda: bool(writer.acks))
         up_at = time.time()
