@@ -50,10 +50,13 @@ def roll_nodes(
     except DeployError:
         found = []
     if not _whole(found, topo):
-        seen = ", ".join(f"{m.name} {m.role} {m.state}" for m in found) or "no member answers"
+        why = (
+            f"the cluster is not whole ({', '.join(f'{m.name} {m.role} {m.state}' for m in found)})"
+            if found
+            else "no Patroni member answers (a stack moving to Patroni, or one that is down)"
+        )
         progress(
-            f"not rolling the {len(changed)} changed node(s): the cluster is not whole ({seen}); "
-            "they are replaced together"
+            f"not rolling the {len(changed)} changed node(s): {why}; they are replaced together"
         )
         return
     leader = next(m.name for m in found if m.leads)
