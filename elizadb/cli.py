@@ -295,8 +295,8 @@ def _print_table(table: Sequence[Sequence[str]]) -> None:
 def _patroni_status(settings: StackSettings) -> bool:
     """Patroni's own view of its members, and the health of its store (etcd). True when one
     leader runs, every other member streams, and every etcd member is healthy."""
+    from elizadb.local import patroni
     from elizadb.local.hosts import stack_engines
-    from elizadb.ops import patroni
     from infra.topology import topology
 
     client, topo = stack_engines(settings), topology(settings)

@@ -127,8 +127,8 @@ def _switchover(args: argparse.Namespace, settings: Any) -> int:
     from elizadb.ops import failover as ops
 
     if settings.patroni:
+        from elizadb.local import patroni
         from elizadb.local.hosts import stack_engines
-        from elizadb.ops import patroni
         from infra.topology import topology
 
         topo = topology(settings)

@@ -44,7 +44,7 @@ from psycopg import sql
 from elizadb import engine
 from elizadb.drills.failover import SCHEMA, Writer, prepare, present_seqs
 from elizadb.errors import DeployError, UsageError
-from elizadb.ops import patroni
+from elizadb.local import patroni
 from infra.components.ha import member_name
 from infra.topology import Node, Topology, topology
 from verify.ca_file import with_root_cert

@@ -17,9 +17,9 @@ import time
 
 from elizadb import engine
 from elizadb.errors import DeployError, UsageError
+from elizadb.local import patroni
 from elizadb.local.apply import CONTAINER, Applier, ApplyReport, Progress
 from elizadb.local.capture import Declaration, Declared
-from elizadb.ops import patroni
 from infra.components.ha import member_name
 from infra.settings import StackSettings
 from infra.topology import Node, Topology, topology

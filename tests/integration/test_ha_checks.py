@@ -23,7 +23,7 @@ from contextlib import contextmanager
 import pytest
 
 from elizadb import engine
-from elizadb.ops import patroni
+from elizadb.local import patroni
 from infra.render.patroni import PATRONI_YML
 from infra.topology import topology
 from tests.integration.stacks import DeployedStack, deployed_stack

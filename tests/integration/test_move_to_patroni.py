@@ -28,10 +28,10 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from elizadb import engine
+from elizadb.local import patroni
 from elizadb.local.engine_change import EngineChangeError
 from elizadb.local.providers import RANDOM_PASSWORD as PASSWORD
 from elizadb.local.state import StateFile
-from elizadb.ops import patroni
 from elizadb.ops.backup import Backup, read_catalog, take_backup
 from infra.components.ha import member_name
 from infra.render import paths

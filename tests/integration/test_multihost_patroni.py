@@ -28,11 +28,10 @@ from elizadb import engine
 from elizadb.drills import report
 from elizadb.drills.hosts import run_host_drill, run_switchover_drill
 from elizadb.errors import DeployError, EngineError
-from elizadb.local import deploy
+from elizadb.local import deploy, patroni
 from elizadb.local.apply import REMOTE_IMAGE, Applier
 from elizadb.local.capture import declare
 from elizadb.local.state import StateFile
-from elizadb.ops import patroni
 from elizadb.ops.backup import check_archiving, read_catalog, take_backup
 from infra.components.ha import member_name
 from infra.render.patroni import Timings

@@ -25,7 +25,7 @@ import pytest
 
 from elizadb import engine
 from elizadb.errors import DeployError
-from elizadb.ops import patroni
+from elizadb.local import patroni
 from infra.topology import topology
 from tests.integration.ha_probe import Writer, setup_probe_table, stored, wait_for
 from tests.integration.stacks import DeployedStack, deployed_stack, progress, stack_settings

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from elizadb.local.node_roll import _whole
-from elizadb.ops.patroni import Member
+from elizadb.local.patroni import Member
 from infra.settings import load_settings
 from infra.topology import topology
 

@@ -7,7 +7,7 @@ import pytest
 
 from elizadb.drills.hosts import switchover_candidate
 from elizadb.errors import DeployError
-from elizadb.ops.patroni import Member
+from elizadb.local.patroni import Member
 
 
 def _member(name: str, role: str, state: str = "streaming", lag: float | None = 0.0) -> Member:
