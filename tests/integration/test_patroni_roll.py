@@ -93,6 +93,18 @@ def _started(stack: DeployedStack) -> dict[str, str]:
     return _on_every_node(stack, "SELECT pg_postmaster_start_time()")
 
 
+def _nothing_lost(stack: DeployedStack, writer: Writer, up_at: float, what: str) -> None:
+    """Every acknowledged row is stored; the longest wait for an acknowledgement is reported."""
+    lost = set(writer.acks) - stored(stack.connections["owner"])
+    assert not lost, sorted(lost)[:20]
+    times = sorted(writer.acked_at.values())
+    gap, at = max((b - a, a) for a, b in itertools.pairwise(times))
+    progress(
+        f"{what}: {len(writer.acks)} writes acknowledged, longest gap {gap:.2f} s from "
+        f"{at - up_at:.1f} s after `up` began"
+    )
+
+
 def _config_job(stack: DeployedStack) -> str:
     return topology(stack.settings).config_job_name
 
@@ -139,14 +151,7 @@ def test_a_restart_rolls_replicas_first_then_switches_over_and_loses_no_write(
     # synchronous standby of that moment, the one node sure to hold every commit).
     assert after[old_node] == max(after.values()), after
     assert _leader(stack) != old_leader
-    lost = set(writer.acks) - stored(stack.connections["owner"])
-    assert not lost, sorted(lost)[:20]
-    times = sorted(writer.acked_at.values())
-    gap, at = max((b - a, a) for a, b in itertools.pairwise(times))
-    progress(
-        f"roll: {len(writer.acks)} writes acknowledged, longest gap {gap:.2f} s from "
-        f"{at - up_at:.1f} s after `up` began"
-    )
+    _nothing_lost(stack, writer, up_at, "roll")
     _wait_whole(stack)
 
 
@@ -204,12 +209,5 @@ def test_a_new_memory_limit_replaces_the_nodes_one_at_a_time_the_leader_last(
     assert patroni.node_of(topo, _leader(stack)).name != old_leader
     limits = {stack.client.containers.get(n).attrs["HostConfig"]["Memory"] for n in nodes}
     assert limits == {1536 * 1024 * 1024}
-    lost = set(writer.acks) - stored(stack.connections["owner"])
-    assert not lost, sorted(lost)[:20]
-    times = sorted(writer.acked_at.values())
-    gap, at = max((b - a, a) for a, b in itertools.pairwise(times))
-    progress(
-        f"node roll: {len(writer.acks)} writes acknowledged, longest gap {gap:.2f} s from "
-        f"{at - up_at:.1f} s after `up` began, `up` took {up_s:.1f} s"
-    )
+    _nothing_lost(stack, writer, up_at, f"node roll (`up` took {up_s:.1f} s)")
     _wait_whole(stack)
