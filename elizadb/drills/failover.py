@@ -70,6 +70,7 @@ class Writer:
     statement: sql.Composed = field(default_factory=lambda: INSERT)
     acks: list[Ack] = field(default_factory=list)
     errors: int = 0
+    last_error: str = ""
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -94,9 +95,10 @@ class Writer:
                 assert row is not None
                 self.acks.append(Ack(seq, time.monotonic(), row[0], row[1]))
                 time.sleep(0.01)
-            except psycopg.Error:
+            except psycopg.Error as exc:
                 # The outcome of that commit is unknown; only acknowledged rows are counted.
                 self.errors += 1
+                self.last_error = str(exc).strip()
                 if conn is not None:
                     conn.close()
                 conn = None
@@ -125,31 +127,36 @@ class PositionReader:
                 connect_timeout=5,
             )
 
-    def read(self) -> dict[str, int]:
-        found: dict[str, int] = {}
+    def read(self) -> dict[str, tuple[int, int]]:
+        """(replayed, received) of each standby that answers."""
+        found: dict[str, tuple[int, int]] = {}
         for name, conn in self.conns.items():
             try:
                 row = conn.execute(
-                    "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text"
+                    "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text,"
+                    " coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text"
                 ).fetchone()
             except psycopg.Error:
                 continue  # a node that cannot answer cannot be promoted either
             if row and row[0] and row[1]:
-                found[name] = ops.lsn_int(row[1])
+                found[name] = (ops.lsn_int(row[1]), ops.lsn_int(row[2]))
         return found
 
-    def settled(self, timeout_s: float = 1.0) -> dict[str, int]:
-        """Positions once two reads 50 ms apart agree: a standby replays what it received
-        within milliseconds, and nothing more arrives once the primary is dead."""
+    def settled(self, timeout_s: float = 10.0) -> dict[str, int]:
+        """Replayed positions once they have settled (`ops.settled`), read every 50 ms."""
         deadline = time.monotonic() + timeout_s
         last = self.read()
+        agreed_at = time.monotonic()
         while time.monotonic() < deadline:
             time.sleep(0.05)
             now = self.read()
-            if now == last:
+            if now != last:
+                agreed_at = time.monotonic()
+            if ops.settled(last, now, time.monotonic() - agreed_at):
+                last = now
                 break
             last = now
-        return last
+        return {name: replay for name, (replay, _) in last.items()}
 
     def close(self) -> None:
         for conn in self.conns.values():
@@ -295,7 +302,7 @@ def run_drill(
             events.update(steps)
     finally:
         reader.close()
-    first_after = _wait_for_ack_from(writer, new.short, t0, timeout_s=30)
+    first_after = _wait_for_ack_from(writer, cluster, new, t0, timeout_s=30)
     events["first_write_after"] = first_after - t0
     time.sleep(write_after_s)
     writer.stop()
@@ -332,14 +339,27 @@ def run_drill(
     )
 
 
-def _wait_for_ack_from(writer: Writer, node: str, t0: float, timeout_s: float) -> float:
+def _wait_for_ack_from(
+    writer: Writer, cluster: ops.Cluster, node: Node, t0: float, timeout_s: float
+) -> float:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        after = [a.at for a in writer.acks[-50:] if a.at >= t0 and a.node == node]
+        after = [a.at for a in writer.acks[-50:] if a.at >= t0 and a.node == node.short]
         if after:
             return after[0]
         time.sleep(0.02)
-    raise TimeoutError(f"{node} acknowledged no write within {timeout_s:.0f}s of the fault")
+    # What the writer last saw and whom the new primary waits for: a write that hangs (rather
+    # than fails) is a synchronous commit no standby acknowledges.
+    standbys = cluster.psql(
+        node,
+        "SELECT string_agg(application_name || ' ' || state || ' ' || coalesce(sync_state, ''),"
+        " '; ') FROM pg_stat_replication",
+    )
+    raise TimeoutError(
+        f"{node.short} acknowledged no write within {timeout_s:.0f}s of the fault;"
+        f" the writer had {writer.errors} error(s), the last: {writer.last_error or '-'};"
+        f" {node.short} streams to: {standbys or 'no standby'}"
+    )
 
 
 def present_seqs(outputs: dict[str, Any], root_cert: str, run: str) -> set[int]:

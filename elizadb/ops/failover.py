@@ -4,7 +4,8 @@ What a node is (primary or standby) lives in its data directory, and every node'
 already names every peer (infra/render/postgres.py), so these operations only:
   - fence the failed or demoted primary (stopped through the engine, so that its restart policy
     cannot bring it back as a second primary),
-  - promote the most advanced standby (highest received LSN),
+  - promote the most advanced standby (highest replayed LSN, once each has replayed what it
+    received),
   - make sure the new primary holds a replication slot for every other node,
   - repoint PgBouncer (the one component that names the primary) and record the new primary in
     the local state, so that the next `elizadb up` declares the same,
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
@@ -49,6 +50,28 @@ class NodeState:
     receive_lsn: int | None  # standbys: last WAL received; primary: current insert LSN
     timeline: int | None
     replay_lsn: int | None = None  # standbys: last WAL replayed
+
+
+# How long standbys' positions must agree before a standby that has not replayed all it received
+# is taken at its replayed position.
+SETTLE_PATIENCE_S = 1.0
+
+
+def settled(
+    previous: Mapping[Any, tuple[int, int]],
+    current: Mapping[Any, tuple[int, int]],
+    agreed_for_s: float,
+) -> bool:
+    """Whether standbys' (replayed, received) positions may be compared to elect one: two reads
+    agree and each standby has replayed all it received, or they have agreed for
+    SETTLE_PATIENCE_S. A standby replays within milliseconds on an idle machine, not on a busy
+    one: compared too early, a standby that received more but replayed less loses the election,
+    and then cannot follow the winner (it holds WAL the new timeline does not). Patience covers a
+    standby that will never replay all it received (an incomplete last record)."""
+    if not current or current != previous:
+        return False
+    caught_up = all(replay >= received for replay, received in current.values())
+    return caught_up or agreed_for_s >= SETTLE_PATIENCE_S
 
 
 def lsn_int(text: str) -> int:
@@ -117,25 +140,28 @@ class Cluster:
         """Stopped through the engine, a container is not restarted by its restart policy."""
         engine.stop(self.client, node.name, timeout_s=10)
 
-    def standby_positions(self, exclude: Node, settle_s: float = 1.0) -> dict[Node, int]:
-        """Replayed LSN of every running standby, read until it stops moving (at most
-        `settle_s`): a standby replays all it received within milliseconds, and the replayed
-        position is data that is really there (the received one is reset to a segment start
-        whenever the WAL receiver restarts, which it does as soon as its primary is gone)."""
+    def standby_positions(self, exclude: Node, settle_s: float = 10.0) -> dict[Node, int]:
+        """Replayed LSN of every running standby, once the positions have settled (see
+        `settled`; at most `settle_s`). The replayed position is data that is really there: the
+        received one is reset to a segment start whenever the WAL receiver restarts, which it
+        does as soon as its primary is gone."""
         nodes = [n for n in self.topo.nodes if n != exclude]
         deadline = time.monotonic() + settle_s
-        last: dict[Node, int] = {}
+        last: dict[Node, tuple[int, int]] = {}
+        agreed_at = time.monotonic()
         while True:
             # All nodes at once: every query is an exec round trip through the engine.
             with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
                 states = list(pool.map(self.state, nodes))
             now = {
-                s.node: s.replay_lsn
+                s.node: (s.replay_lsn, s.receive_lsn or s.replay_lsn)
                 for s in states
                 if s.running and s.in_recovery and s.replay_lsn is not None
             }
-            if now == last or time.monotonic() >= deadline:
-                return now
+            if now != last:
+                agreed_at = time.monotonic()
+            if settled(last, now, time.monotonic() - agreed_at) or time.monotonic() >= deadline:
+                return {node: replay for node, (replay, _) in now.items()}
             last = now
             time.sleep(0.1)
 
