@@ -282,8 +282,9 @@ class DumpResult:
     node: str
 
 
-def dump(client: docker.DockerClient, settings: StackSettings, out: Path) -> DumpResult:
-    """`pg_dump -Fc` of the Eliza database from the current primary, streamed into `out`.
+def dump(client: Target, settings: StackSettings, out: Path) -> DumpResult:
+    """`pg_dump -Fc` of the Eliza database from the current primary, streamed into `out` (on a
+    stack on several hosts, from the primary's host through its engine).
 
     It runs inside the primary's container as the postgres superuser (peer authentication over
     the local socket). A superuser is needed, not just a role that may read every table: every
@@ -301,7 +302,7 @@ def dump(client: docker.DockerClient, settings: StackSettings, out: Path) -> Dum
         raise UsageError(f"--out {out}: is a folder; give a file name")
     if not out.parent.is_dir():
         raise UsageError(f"--out {out}: the folder {out.parent} does not exist")
-    api = client.api
+    api = on(client, primary.name).api
     started = time.monotonic()
     exec_id = api.exec_create(
         primary.name,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import docker
 
-from elizadb.engine import File, VolumeMount, in_recovery, run_job
+from elizadb.engine import File, Target, VolumeMount, in_recovery, run_job
 from elizadb.errors import ElizaDbError
 from infra.components.common import LABEL_NODE, LABEL_ROLE, LABEL_STACK
 from infra.topology import Node, Topology
@@ -17,7 +17,7 @@ class BackupError(ElizaDbError):
     """A backup, a restore or one of their jobs failed; the message carries the log's end."""
 
 
-def running_primary(client: docker.DockerClient, topo: Topology) -> Node | None:
+def running_primary(client: Target, topo: Topology) -> Node | None:
     """The node that accepts writes now, None when none does; more than one is an error."""
     primaries = [n for n in topo.nodes if in_recovery(client, n.name) is False]
     if len(primaries) > 1:

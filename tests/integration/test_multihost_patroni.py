@@ -17,6 +17,8 @@ every acknowledged row, passing the verify suite and taking pooled writes.
 
 from __future__ import annotations
 
+import io
+import tarfile
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -32,7 +34,7 @@ from elizadb.local import deploy, patroni
 from elizadb.local.apply import REMOTE_IMAGE, Applier
 from elizadb.local.capture import declare
 from elizadb.local.state import StateFile
-from elizadb.ops.backup import check_archiving, read_catalog, take_backup
+from elizadb.ops.backup import check_archiving, dump, read_catalog, take_backup
 from infra.components.ha import member_name
 from infra.render.patroni import Timings
 from infra.topology import topology
@@ -170,11 +172,15 @@ def test_the_verify_suite_passes_from_the_outputs(stack: DeployedStack) -> None:
     assert not failed, failed
 
 
-def test_backups_are_taken_across_hosts_and_follow_the_leader(stack: DeployedStack) -> None:
+def test_backups_are_taken_across_hosts_and_follow_the_leader(
+    stack: DeployedStack, tmp_path: Path
+) -> None:
     """The backup agent on the pooler's host is pgBackRest's repository host: the leader on
     another host archives its WAL there, a full backup is taken of it through its pgBackRest
     server; after a switchover to a node on a third host an incremental backup builds on that
-    full one, from the new leader (its timeline), and the archive goes on."""
+    full one, from the new leader (its timeline), and the archive goes on. A pg_dump is taken
+    from the new leader through its host's engine and holds the rows written through the
+    pooler."""
     _wait_whole(stack)
     topo = topology(stack.settings)
     host_of = {m.name: topo.node_host(patroni.node_of(topo, m.name)) for m in _members(stack)}
@@ -200,9 +206,27 @@ def test_backups_are_taken_across_hosts_and_follow_the_leader(stack: DeployedSta
     catalog = read_catalog(stack.client, stack.settings)
     assert [b.label for b in catalog.backups][-2:] == [full.label, incr.label]
     assert catalog.archive_max is not None and catalog.archive_max >= incr.wal_stop
+    exported = dump(stack.client, stack.settings, tmp_path / "eliza.dump")
+    assert exported.node == patroni.node_of(topo, second.name).name
+    # Read back by the stack's own pg_restore (the machine's may be older than the dump).
+    leader = engine.on(stack.client, exported.node).containers.get(exported.node)
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        tar.add(exported.path, arcname="eliza.dump")
+    leader.put_archive("/tmp", archive.getvalue())
+    listed = engine.exec_in(
+        stack.client,
+        exported.node,
+        ["pg_restore", "--data-only", "--table=ha_probe", "--file=-", "/tmp/eliza.dump"],
+    )
+    assert listed.ok, listed.tail()
+    data = listed.stdout
+    rows = data.split("COPY public.ha_probe (seq) FROM stdin;\n", 1)[1].split("\\.\n", 1)[0]
+    assert {int(seq) for seq in rows.split()} >= set(writer.acks)
     progress(
         f"backups across hosts: full of {first.name} on {host_of[first.name]} in {full_s:.1f} s, "
-        f"incremental of {second.name} on {host_of[second.name]} in {incr_s:.1f} s"
+        f"incremental of {second.name} on {host_of[second.name]} in {incr_s:.1f} s; pg_dump "
+        f"of {exported.node} {exported.bytes} bytes in {exported.seconds:.1f} s"
     )
 
 
