@@ -102,17 +102,28 @@ def register(sub: argparse._SubParsersAction, with_stack: Any) -> None:  # type:
     maintenance.set_defaults(handler=_maintenance)
 
 
-def _refuse_across_hosts(settings: StackSettings, command: str, instead: str) -> None:
-    """Restores and dumps of a stack on several hosts are not there yet (backups are)."""
+def _refuse_restore(settings: StackSettings, into: bool) -> None:
+    """What restores cannot do yet: a stack on several hosts, and a Patroni stack restored into
+    another one (in place, a Patroni stack on one host restores through Patroni's bootstrap).
+    Refused before anything is stopped."""
     if settings.multi_host:
-        raise UsageError(
-            f"stack {settings.stack} runs on several hosts (elizadb:hosts), where `elizadb "
-            f"{command}` is not available yet; {instead}"
+        what = "runs on several hosts (elizadb:hosts), where `elizadb restore` is"
+    elif settings.patroni and into:
+        what = (
+            "is managed by Patroni (elizadb:ha.engine patroni), where `elizadb restore "
+            "--into-stack` (to or from it) is"
         )
+    else:
+        return
+    raise UsageError(
+        f"stack {settings.stack} {what} not available yet; its backups are taken "
+        "(`elizadb backups` lists them): restore one with pgBackRest through Patroni's custom "
+        "bootstrap by hand meanwhile, or take a logical copy with `elizadb dump`"
+    )
 
 
 def _engines(settings: StackSettings) -> Any:
-    """The backup agent's engine: that of the pooler's host on a stack on several hosts."""
+    """One engine, or on a stack on several hosts the engine of each part's host."""
     from elizadb.engine import connect
     from elizadb.local.hosts import stack_engines
 
@@ -148,13 +159,9 @@ def _backups(args: argparse.Namespace, settings: StackSettings) -> int:
 
 
 def _dump(args: argparse.Namespace, settings: StackSettings) -> int:
-    _refuse_across_hosts(
-        settings, "dump", "run pg_dump yourself through the owner connection of the outputs"
-    )
-    from elizadb.engine import connect
     from elizadb.ops import backup
 
-    result = backup.dump(connect(), settings, Path(args.out))
+    result = backup.dump(_engines(settings), settings, Path(args.out))
     _say()(
         f"wrote {result.path} ({backup.human_bytes(result.bytes)}) from {result.node} in "
         f"{result.seconds:.1f}s; restore it with pg_restore -d DATABASE {result.path}"
@@ -163,14 +170,8 @@ def _dump(args: argparse.Namespace, settings: StackSettings) -> int:
 
 
 def _restore(args: argparse.Namespace, settings: StackSettings) -> int:
-    _refuse_across_hosts(
-        settings,
-        "restore",
-        "its backups are taken (`elizadb backups` lists them): restore one with pgBackRest "
-        "by hand meanwhile (README, several hosts)",
-    )
     from elizadb.config import load_stack, project_dir
-    from elizadb.ops import restore
+    from elizadb.ops import restore, restore_patroni
 
     target = restore.RecoveryTarget(None if args.latest else restore.parse_time(args.to_time))
     say = _say()
@@ -180,13 +181,17 @@ def _restore(args: argparse.Namespace, settings: StackSettings) -> int:
                 "--in-place replaces the stack's data and loses everything written after the "
                 "target; add --yes-destroy-current-data to confirm, or use --into-stack NAME"
             )
-        report = restore.restore_in_place(
+        _refuse_restore(settings, into=False)
+        how = restore_patroni if settings.patroni else restore
+        report = how.restore_in_place(
             settings, target, say, project_dir(), backup_after=not args.no_backup_after
         )
     else:
         if args.yes_destroy_current_data:
             raise UsageError("--yes-destroy-current-data goes with --in-place only")
         dest = load_stack(args.into_stack)
+        _refuse_restore(settings, into=True)
+        _refuse_restore(dest, into=True)
         report = restore.restore_into_stack(
             settings, dest, target, say, project_dir(), backup_after=not args.no_backup_after
         )

@@ -223,6 +223,14 @@ def stop(client: Target, name: str, timeout_s: int = 10) -> None:
         kill(client, name)
 
 
+def remove(client: Target, name: str) -> None:
+    """Remove a container, running or not; one that does not exist is already gone."""
+    try:
+        on(client, name).api.remove_container(name, force=True)
+    except docker.errors.NotFound:
+        pass
+
+
 def kill(client: Target, name: str, signal: str = "SIGKILL") -> None:
     try:
         on(client, name).api.kill(name, signal=signal)

@@ -18,6 +18,11 @@
 # In a restore job (one node's data volume at /var/lib/postgresql/data; no server running on it):
 #   restore ARGS    `pgbackrest restore ARGS` into the data directory
 #   clear-data      remove the data directory, so that the node's entrypoint clones it afresh
+#   restore-aside ARGS  `pgbackrest restore ARGS` into $RESTORED, beside the data directory (a
+#                   Patroni node: its data stays until Patroni bootstraps from the restore)
+# Run by Patroni, as postgres, in a Patroni node's container:
+#   adopt-restored  move $RESTORED into place as the data directory (a custom bootstrap method,
+#                   written into patroni.yml by elizadb-patroni-restore)
 #   copy-repo DIR   copy the repository mounted at DIR into this job's (empty) backup volume
 set -euo pipefail
 
@@ -27,6 +32,7 @@ NODES_DIR=/var/lib/elizadb/nodes
 # is a symbolic link to the current primary's data volume.
 DATA_LINK=/var/lib/postgresql/data
 PGDATA=${PGDATA:-$DATA_LINK/pg17}
+RESTORED=$DATA_LINK/restored
 REPO=/var/lib/pgbackrest
 CONF=/etc/pgbackrest/pgbackrest.conf
 STATE=/run/elizadb-backup
@@ -185,6 +191,27 @@ restore() {
   pgbackrest_ --log-level-console=info restore "$@"
 }
 
+restore_aside() {
+  [[ -d "$DATA_LINK" && ! -L "$DATA_LINK" ]] || die "no data volume mounted at $DATA_LINK"
+  rm -rf "$RESTORED"
+  install -d -o postgres -g postgres -m 0700 "$RESTORED"
+  pgbackrest_ --log-level-console=info --pg1-path="$RESTORED" restore "$@"
+  # Until the orchestrator has seen the restored cluster lead, the node's entrypoint refuses to
+  # let Patroni initialise a new, empty one in its place (image/entrypoint.sh).
+  touch "$DATA_LINK/restore-pending"
+  log "restored system identifier: $(pg_controldata "$RESTORED" | sed -n 's/^Database system identifier: *//p')"
+}
+
+adopt_restored() {
+  [[ -f "$RESTORED/PG_VERSION" ]] || die "no restored data directory at $RESTORED"
+  # Patroni bootstraps an empty data directory; one it made empty is removed first.
+  if [[ -d "$PGDATA" ]]; then
+    rmdir "$PGDATA" || die "$PGDATA is not empty: refusing to put the restore over it"
+  fi
+  mv "$RESTORED" "$PGDATA"
+  log "the restored data directory is now $PGDATA"
+}
+
 clear_data() {
   [[ -d "$DATA_LINK" && ! -L "$DATA_LINK" ]] || die "no data volume mounted at $DATA_LINK"
   rm -rf "${PGDATA:?}"
@@ -217,9 +244,11 @@ case "$COMMAND" in
   serve) serve ;;
   restore) restore "$@" ;;
   clear-data) clear_data ;;
+  restore-aside) restore_aside "$@" ;;
+  adopt-restored) adopt_restored ;;
   copy-repo) copy_repo "$@" ;;
   *)
-    echo "usage: elizadb-backup schedule|run TYPE|check|info|status|health|serve|restore ARGS|clear-data|copy-repo DIR" >&2
+    echo "usage: elizadb-backup schedule|run TYPE|check|info|status|health|serve|restore ARGS|clear-data|restore-aside ARGS|adopt-restored|copy-repo DIR" >&2
     exit 2
     ;;
 esac

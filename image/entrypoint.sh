@@ -204,6 +204,17 @@ case "$MODE" in
       elizadb-backup serve &
     fi
     wait_for_leader_if_builtin_standby
+    # A restore (elizadb restore) left the node's restored data beside its empty data
+    # directory: Patroni bootstraps the cluster from it. Should that bootstrap fail, Patroni
+    # removes what it was given and would initialise a new, empty cluster on the next start.
+    if [[ -d "$(dirname "$PGDATA")/restored" ]]; then
+      elizadb-patroni-restore "$PRIVATE/patroni.yml" "$(dirname "$PGDATA")/restored"
+    elif [[ -f "$(dirname "$PGDATA")/restore-pending" && ! -f "$PGDATA/PG_VERSION" ]]; then
+      log "a restore is pending but its restored data is gone (Patroni's bootstrap from it" \
+        "failed, see the log above): refusing to initialise a new, empty cluster;" \
+        "run elizadb restore again"
+      exit 1
+    fi
     log "starting Patroni"
     HOME=/var/lib/postgresql exec setpriv --reuid=postgres --regid=postgres --init-groups \
       patroni "$PRIVATE/patroni.yml"

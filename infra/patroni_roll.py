@@ -46,6 +46,8 @@ SECRETS_JSON = f"{ROLL_DIR}/secrets/secrets.json"
 CA_CERT = "/etc/elizadb/tls/ca.crt"
 CLIENT_CERT = "/etc/elizadb/tls/server.crt"
 CLIENT_KEY = "/etc/elizadb/tls/server.key"
+# How long a switchover Patroni refuses for want of a fit candidate (HTTP 412) is asked again.
+REFUSED_FOR_S = 60
 
 # Patroni passes these to postgres on its command line (patroni/postgresql/config.py): they are
 # never in postgresql.conf, and a change to any of them needs a restart.
@@ -488,15 +490,21 @@ class Roll:
 
     def _switchover(self, leader: State) -> None:
         self.whole("before the switchover", synchronous=self.spec.synchronous)
-        candidate = switchover_candidate(self.cluster.states())
         started = time.monotonic()
-        status, text = self.cluster.call(
-            self.cluster.member(leader.name),
-            "POST",
-            "/switchover",
-            {"leader": leader.name, "candidate": candidate.name},
-            timeout=self.timeout_s,
-        )
+        while True:
+            candidate = switchover_candidate(self.cluster.states())
+            status, text = self.cluster.call(
+                self.cluster.member(leader.name),
+                "POST",
+                "/switchover",
+                {"leader": leader.name, "candidate": candidate.name},
+                timeout=self.timeout_s,
+            )
+            # 412: no member Patroni holds fit yet. A standby just restarted streams before
+            # Patroni names it synchronous again, a loop or two later: ask again for a while.
+            if status == 200 or status != 412 or time.monotonic() - started > REFUSED_FOR_S:
+                break
+            time.sleep(1)
         if status != 200:
             raise RollError(
                 f"Patroni refused the switchover from {leader.name} to {candidate.name}: "

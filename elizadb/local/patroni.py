@@ -17,11 +17,13 @@ from elizadb.errors import DeployError, UsageError
 from infra.components.ha import member_name
 from infra.render.etcd import CLIENT_PORT
 from infra.render.paths import CA_CERT, SERVER_CERT
-from infra.render.patroni import PATRONI_YML
+from infra.render.patroni import PATRONI_YML, PatroniCluster
 from infra.topology import Node, Topology
 
 Progress = Callable[[str], None]
 ETCD_KEY = "/var/lib/etcd-private/server.key"
+# Where Patroni keeps its clusters in etcd (every stack renders the default).
+NAMESPACE = PatroniCluster.namespace
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,41 @@ class EtcdHealth:
     detail: str
 
 
+def _etcdctl(client: engine.Target, member: str, *args: str) -> engine.ExecResult:
+    """etcdctl in an etcd member's container, over its own client URL with its certificate."""
+    return engine.exec_in(
+        client,
+        member,
+        [
+            "etcdctl",
+            f"--endpoints=https://localhost:{CLIENT_PORT}",
+            f"--cacert={CA_CERT}",
+            f"--cert={SERVER_CERT}",
+            f"--key={ETCD_KEY}",
+            *args,
+        ],
+    )
+
+
+def forget_cluster(client: engine.Target, topo: Topology) -> int:
+    """Delete the cluster's keys from etcd (what `patronictl remove` does), so that the next
+    Patroni node to start bootstraps it anew. Every node must be stopped first: a running one
+    would write its keys back. Returns how many keys were deleted."""
+    prefix = f"{NAMESPACE}/{topo.prefix}/"
+    said = ""
+    for member in topo.etcd:
+        if not engine.is_running(client, member.name):
+            continue
+        result = _etcdctl(client, member.name, "del", "--prefix", prefix)
+        if result.ok:
+            return int(result.stdout.strip() or 0)
+        said = result.tail()
+    raise DeployError(
+        f"no etcd member of {topo.prefix} deleted the cluster's keys ({prefix})"
+        + (f"; the last answer:\n{said}" if said else "; none is running")
+    )
+
+
 def etcd_health(client: engine.Target, topo: Topology) -> list[EtcdHealth]:
     """Each etcd member asked over its own client URL, with the member's certificate."""
     found = []
@@ -166,19 +203,7 @@ def etcd_health(client: engine.Target, topo: Topology) -> list[EtcdHealth]:
         if not engine.is_running(client, member.name):
             found.append(EtcdHealth(member.name, False, "not running"))
             continue
-        result = engine.exec_in(
-            client,
-            member.name,
-            [
-                "etcdctl",
-                f"--endpoints=https://localhost:{CLIENT_PORT}",
-                f"--cacert={CA_CERT}",
-                f"--cert={SERVER_CERT}",
-                f"--key={ETCD_KEY}",
-                "endpoint",
-                "health",
-            ],
-        )
+        result = _etcdctl(client, member.name, "endpoint", "health")
         text = (result.stdout + result.stderr).strip().splitlines()
         found.append(EtcdHealth(member.name, result.ok, text[-1] if text else ""))
     return found

@@ -188,7 +188,7 @@ def _apply_without_containers(
     Applier(client, stack, progress).apply(partial)
 
 
-def _restore_job(
+def restore_job(
     client: docker.DockerClient,
     settings: StackSettings,
     topo: Topology,
@@ -226,15 +226,15 @@ def _restore_nodes(
     for step in plan(topo, target_node):
         if step.action == "clear":
             progress(f"clearing {step.node.name}'s data: it clones the restored primary")
-            _restore_job(client, settings, topo, image, step.node, ["clear-data"])
+            restore_job(client, settings, topo, image, step.node, ["clear-data"])
         elif step.action == "restore-standby":
             progress(f"restoring {step.node.name} as a standby of {target_node.name}")
-            _restore_job(
+            restore_job(
                 client, settings, topo, image, step.node, ["restore", *delta_args, "--type=standby"]
             )
     progress(f"restoring {target_node.name} to {target.describe()}")
     started = time.monotonic()
-    log = _restore_job(
+    log = restore_job(
         client,
         settings,
         topo,
@@ -322,7 +322,7 @@ def _wait_archived(client: docker.DockerClient, node: Node, timeout_s: float = 1
     )
 
 
-def _finish(
+def finish(
     client: docker.DockerClient,
     settings: StackSettings,
     node: Node,
@@ -380,9 +380,9 @@ def restore_in_place(
     # Read again: the agent may have taken a backup since; now that it is stopped, nothing moves.
     catalog = read_catalog(client, settings, image)
     _restore_nodes(client, settings, image, node, target, True, report, progress)
-    report.restored_bytes = _restored_bytes(catalog, report.backup_set)
+    report.restored_bytes = restored_bytes(catalog, report.backup_set)
     _recover(client, declaration, settings, node, report, progress, recovery_timeout_s)
-    _finish(client, settings, node, report, progress, project_dir, backup_after)
+    finish(client, settings, node, report, progress, project_dir, backup_after)
     report.seconds["total"] = time.monotonic() - total
     return report
 
@@ -438,10 +438,10 @@ def restore_into_stack(
     )
     report.seconds["copy-repository"] = time.monotonic() - started
     _restore_nodes(client, dest, image, node, target, False, report, progress)
-    report.restored_bytes = _restored_bytes(catalog, report.backup_set)
+    report.restored_bytes = restored_bytes(catalog, report.backup_set)
     _recover(client, declaration, dest, node, report, progress, recovery_timeout_s)
     _set_superuser_password(client, declaration, node)
-    _finish(client, dest, node, report, progress, project_dir, backup_after)
+    finish(client, dest, node, report, progress, project_dir, backup_after)
     report.seconds["total"] = time.monotonic() - total
     return report
 
@@ -460,5 +460,5 @@ def _refuse_existing(client: docker.DockerClient, stack: str) -> None:
         )
 
 
-def _restored_bytes(catalog: Catalog, label: str) -> int:
+def restored_bytes(catalog: Catalog, label: str) -> int:
     return next((b.size for b in catalog.backups if b.label == label), 0)

@@ -11,21 +11,32 @@ What is proven, on one stack, in order:
 * a value a node cannot start with stops the roll at the first replica: `up` fails saying so,
   the previous values are put back, that replica comes back on them, no other node restarts;
 * a change that replaces the nodes' containers (resources.memory) replaces them one at a time:
-  the replicas, then a switchover, then the old leader, while the pooled writer loses nothing.
+  the replicas, then a switchover, then the old leader, while the pooled writer loses nothing;
+* `elizadb restore --in-place` to a point in time goes through Patroni's bootstrap: the rows
+  committed before the target are there and none after, on a new timeline, the whole cluster
+  streaming and the stack's parameters back in its dynamic configuration;
+* a restore Patroni cannot bootstrap from (archived WAL missing) fails, and the node refuses to
+  let Patroni initialise a new, empty cluster in its place (last: it leaves no cluster).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 
 from elizadb import engine
 from elizadb.errors import DeployError
 from elizadb.local import patroni
+from elizadb.ops import restore_patroni
+from elizadb.ops.backup import check_archiving, take_backup
+from elizadb.ops.restore import RecoveryTarget
+from infra.components.backup import agent_name
 from infra.topology import topology
 from tests.integration.ha_probe import Writer, setup_probe_table, stored, wait_for
 from tests.integration.stacks import DeployedStack, deployed_stack, progress, stack_settings
@@ -211,3 +222,77 @@ def test_a_new_memory_limit_replaces_the_nodes_one_at_a_time_the_leader_last(
     assert limits == {1536 * 1024 * 1024}
     _nothing_lost(stack, writer, up_at, f"node roll (`up` took {up_s:.1f} s)")
     _wait_whole(stack)
+
+
+def test_a_restore_in_place_goes_through_patronis_bootstrap_to_the_point_in_time(
+    stack: DeployedStack,
+) -> None:
+    _wait_whole(stack)
+    owner = stack.connections["owner"]
+    setup_probe_table(owner)
+    take_backup(stack.client, stack.settings, "full")
+    with psycopg.connect(owner, autocommit=True) as conn:
+        conn.execute("INSERT INTO ha_probe SELECT generate_series(1, 50)")
+        time.sleep(1.0)
+        point = dt.datetime.now(dt.UTC)
+        time.sleep(1.0)
+        conn.execute("INSERT INTO ha_probe SELECT generate_series(51, 100)")
+    timelines = {m.timeline for m in _members(stack)}
+    parameters = _on_every_node(stack, "SHOW shared_buffers")
+    report = restore_patroni.restore_in_place(
+        stack.settings, RecoveryTarget(point), progress, stack.state_dir
+    )
+    _wait_whole(stack)
+    assert stored(owner) == set(range(1, 51))
+    after = {m.timeline for m in _members(stack)}
+    assert len(after) == 1 and after.pop() > max(t or 0 for t in timelines), (timelines, after)
+    assert _on_every_node(stack, "SHOW shared_buffers") == parameters
+    assert report.new_backup, "a full backup of the new timeline"
+    results = run_checks(load_outputs(stack.outputs))
+    failed = [f"{r.id}: {r.reason}" for r in results if r.status not in ("pass", "warn")]
+    assert not failed, failed
+    progress(
+        "patroni restore in place: "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items())
+    )
+
+
+def test_a_restore_patroni_cannot_bootstrap_from_fails_and_no_empty_cluster_takes_its_place(
+    stack: DeployedStack,
+) -> None:
+    """WAL the target needs is taken out of the repository, so recovery ends before the target:
+    Patroni's bootstrap fails and removes the restored data. The restore fails, naming the
+    node's log, and the node refuses to start Patroni on an empty data directory rather than let
+    it initialise a new cluster that would look like a successful restore."""
+    _wait_whole(stack)
+    owner = stack.connections["owner"]
+    setup_probe_table(owner)
+    full, _ = take_backup(stack.client, stack.settings, "full")
+    with psycopg.connect(owner, autocommit=True) as conn:
+        conn.execute("INSERT INTO ha_probe SELECT generate_series(1, 50)")
+        time.sleep(1.0)
+        point = dt.datetime.now(dt.UTC)
+    check_archiving(stack.client, stack.settings)
+    topo = topology(stack.settings)
+    agent = agent_name(topo)
+    # Every archived segment after the backup's last one (the archive's folders, not its info).
+    script = (
+        "for f in /var/lib/pgbackrest/archive/elizadb/*/*/*; do "
+        f'[[ "$(basename "$f" | cut -c1-24)" > "{full.wal_stop}" ]] && rm -v "$f"; '
+        "done; true"
+    )
+    removed = engine.exec_in(stack.client, agent, ["bash", "-c", script])
+    assert removed.ok and "removed" in removed.stdout, removed.tail()
+    with pytest.raises(DeployError) as failed:
+        restore_patroni.restore_in_place(
+            stack.settings,
+            RecoveryTarget(point),
+            progress,
+            stack.state_dir,
+            recovery_timeout_s=180,
+        )
+    node = str(failed.value).split(" ", 1)[0]
+    logs = stack.client.api.logs(node).decode(errors="replace")
+    assert "recovery ended before configured recovery target was reached" in logs
+    assert "refusing to initialise a new, empty cluster" in logs
+    assert "initdb" not in logs.split("Running custom bootstrap script", 1)[1]

@@ -75,3 +75,33 @@ def test_without_an_engine_the_error_says_so() -> None:
     assert result.returncode == 1
     assert "no container engine answers" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["restore", "--stack", "hat", "--latest", "--into-stack", "plain"],
+        ["restore", "--stack", "plain", "--latest", "--into-stack", "hat"],
+    ],
+)
+def test_a_restore_from_or_into_another_patroni_stack_is_refused_before_anything_is_stopped(
+    tmp_path: Path, args: list[str]
+) -> None:
+    """A Patroni stack is restored in place only (through Patroni's bootstrap): a restore into
+    another stack, from or to one, is refused with what to do instead (no engine is asked)."""
+    (tmp_path / "Pulumi.hat.yaml").write_text("config:\n  elizadb:ha:\n    engine: patroni\n")
+    (tmp_path / "Pulumi.plain.yaml").write_text("config: {}\n")
+    env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent.sock"}
+    result = subprocess.run(
+        [sys.executable, "-m", "elizadb", *args],
+        cwd=REPO,
+        env={**env, "ELIZADB_PROJECT_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "stack hat is managed by Patroni" in result.stderr
+    assert "elizadb dump" in result.stderr
