@@ -144,7 +144,12 @@ def _wait_leading(client: engine.Target, topo: Topology, node: Node, timeout_s: 
 
     def leads() -> bool:
         if not is_running(client, node.name):
-            raise DeployError(f"{node.name} stopped during recovery: {explain(client, node.name)}")
+            raise DeployError(
+                f"{node.name} stopped during recovery: Patroni could not bootstrap from the "
+                "restore. Every node's data directory is empty and the repository untouched: "
+                "run `elizadb restore` again, to a target the archive reaches (`elizadb "
+                f"backups`). Its log:\n{explain(client, node.name)}"
+            )
         current = _leader(client, topo)
         return (
             current is not None
