@@ -102,24 +102,16 @@ def register(sub: argparse._SubParsersAction, with_stack: Any) -> None:  # type:
     maintenance.set_defaults(handler=_maintenance)
 
 
-def _refuse_restore(settings: StackSettings, into: bool) -> None:
-    """What restores cannot do yet: a stack on several hosts, and a Patroni stack restored into
-    another one (in place, a Patroni stack on one host restores through Patroni's bootstrap).
-    Refused before anything is stopped."""
-    if settings.multi_host:
-        what = "runs on several hosts (elizadb:hosts), where `elizadb restore` is"
-    elif settings.patroni and into:
-        what = (
-            "is managed by Patroni (elizadb:ha.engine patroni), where `elizadb restore "
-            "--into-stack` (to or from it) is"
+def _refuse_restore(settings: StackSettings) -> None:
+    """A Patroni stack (every stack on several hosts is one) restores in place, through
+    Patroni's bootstrap; a restore into another stack, to or from it, is not there yet. Refused
+    before anything is stopped."""
+    if settings.patroni:
+        raise UsageError(
+            f"stack {settings.stack} is managed by Patroni (elizadb:ha.engine patroni), where "
+            "`elizadb restore --into-stack` (to or from it) is not available yet; restore it "
+            "in place (--in-place), or take a logical copy with `elizadb dump`"
         )
-    else:
-        return
-    raise UsageError(
-        f"stack {settings.stack} {what} not available yet; its backups are taken "
-        "(`elizadb backups` lists them): restore one with pgBackRest through Patroni's custom "
-        "bootstrap by hand meanwhile, or take a logical copy with `elizadb dump`"
-    )
 
 
 def _engines(settings: StackSettings) -> Any:
@@ -181,7 +173,6 @@ def _restore(args: argparse.Namespace, settings: StackSettings) -> int:
                 "--in-place replaces the stack's data and loses everything written after the "
                 "target; add --yes-destroy-current-data to confirm, or use --into-stack NAME"
             )
-        _refuse_restore(settings, into=False)
         how = restore_patroni if settings.patroni else restore
         report = how.restore_in_place(
             settings, target, say, project_dir(), backup_after=not args.no_backup_after
@@ -190,8 +181,8 @@ def _restore(args: argparse.Namespace, settings: StackSettings) -> int:
         if args.yes_destroy_current_data:
             raise UsageError("--yes-destroy-current-data goes with --in-place only")
         dest = load_stack(args.into_stack)
-        _refuse_restore(settings, into=True)
-        _refuse_restore(dest, into=True)
+        _refuse_restore(settings)
+        _refuse_restore(dest)
         report = restore.restore_into_stack(
             settings, dest, target, say, project_dir(), backup_after=not args.no_backup_after
         )

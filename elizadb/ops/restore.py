@@ -26,7 +26,7 @@ import datetime as dt
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -35,12 +35,14 @@ from urllib.parse import unquote, urlsplit
 import docker
 
 from elizadb.engine import (
+    Target,
     VolumeMount,
     connect,
     container_state,
     explain,
     in_recovery,
     is_running,
+    on,
     psql,
     wait_until,
 )
@@ -189,15 +191,18 @@ def _apply_without_containers(
 
 
 def restore_job(
-    client: docker.DockerClient,
+    client: Target,
     settings: StackSettings,
     topo: Topology,
     image: str,
     node: Node,
     command: list[str],
+    tls: Mapping[str, str] | None = None,
 ) -> str:
+    """A job on `node`'s data volume, on the node's host. `tls`: the files by which a node of a
+    stack on several hosts reaches the repository host (path to content)."""
     return stack_job(
-        client,
+        on(client, node.name),
         image=image,
         name=f"{node.name}-restore",
         stack=settings.stack,
@@ -207,7 +212,7 @@ def restore_job(
             VolumeMount(topo.volume_name(node), DATA_MOUNT),
             VolumeMount(topo.backup_volume_name, BACKUP_MOUNT, read_only=True),
         ],
-        files={CONF_PATH: render_pgbackrest_conf(settings, topo)},
+        files={CONF_PATH: render_pgbackrest_conf(settings, topo), **(tls or {})},
     )
 
 
@@ -302,7 +307,7 @@ def _set_superuser_password(
         raise BackupError(f"could not set the superuser's password on {node.name}")
 
 
-def _wait_archived(client: docker.DockerClient, node: Node, timeout_s: float = 120) -> None:
+def _wait_archived(client: Target, node: Node, timeout_s: float = 120) -> None:
     """Wait until the new primary has archived everything ready, its timeline history first: a
     standby restored from the repository must find the new timeline there when it starts."""
 
@@ -323,7 +328,7 @@ def _wait_archived(client: docker.DockerClient, node: Node, timeout_s: float = 1
 
 
 def finish(
-    client: docker.DockerClient,
+    client: Target,
     settings: StackSettings,
     node: Node,
     report: RestoreReport,

@@ -2,8 +2,9 @@
 
 Patroni owns recovery (it strips recovery targets from postgresql.auto.conf) and keeps the
 cluster's identity in etcd, so the steps of elizadb/ops/restore.py become:
-  1. archive the current WAL segment, then stop every node and the backup agent (etcd, the
-     pooler and the data volumes stay);
+  1. archive the current WAL segment, then stop every node and, on one host, the backup agent
+     (etcd, the pooler and the data volumes stay; on several hosts the agent is the repository
+     host the restore job reads through, on the node's host, with the node's certificate);
   2. `pgbackrest restore` into a folder beside the data directory of the node that led (the
      current data is still there if this fails, and the nodes are started again);
   3. delete the cluster's keys from etcd and empty every node's data directory;
@@ -28,6 +29,9 @@ from elizadb import engine
 from elizadb.engine import connect, explain, in_recovery, is_running
 from elizadb.errors import DeployError, EngineError
 from elizadb.local import deploy, patroni
+from elizadb.local.apply import CONTAINER
+from elizadb.local.capture import Declaration
+from elizadb.local.hosts import stack_engines
 from elizadb.ops.backup import check_archiving, image_ref, read_catalog
 from elizadb.ops.restore import (
     Progress,
@@ -40,6 +44,7 @@ from elizadb.ops.restore import (
 )
 from infra.components.backup import agent_name
 from infra.components.ha import member_name
+from infra.render import paths
 from infra.settings import StackSettings
 from infra.topology import DATA_MOUNT, Node, Topology, topology
 
@@ -56,9 +61,11 @@ def restore_in_place(
     """Replace the Patroni stack's data with its state at `target`. Destroys what was written
     after."""
     total = time.monotonic()
-    client = connect()
+    client: engine.Target = stack_engines(settings) if settings.multi_host else connect()
     topo = topology(settings)
-    image = image_ref(deploy.declare_stack(settings))
+    declaration = deploy.declare_stack(settings)
+    image = image_ref(declaration)
+    tls = _tls_files(declaration, topo.nodes[0]) if topo.multi_host else None
     catalog = read_catalog(client, settings, image)
     check_target(target, catalog, dt.datetime.now(dt.UTC))
     lead = _leader(client, topo)
@@ -70,16 +77,17 @@ def restore_in_place(
         progress("archiving the current WAL segment (pgbackrest check)")
         check_archiving(client, settings)
     stopped = [n.name for n in topo.nodes if is_running(client, n.name)]
-    if is_running(client, agent):
+    # On several hosts the agent is the repository host the restore reads through.
+    if is_running(client, agent) and not topo.multi_host:
         stopped.append(agent)
-    progress("stopping every node and the backup agent (data volumes stay)")
+    progress("stopping every node" + ("" if topo.multi_host else " and the backup agent"))
     for name in stopped:
         engine.stop(client, name, timeout_s=30)
     progress(f"restoring {node.name} to {target.describe()}, beside its current data")
     started = time.monotonic()
     try:
         log = restore_job(
-            client, settings, topo, image, node, ["restore-aside", *target.pgbackrest_args()]
+            client, settings, topo, image, node, ["restore-aside", *target.pgbackrest_args()], tls
         )
     except Exception:
         progress("the restore failed: starting the stopped containers again, data untouched")
@@ -114,6 +122,17 @@ def restore_in_place(
     finish(client, settings, node, report, progress, project_dir, backup_after)
     report.seconds["total"] = time.monotonic() - total
     return report
+
+
+def _tls_files(declaration: Declaration, node: Node) -> dict[str, str]:
+    """The node's CA, certificate and key as its container receives them: a restore job on its
+    host reaches the repository host with them."""
+    container = next(r for r in declaration.of_type(CONTAINER) if r.inputs.get("name") == node.name)
+    return {
+        u["file"]: u["content"]
+        for u in container.inputs["uploads"]
+        if u["file"] in (paths.CA_CERT, paths.SERVER_CERT, paths.SERVER_KEY_UPLOAD)
+    }
 
 
 def _check_restored(client: engine.Target, node: Node, system_id: str) -> None:

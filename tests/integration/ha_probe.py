@@ -3,6 +3,7 @@ acknowledged ones, the probe table it writes to, and a bounded wait."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from dataclasses import dataclass, field
@@ -80,6 +81,18 @@ def setup_probe_table(owner: str) -> None:
         conn.execute("CREATE TABLE IF NOT EXISTS ha_probe (seq integer PRIMARY KEY)")
         conn.execute("TRUNCATE ha_probe")
         conn.execute("GRANT SELECT, INSERT ON ha_probe TO eliza_agent")
+
+
+def two_batches_around_a_point(owner: str) -> dt.datetime:
+    """Rows 1-50 committed, then a time with a second of no commits on either side, then rows
+    51-100: a restore to that time has exactly the first batch."""
+    with psycopg.connect(owner, autocommit=True) as conn:
+        conn.execute("INSERT INTO ha_probe SELECT generate_series(1, 50)")
+        time.sleep(1.0)
+        point = dt.datetime.now(dt.UTC)
+        time.sleep(1.0)
+        conn.execute("INSERT INTO ha_probe SELECT generate_series(51, 100)")
+    return point
 
 
 def stored(owner: str) -> set[int]:

@@ -34,11 +34,19 @@ from elizadb.local import deploy, patroni
 from elizadb.local.apply import REMOTE_IMAGE, Applier
 from elizadb.local.capture import declare
 from elizadb.local.state import StateFile
+from elizadb.ops import restore_patroni
 from elizadb.ops.backup import check_archiving, dump, read_catalog, take_backup
+from elizadb.ops.restore import RecoveryTarget
 from infra.components.ha import member_name
 from infra.render.patroni import Timings
 from infra.topology import topology
-from tests.integration.ha_probe import Writer, setup_probe_table, stored, wait_for
+from tests.integration.ha_probe import (
+    Writer,
+    setup_probe_table,
+    stored,
+    two_batches_around_a_point,
+    wait_for,
+)
 from tests.integration.hosts import HostCluster
 from tests.integration.needs import require_engine
 from tests.integration.stacks import DeployedStack, deployed_stack, progress, stack_settings
@@ -227,6 +235,27 @@ def test_backups_are_taken_across_hosts_and_follow_the_leader(
         f"backups across hosts: full of {first.name} on {host_of[first.name]} in {full_s:.1f} s, "
         f"incremental of {second.name} on {host_of[second.name]} in {incr_s:.1f} s; pg_dump "
         f"of {exported.node} {exported.bytes} bytes in {exported.seconds:.1f} s"
+    )
+
+
+def test_a_restore_in_place_across_hosts_reaches_the_point_in_time(stack: DeployedStack) -> None:
+    """The restore job runs on the leader's host and reads the repository through the agent's
+    server on the pooler's host; Patroni bootstraps the cluster from it there, and the nodes on
+    the other hosts clone the new leader."""
+    _wait_whole(stack)
+    owner = stack.connections["owner"]
+    setup_probe_table(owner)
+    take_backup(stack.client, stack.settings, "incr")
+    point = two_batches_around_a_point(owner)
+    report = restore_patroni.restore_in_place(
+        stack.settings, RecoveryTarget(point), progress, stack.state_dir
+    )
+    _wait_whole(stack)
+    assert stored(owner) == set(range(1, 51))
+    assert report.new_backup, "a full backup of the new timeline"
+    progress(
+        f"restore across hosts of {report.node}: "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items())
     )
 
 

@@ -38,7 +38,13 @@ from elizadb.ops.backup import check_archiving, take_backup
 from elizadb.ops.restore import RecoveryTarget
 from infra.components.backup import agent_name
 from infra.topology import topology
-from tests.integration.ha_probe import Writer, setup_probe_table, stored, wait_for
+from tests.integration.ha_probe import (
+    Writer,
+    setup_probe_table,
+    stored,
+    two_batches_around_a_point,
+    wait_for,
+)
 from tests.integration.stacks import DeployedStack, deployed_stack, progress, stack_settings
 from verify.suite import load_outputs, run_checks
 
@@ -231,12 +237,7 @@ def test_a_restore_in_place_goes_through_patronis_bootstrap_to_the_point_in_time
     owner = stack.connections["owner"]
     setup_probe_table(owner)
     take_backup(stack.client, stack.settings, "full")
-    with psycopg.connect(owner, autocommit=True) as conn:
-        conn.execute("INSERT INTO ha_probe SELECT generate_series(1, 50)")
-        time.sleep(1.0)
-        point = dt.datetime.now(dt.UTC)
-        time.sleep(1.0)
-        conn.execute("INSERT INTO ha_probe SELECT generate_series(51, 100)")
+    point = two_batches_around_a_point(owner)
     timelines = {m.timeline for m in _members(stack)}
     parameters = _on_every_node(stack, "SHOW shared_buffers")
     report = restore_patroni.restore_in_place(
