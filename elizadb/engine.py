@@ -298,7 +298,12 @@ class File:
 
 def tar_files(files: Iterable[File]) -> bytes:
     """An archive of `files` with their parent folders, for put_archive at /. Sorted, so the
-    same files always make the same archive."""
+    same files always make the same archive.
+
+    It ends at its two end-of-archive blocks, without the zeros tarfile pads it with to a
+    multiple of 10 KiB: Podman's copier stops reading at the end blocks, and the rest of the
+    upload then fails with "broken pipe" now and then (containers/buildah#6573; seen once in
+    a CI run, on a container's first upload)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         made: set[str] = set()
@@ -315,7 +320,8 @@ def tar_files(files: Iterable[File]) -> bytes:
             info = tarfile.TarInfo("/".join(parts))
             info.size, info.mode = len(data), item.mode
             tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+    # Closed: tar.offset counts the end blocks, not the padding after them.
+    return buffer.getvalue()[: tar.offset]
 
 
 def put_files(client: Target, container: str, files: Iterable[File]) -> None:

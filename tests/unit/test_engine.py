@@ -41,6 +41,18 @@ def test_the_same_files_in_any_order_make_the_same_archive() -> None:
     assert tar_files(files) == tar_files(reversed(files))
 
 
+def test_an_archive_ends_at_its_end_blocks_without_record_padding() -> None:
+    """Podman's copier stops reading at the two zero end blocks; padding after them made an
+    upload fail with "broken pipe" (containers/buildah#6573)."""
+    data = tar_files([File("/etc/x", "x" * 700)])
+    # one header and two data blocks for the folder and the file, then the two end blocks
+    assert len(data) == 512 * (1 + 1 + 2 + 2)
+    assert data[-1024:] == bytes(1024) and data[-1536:-1024] != bytes(512)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        member = tar.extractfile("etc/x")
+        assert member is not None and member.read() == b"x" * 700
+
+
 def test_a_wait_returns_once_its_check_holds() -> None:
     answers = iter([False, False, True])
     assert wait_until("the thing", lambda: next(answers), 5, interval_s=0.01) < 5
