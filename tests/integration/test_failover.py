@@ -147,9 +147,10 @@ def test_asynchronous_failover_reports_the_loss_it_measured(tmp_path: Path) -> N
                 row[0]
                 for row in conn.execute(f"SELECT seq FROM {SCHEMA}.writes WHERE run = %s", (r.run,))
             }
-        assert r.missing == len(acked - present)  # the report is the recount, not a claim
+        # the report is the recount, not a claim
+        assert r.missing == len(acked - present), (sorted(acked - present)[:20], r.as_dict())
         assert "| off |" in report.render_table([r])
-        assert r.primaries_after == 1
+        assert r.primaries_after == 1, r.as_dict()
 
 
 def test_watch_fails_over_by_itself_and_the_old_primary_rejoins(sync_stack: DeployedStack) -> None:
