@@ -502,7 +502,7 @@ class Roll:
             )
             # 412: no member Patroni holds fit yet. A standby just restarted streams before
             # Patroni names it synchronous again, a loop or two later: ask again for a while.
-            if status == 200 or status != 412 or time.monotonic() - started > REFUSED_FOR_S:
+            if status != 412 or time.monotonic() - started > REFUSED_FOR_S:
                 break
             time.sleep(1)
         if status != 200:

@@ -144,19 +144,7 @@ class PositionReader:
 
     def settled(self, timeout_s: float = 10.0) -> dict[str, int]:
         """Replayed positions once they have settled (`ops.settled`), read every 50 ms."""
-        deadline = time.monotonic() + timeout_s
-        last = self.read()
-        agreed_at = time.monotonic()
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
-            now = self.read()
-            if now != last:
-                agreed_at = time.monotonic()
-            if ops.settled(last, now, time.monotonic() - agreed_at):
-                last = now
-                break
-            last = now
-        return {name: replay for name, (replay, _) in last.items()}
+        return ops.wait_settled(self.read, timeout_s, interval_s=0.05)
 
     def close(self) -> None:
         for conn in self.conns.values():

@@ -177,10 +177,10 @@ def _etcdctl(client: engine.Target, member: str, *args: str) -> engine.ExecResul
     )
 
 
-def forget_cluster(client: engine.Target, topo: Topology) -> int:
+def forget_cluster(client: engine.Target, topo: Topology) -> None:
     """Delete the cluster's keys from etcd (what `patronictl remove` does), so that the next
     Patroni node to start bootstraps it anew. Every node must be stopped first: a running one
-    would write its keys back. Returns how many keys were deleted."""
+    would write its keys back."""
     prefix = f"{NAMESPACE}/{topo.prefix}/"
     said = ""
     for member in topo.etcd:
@@ -188,7 +188,7 @@ def forget_cluster(client: engine.Target, topo: Topology) -> int:
             continue
         result = _etcdctl(client, member.name, "del", "--prefix", prefix)
         if result.ok:
-            return int(result.stdout.strip() or 0)
+            return
         said = result.tail()
     raise DeployError(
         f"no etcd member of {topo.prefix} deleted the cluster's keys ({prefix})"

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import docker
 import docker.errors
@@ -40,6 +40,7 @@ from infra.topology import Node, Topology, topology
 from verify.ca_file import private_ca_file, with_root_cert
 
 Progress = Callable[[str], None]
+K = TypeVar("K")
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,26 @@ def settled(
         return False
     caught_up = all(replay >= received for replay, received in current.values())
     return caught_up or agreed_for_s >= SETTLE_PATIENCE_S
+
+
+def wait_settled(
+    read: Callable[[], Mapping[K, tuple[int, int]]], timeout_s: float, interval_s: float
+) -> dict[K, int]:
+    """The replayed positions `read` reports, read every `interval_s` until they have settled
+    (`settled`), or at most `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    last = read()
+    agreed_at = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(interval_s)
+        now = read()
+        if now != last:
+            agreed_at = time.monotonic()
+        done = settled(last, now, time.monotonic() - agreed_at)
+        last = now
+        if done:
+            break
+    return {key: replay for key, (replay, _) in last.items()}
 
 
 def lsn_int(text: str) -> int:
@@ -146,24 +167,18 @@ class Cluster:
         received one is reset to a segment start whenever the WAL receiver restarts, which it
         does as soon as its primary is gone."""
         nodes = [n for n in self.topo.nodes if n != exclude]
-        deadline = time.monotonic() + settle_s
-        last: dict[Node, tuple[int, int]] = {}
-        agreed_at = time.monotonic()
-        while True:
+
+        def read() -> dict[Node, tuple[int, int]]:
             # All nodes at once: every query is an exec round trip through the engine.
             with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
                 states = list(pool.map(self.state, nodes))
-            now = {
+            return {
                 s.node: (s.replay_lsn, s.receive_lsn or s.replay_lsn)
                 for s in states
                 if s.running and s.in_recovery and s.replay_lsn is not None
             }
-            if now != last:
-                agreed_at = time.monotonic()
-            if settled(last, now, time.monotonic() - agreed_at) or time.monotonic() >= deadline:
-                return {node: replay for node, (replay, _) in now.items()}
-            last = now
-            time.sleep(0.1)
+
+        return wait_settled(read, settle_s, interval_s=0.1)
 
     def elect(self, exclude: Node) -> tuple[Node, dict[Node, int]]:
         """The most advanced running standby (highest replayed LSN, then lowest index), and the

@@ -248,8 +248,7 @@ def _restore_nodes(
         ["restore", *delta_args, *target.pgbackrest_args()],
     )
     report.seconds["restore"] = time.monotonic() - started
-    match = re.search(r"restore backup set (\S+)", log)
-    report.backup_set = match.group(1).rstrip(",") if match else ""
+    report.backup_set = backup_set_of(log)
 
 
 def _recover(
@@ -463,6 +462,12 @@ def _refuse_existing(client: docker.DockerClient, stack: str) -> None:
             f"stack {stack} already exists ({names}); restore into a new name, or remove it "
             f"first with `elizadb down --stack {stack} --delete-volumes`"
         )
+
+
+def backup_set_of(log: str) -> str:
+    """The backup set a `pgbackrest restore` log names, "" when it names none."""
+    match = re.search(r"restore backup set (\S+)", log)
+    return match.group(1).rstrip(",") if match else ""
 
 
 def restored_bytes(catalog: Catalog, label: str) -> int:

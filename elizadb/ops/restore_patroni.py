@@ -37,6 +37,7 @@ from elizadb.ops.restore import (
     Progress,
     RecoveryTarget,
     RestoreReport,
+    backup_set_of,
     check_target,
     finish,
     restore_job,
@@ -95,8 +96,7 @@ def restore_in_place(
             engine.start(client, name)
         raise
     report.seconds["restore"] = time.monotonic() - started
-    match = re.search(r"restore backup set (\S+)", log)
-    report.backup_set = match.group(1).rstrip(",") if match else ""
+    report.backup_set = backup_set_of(log)
     restored_id = re.search(r"restored system identifier: (\d+)", log)
     if restored_id is None:
         raise DeployError(f"the restore job did not report the restored system identifier:\n{log}")
