@@ -1,9 +1,12 @@
 """A running builtin stack moves to Patroni in place (issue 11, item 8): deployed as production
-(two replicas, synchronous replication) by the builtin engine, it gets `elizadb:ha.engine:
-patroni` and `elizadb up`, while a writer keeps committing tagged rows through the pooler.
+(two replicas, synchronous replication) by the builtin engine, failed over once by it (so that
+the node read-write at the move is not the one named primary, as after any rehearsal), it gets
+`elizadb:ha.engine: patroni` and `elizadb up`, while a writer keeps committing tagged rows
+through the pooler.
 
 What is proven on that one stack: every acknowledged row is there afterwards; the node that was
-the primary took over its own data (the standbys waited for its leader lock; same system
+read-write took over its own data (the standbys, the rewound old primary among them, waited for
+its leader lock; same system
 identifier, same volumes) and every member streams from the leader (after the declared
 parameters rolled, a synchronous standby); the verify suite passes from the new outputs; the pooler writes through the
 router; the backup repository carries on (an incremental backup on top of the builtin engine's
@@ -33,6 +36,7 @@ from elizadb.local.engine_change import EngineChangeError
 from elizadb.local.providers import RANDOM_PASSWORD as PASSWORD
 from elizadb.local.state import StateFile
 from elizadb.ops.backup import Backup, read_catalog, take_backup
+from elizadb.ops.failover import Cluster, failover, rejoin
 from infra.components.ha import member_name
 from infra.render import paths
 from infra.render.patroni import REWIND_USER
@@ -56,7 +60,8 @@ class Move:
     stack: DeployedStack
     builtin: StackSettings
     writer: Writer
-    sysid: str  # the old primary's database system identifier
+    sysid: str  # the cluster's database system identifier
+    writable: str  # the node read-write at the move: the builtin failover's choice
     volumes: dict[str, str]  # each node's data volume: its creation time before the move
     full: Backup  # taken by the builtin engine before the move
     up_started: float  # time.time() around `up`
@@ -96,6 +101,12 @@ def moved(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Move]:
         refused, untouched = _refused_with_a_standby_stopped(stack, patroni_settings)
         with Writer(stack.connections["agentPooler"]) as writer:
             wait_for("rows written by the builtin engine", lambda: len(writer.acks) >= 50)
+            writable = _fail_over(stack)
+            wait_for(
+                "pooled writes after the builtin failover",
+                lambda: len(writer.acks) >= 100,
+                explain=lambda: engine.explain(stack.client, f"elizadb-{STACK}-pgbouncer"),
+            )
             started = time.time()
             stack.up(patroni_settings)
             ended = time.time()
@@ -105,7 +116,29 @@ def moved(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Move]:
                 lambda: max(writer.acks) > last + 50,
                 explain=lambda: engine.explain(stack.client, f"elizadb-{STACK}-pgbouncer"),
             )
-        yield Move(stack, builtin, writer, sysid, volumes, full, started, ended, refused, untouched)
+        yield Move(
+            stack,
+            builtin,
+            writer,
+            sysid,
+            writable,
+            volumes,
+            full,
+            started,
+            ended,
+            refused,
+            untouched,
+        )
+
+
+def _fail_over(stack: DeployedStack) -> str:
+    """The builtin engine's failover: the primary fenced, a standby promoted, then the old
+    primary rewound and streaming from it. The name of the new primary."""
+    cluster = Cluster(stack.client, stack.settings)
+    result = failover(cluster, progress=lambda _: None)
+    rejoin(cluster, result.old, result.new, progress=lambda _: None)
+    assert result.new.name != topology(stack.settings).primary.name
+    return result.new.name
 
 
 def _refused_with_a_standby_stopped(
@@ -173,7 +206,7 @@ def test_the_move_is_refused_before_anything_is_touched_while_a_node_is_down(
     assert not any("etcd" in name or "router" in name for name in after)
 
 
-def test_the_old_primary_took_over_its_data_and_every_member_streams(moved: Move) -> None:
+def test_the_read_write_node_took_over_its_data_and_every_member_streams(moved: Move) -> None:
     stack = moved.stack
     topo = topology(stack.settings)
     members = patroni.members(stack.client, topo)
@@ -198,12 +231,17 @@ def test_the_old_primary_took_over_its_data_and_every_member_streams(moved: Move
         "SELECT slot_name, active FROM pg_replication_slots ORDER BY slot_name",
     )
     assert slots == sorted(f"{n.slot}|t" for n in topo.nodes if n != lead_node), slots
-    # The standbys did not run for the first leader lock: each waited for the old primary's.
-    for node in topo.replicas:
+    # The standbys did not run for the first leader lock: each waited for the read-write
+    # node's, which did not wait.
+    for node in topo.nodes:
         log = stack.client.containers.get(node.name).logs().decode(errors="replace")
+        start = log.index("elizadb-entrypoint[patroni]: starting Patroni")
+        if node.name == moved.writable:
+            assert "waiting until the cluster has a leader" not in log, log
+            continue
         waited = log.index("waiting until the cluster has a leader")
         led = log.index("the cluster has a leader after")
-        assert waited < led < log.index("elizadb-entrypoint[patroni]: starting Patroni"), log
+        assert waited < led < start, log
 
 
 def test_the_rewind_role_reads_what_pg_rewind_reads_on_the_leader(moved: Move) -> None:
