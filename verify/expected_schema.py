@@ -106,6 +106,7 @@ TABLES: tuple[Table, ...] = (
                 operator="l2",
             ),
             _btree("idx_memories_type_room", "type", "roomId"),
+            _btree("idx_memories_recent", "type", "roomId", "agentId", "createdAt"),
             _btree("idx_memories_user", "userId"),
             _btree("idx_memories_agent", "agentId"),
             _btree("idx_memories_room", "roomId"),

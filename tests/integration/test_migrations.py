@@ -391,6 +391,7 @@ EXPECTED_INDEXES = {
     "idx_memories_embedding": "USING hnsw (embedding vector_cosine_ops)",
     "idx_memories_embedding_l2": "USING hnsw (embedding vector_l2_ops)",
     "idx_memories_type_room": 'USING btree (type, "roomId")',
+    "idx_memories_recent": 'USING btree (type, "roomId", "agentId", "createdAt" DESC)',
     "idx_participants_user": 'USING btree ("userId")',
     "idx_participants_room": 'USING btree ("roomId")',
 }
@@ -593,7 +594,26 @@ def test_hnsw_serves_filtered_search(
     with connect_as(pg, "eliza_agent") as conn:
         register_vector(conn)
         plan = plan_of(conn, sql, ("facts", corpus.quiet_room, query))
-        assert "idx_memories_type_room" in plan, plan
+        assert "Sort" in plan and "idx_memories_embedding" not in plan, plan
+
+
+def test_recent_memories_are_read_in_index_order(pg: ScratchPostgres, corpus: Corpus) -> None:
+    """getMemories, the adapter's read on every turn: the room's latest n rows come from
+    idx_memories_recent in order, without fetching and sorting the whole room."""
+    sql = (
+        'SELECT * FROM memories WHERE type = %s AND "roomId" = %s AND "agentId" = %s'
+        ' ORDER BY "createdAt" DESC LIMIT %s'
+    )
+    with connect_as(pg, "eliza_agent") as conn:
+        agent = conn.execute(
+            'SELECT "agentId" FROM memories WHERE "roomId" = %s LIMIT 1', (corpus.busy_room,)
+        ).fetchone()
+        assert agent is not None
+        params = ("messages", corpus.busy_room, agent[0], 32)
+        plan = plan_of(conn, sql, params)
+        assert "Index Scan using idx_memories_recent on memories" in plan, plan
+        assert "Sort" not in plan, plan
+        assert len(conn.execute(sql, params).fetchall()) == 32
 
 
 # ---- roles and row level security -----------------------------------------------------------
