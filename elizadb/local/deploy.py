@@ -23,6 +23,7 @@ from elizadb.local.engine_change import check_engine_change
 from elizadb.local.hosts import stack_engines
 from elizadb.local.identity import check_owned
 from elizadb.local.node_roll import roll_nodes
+from elizadb.local.placement_change import check_placement_change
 from elizadb.local.state import StateFile
 from infra.render import paths
 from infra.settings import StackSettings
@@ -67,8 +68,9 @@ def guard(settings: StackSettings, engines: Target | None = None) -> None:
 def up(settings: StackSettings, progress: Progress, project_dir: Path) -> ApplyReport:
     engines = stack_engines(settings)
     guard(settings, engines)
-    # A changed elizadb:ha.engine is judged before the declaration touches the state.
+    # A changed elizadb:ha.engine or placement is judged before the declaration touches the state.
     check_engine_change(settings, engines, progress)
+    check_placement_change(settings, engines)
     declaration = declare_stack(settings)
     conforming = dict(StateFile(settings.stack).runtime.conforming)
     applier = Applier(engines, settings.stack, progress, conforming)
@@ -121,8 +123,9 @@ def outputs(settings: StackSettings, show_secrets: bool) -> dict[str, Any]:
 def rerun_job(settings: StackSettings, progress: Progress) -> None:
     """Apply bootstrap.sql and the migrations again (`elizadb migrate`)."""
     engines = stack_engines(settings)
-    # It applies the whole declaration: an engine change is judged as `up` judges it.
+    # It applies the whole declaration: an engine or placement change is judged as `up` does.
     check_engine_change(settings, engines, progress)
+    check_placement_change(settings, engines)
     declaration = declare_stack(settings)
     applier = Applier(engines, settings.stack, progress)
     jobs = [c for c in declaration.of_type(CONTAINER) if c.inputs.get("attach")]

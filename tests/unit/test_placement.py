@@ -14,6 +14,7 @@ from elizadb.engine import HostEngine
 from elizadb.local.apply import CONTAINER
 from elizadb.local.capture import Declaration, Declared, declare
 from elizadb.local.hosts import stack_engines
+from elizadb.local.placement_change import declared_volume_hosts, misplaced
 from elizadb.local.state import StateFile
 from infra.errors import ConfigError
 from infra.render import paths
@@ -272,3 +273,31 @@ def test_the_cli_finds_each_container_on_its_host() -> None:
     }
     single = stack_engines(load_settings("mh", {}, "test"))
     assert single.hosts == {"local": HostEngine()} and single.host_of("anything") == "local"
+
+
+def test_up_refuses_a_placement_that_moves_a_part_away_from_its_data() -> None:
+    """Where each data volume was found against where the placement now puts its part."""
+    swapped = {"replica-1": "c", "replica-2": "b", "etcd-2": "c", "etcd-3": "b"}
+    declared = declared_volume_hosts(load_settings("mh", {**SPREAD, "placement": swapped}, "t"))
+    assert declared["elizadb-mh-replica-1-data"] == ("replica-1", "c")
+    assert declared["elizadb-mh-etcd-3-data"] == ("etcd-3", "b")
+    # As deployed before the change (round-robin). Socket volumes, and the data of a node the
+    # stack no longer has, belong to no part and stay out of it.
+    found = {
+        "a": ["elizadb-mh-primary-data", "elizadb-mh-primary-run", "elizadb-mh-etcd-1-data"],
+        "b": ["elizadb-mh-replica-1-data", "elizadb-mh-etcd-2-data", "elizadb-mh-replica-9-data"],
+        "c": ["elizadb-mh-replica-2-data", "elizadb-mh-etcd-3-data"],
+    }
+    said = [
+        f"{part}'s data (elizadb-mh-{part}-data) is on host {was}, and elizadb:placement.{part} "
+        f"now says {now}"
+        for part, was, now in [
+            ("etcd-2", "b", "c"),
+            ("replica-1", "b", "c"),
+            ("etcd-3", "c", "b"),
+            ("replica-2", "c", "b"),
+        ]
+    ]
+    assert misplaced(declared, found) == said
+    unmoved = declared_volume_hosts(load_settings("mh", SPREAD, "t"))
+    assert misplaced(unmoved, found) == []
