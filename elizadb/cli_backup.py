@@ -102,18 +102,6 @@ def register(sub: argparse._SubParsersAction, with_stack: Any) -> None:  # type:
     maintenance.set_defaults(handler=_maintenance)
 
 
-def _refuse_restore(settings: StackSettings) -> None:
-    """A Patroni stack (every stack on several hosts is one) restores in place, through
-    Patroni's bootstrap; a restore into another stack, to or from it, is not there yet. Refused
-    before anything is stopped."""
-    if settings.patroni:
-        raise UsageError(
-            f"stack {settings.stack} is managed by Patroni (elizadb:ha.engine patroni), where "
-            "`elizadb restore --into-stack` (to or from it) is not available yet; restore it "
-            "in place (--in-place), or take a logical copy with `elizadb dump`"
-        )
-
-
 def _engines(settings: StackSettings) -> Any:
     """One engine, or on a stack on several hosts the engine of each part's host."""
     from elizadb.engine import connect
@@ -181,8 +169,6 @@ def _restore(args: argparse.Namespace, settings: StackSettings) -> int:
         if args.yes_destroy_current_data:
             raise UsageError("--yes-destroy-current-data goes with --in-place only")
         dest = load_stack(args.into_stack)
-        _refuse_restore(settings)
-        _refuse_restore(dest)
         report = restore.restore_into_stack(
             settings, dest, target, say, project_dir(), backup_after=not args.no_backup_after
         )

@@ -407,6 +407,7 @@ def restore_into_stack(
         raise UsageError(
             "--into-stack names the stack itself; use --in-place to restore it in place"
         )
+    _refuse_engines(source, dest)
     total = time.monotonic()
     client = connect()
     src_topo, topo = topology(source), topology(dest)
@@ -448,6 +449,26 @@ def restore_into_stack(
     finish(client, dest, node, report, progress, project_dir, backup_after)
     report.seconds["total"] = time.monotonic() - total
     return report
+
+
+def _refuse_engines(source: StackSettings, dest: StackSettings) -> None:
+    """What a restore into another stack does not do yet, refused before anything is touched.
+    It reads the source's repository from a volume of the local engine, so the source runs on
+    one host; it deploys the new stack as the builtin engine restores one (its primary promoted
+    alone), which is not how a Patroni cluster starts from a backup."""
+    if source.multi_host:
+        raise UsageError(
+            f"stack {source.stack} runs on several hosts, and `elizadb restore --into-stack` "
+            "from such a stack is not available yet (its repository is on the pooler's host); "
+            "restore it in place (--in-place), or take a logical copy with `elizadb dump`"
+        )
+    if dest.patroni:
+        raise UsageError(
+            f"stack {dest.stack} is declared with elizadb:ha.engine patroni, and `elizadb "
+            "restore --into-stack` does not deploy a Patroni stack yet: restore into it with "
+            "the builtin engine (elizadb:ha.engine builtin), then set elizadb:ha.engine "
+            "patroni and run `elizadb up`, which moves the restored stack to Patroni in place"
+        )
 
 
 def _refuse_existing(client: docker.DockerClient, stack: str) -> None:

@@ -25,15 +25,16 @@ import datetime as dt
 import itertools
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
 from elizadb import engine
-from elizadb.errors import DeployError
+from elizadb.errors import DeployError, UsageError
 from elizadb.local import patroni
-from elizadb.ops import restore_patroni
+from elizadb.ops import restore, restore_patroni
 from elizadb.ops.backup import check_archiving, take_backup
 from elizadb.ops.restore import RecoveryTarget
 from infra.components.backup import agent_name
@@ -53,6 +54,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.once]
 
 STACK = "itroll"
 PORT = 52500
+COPY, COPY_PORT = "itrollcp", 52600  # a stack restored from this one
 BASE = {"shared_buffers": "64MB"}
 VALUES: dict[str, Any] = {"ha": {"engine": "patroni"}, "replication": {"synchronous": True}}
 
@@ -256,6 +258,47 @@ def test_a_restore_in_place_goes_through_patronis_bootstrap_to_the_point_in_time
         "patroni restore in place: "
         + ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items())
     )
+
+
+def test_a_restore_into_a_new_stack_reaches_the_point_and_moves_on_to_patroni(
+    stack: DeployedStack, tmp_path: Path
+) -> None:
+    """From the Patroni stack's repository into a new stack, deployed by the builtin engine (a
+    restore into a stack declared with Patroni is refused, naming this way), then moved to
+    Patroni by `up`: the first batch there, none of the second, at every step."""
+    _wait_whole(stack)
+    owner = stack.connections["owner"]
+    setup_probe_table(owner)
+    take_backup(stack.client, stack.settings, "full")
+    point = two_batches_around_a_point(owner)
+    copy = DeployedStack(stack_settings(COPY, COPY_PORT, replicas=1), {}, stack.client, tmp_path)
+    copy.down(delete_volumes=True)  # a leftover of a killed run
+    with pytest.raises(UsageError, match=f"stack {COPY} is declared with elizadb:ha.engine"):
+        restore.restore_into_stack(
+            stack.settings,
+            stack_settings(COPY, COPY_PORT, replicas=1, **VALUES),
+            RecoveryTarget(point),
+            progress,
+            tmp_path,
+        )
+    try:
+        report = restore.restore_into_stack(
+            stack.settings, copy.settings, RecoveryTarget(point), progress, tmp_path
+        )
+        copy.up()  # no changes: reads the new stack's outputs
+        assert stored(copy.connections["owner"]) == set(range(1, 51))
+        assert report.new_backup, "a full backup of the new stack's timeline"
+        copy.up(stack_settings(COPY, COPY_PORT, replicas=1, **VALUES))
+        assert patroni.leader(copy.client, topology(copy.settings)) is not None
+        assert stored(copy.connections["owner"]) == set(range(1, 51))
+        # The source goes on unharmed.
+        assert stored(owner) == set(range(1, 101))
+        progress(
+            "restore of a Patroni stack into a new stack: "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items())
+        )
+    finally:
+        copy.down(delete_volumes=True)
 
 
 def test_a_restore_patroni_cannot_bootstrap_from_fails_and_no_empty_cluster_takes_its_place(

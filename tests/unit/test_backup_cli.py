@@ -78,22 +78,31 @@ def test_without_an_engine_the_error_says_so() -> None:
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "code", "message"),
     [
-        ["restore", "--stack", "hat", "--latest", "--into-stack", "plain"],
-        ["restore", "--stack", "plain", "--latest", "--into-stack", "hat"],
+        # Into a Patroni stack: refused, with the way there (builtin, then up to Patroni).
+        (["--stack", "plain", "--into-stack", "hat"], 2, "stack hat is declared with"),
+        # From a stack on several hosts: refused.
+        (["--stack", "spread", "--into-stack", "plain"], 2, "stack spread runs on several hosts"),
+        # From a Patroni stack on one host into a builtin one: allowed, so it gets as far as
+        # asking the engine.
+        (["--stack", "hat", "--into-stack", "plain"], 1, "no container engine answers"),
     ],
 )
-def test_a_restore_from_or_into_another_patroni_stack_is_refused_before_anything_is_stopped(
-    tmp_path: Path, args: list[str]
+def test_a_restore_into_another_stack_is_refused_where_it_cannot_be_done(
+    tmp_path: Path, args: list[str], code: int, message: str
 ) -> None:
-    """A Patroni stack is restored in place only (through Patroni's bootstrap): a restore into
-    another stack, from or to one, is refused with what to do instead (no engine is asked)."""
+    """Refused before any engine is asked, with what to do instead."""
     (tmp_path / "Pulumi.hat.yaml").write_text("config:\n  elizadb:ha:\n    engine: patroni\n")
     (tmp_path / "Pulumi.plain.yaml").write_text("config: {}\n")
+    (tmp_path / "Pulumi.spread.yaml").write_text(
+        "config:\n  elizadb:ha:\n    engine: patroni\n  elizadb:hosts:\n"
+        "    a: {url: 'unix:///nonexistent-a.sock', address: 10.20.0.11}\n"
+        "    b: {url: 'unix:///nonexistent-b.sock', address: 10.20.0.12}\n"
+    )
     env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent.sock"}
     result = subprocess.run(
-        [sys.executable, "-m", "elizadb", *args],
+        [sys.executable, "-m", "elizadb", "restore", "--latest", *args],
         cwd=REPO,
         env={**env, "ELIZADB_PROJECT_DIR": str(tmp_path)},
         capture_output=True,
@@ -101,7 +110,6 @@ def test_a_restore_from_or_into_another_patroni_stack_is_refused_before_anything
         timeout=60,
         check=False,
     )
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == code, result.stderr
     assert "Traceback" not in result.stderr
-    assert "stack hat is managed by Patroni" in result.stderr
-    assert "elizadb dump" in result.stderr
+    assert message in result.stderr
