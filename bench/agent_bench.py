@@ -88,6 +88,7 @@ from bench.agent_report import (
     load_svg,
     probe_summary,
     render_markdown,
+    scan_rate,
     variants_svg,
 )
 from bench.engine import engine_description
@@ -145,6 +146,10 @@ def search_sql(*, agent: bool, room: bool, threshold: bool, count: bool) -> str:
         sql += " LIMIT %(count)s"
     return sql
 
+
+# The exact search the targets name: every memory compared, no filter, no index.
+EXACT_OPERATORS = {"l2": "<->", "cosine": "<=>"}
+EXACT_QUERIES = 20
 
 GET_BY_ID = "SELECT * FROM memories WHERE id = %s"
 INSERT = (
@@ -533,6 +538,39 @@ def ef_search_curve(
         "default": DEFAULT_PG_PARAMETERS["hnsw.ef_search"],
         "shapes": shapes,
     }
+
+
+def exact_scan(url: str, data: Dataset, queries: int, seed: int) -> dict[str, Any]:
+    """Exact top-10 over every memory with each operator, as the agent through the pooler: the
+    index scans off in the query's transaction, one query first to warm up (not counted)."""
+    rng = np.random.default_rng(seed + 5)
+    picks = rng.choice(np.arange(data.memories, len(data.vectors)), queries + 1, replace=False)
+    out: dict[str, Any] = {}
+    with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
+        rows = conn.execute("SELECT count(*) FROM memories").fetchone()[0]  # type: ignore[index]
+        for name, operator in EXACT_OPERATORS.items():
+            sql = f"SELECT id FROM memories ORDER BY embedding {operator} %s::vector LIMIT 10"
+            times: list[float] = []
+            for k, row in enumerate(picks):
+                with conn.transaction():
+                    conn.execute("SET LOCAL enable_indexscan = off")
+                    began = time.perf_counter()
+                    conn.execute(sql, (vector_text(data.vectors[row]),)).fetchall()
+                    if k:
+                        times.append((time.perf_counter() - began) * 1000)
+            with conn.transaction():
+                conn.execute("SET LOCAL enable_indexscan = off")
+                plan = conn.execute(
+                    "EXPLAIN (ANALYZE, FORMAT JSON) " + sql, (vector_text(data.vectors[picks[0]]),)
+                ).fetchone()
+            assert plan is not None
+            out[name] = {
+                "operator": operator,
+                **scan_rate(int(rows), times),
+                "workers": _plan_sum(plan[0][0]["Plan"], "Workers Launched"),
+            }
+            progress(f"exact scan {name}: {out[name]['vectors_per_s']:,} vectors/s")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1022,6 +1060,8 @@ def measure(stack: DeployedStack, args: argparse.Namespace, result: dict[str, An
     result["ef_search"] = ef_search_curve(
         agent_url, data, args.ef_search, args.queries, args.seed, variants
     )
+    progress("exact scan")
+    result["exact_scan"] = exact_scan(agent_url, data, EXACT_QUERIES, args.seed)
     source = TurnSource(data, args.seed)
     if variants:
         # The same turn's reads under every variant.

@@ -33,6 +33,15 @@ def latency_summary(samples_ms: Sequence[float]) -> dict[str, float | int]:
     return out
 
 
+def scan_rate(rows: int, times_ms: Sequence[float]) -> dict[str, Any]:
+    """An exact top-10 search compares the query with every row: how many rows a second at the
+    median query time, with the latencies."""
+    latency = latency_summary(times_ms)
+    p50 = latency.get("p50")
+    per_s = round(rows / (p50 / 1000)) if p50 else None
+    return {"rows": rows, "latency_ms": latency, "vectors_per_s": per_s}
+
+
 def query_recall(approximate: Sequence[object], exact: Sequence[object], k: int) -> float | None:
     """|approximate top-k ∩ exact top-k| / the number of exact results (at most k).
 
@@ -650,6 +659,16 @@ def render_markdown(result: Mapping[str, Any]) -> str:
             f"- {name} (`{shape['where']}`): recall@10 ≥ 0.99 first at ef_search "
             f"{reached if reached is not None else 'none of those measured'}."
         )
+    if "exact_scan" in result:
+        lines += ["", "## Exact top-10 over every memory (no index, warm)", ""]
+        for name, scan in result["exact_scan"].items():
+            t = scan["latency_ms"]
+            lines.append(
+                f"- {name} (`ORDER BY embedding {scan['operator']} q LIMIT 10`): p50 / p95 "
+                f"{t.get('p50')} / {t.get('p95')} ms over {scan['rows']:,} rows, "
+                f"{scan['vectors_per_s'] / 1e6:.2f} M vectors/s; "
+                f"{scan['workers']} parallel worker(s) launched, {t['count']} queries."
+            )
     if "variants" in result:
         lines += variants_markdown(result)
     plots = ["agent-variants.svg" if "variants" in result else "agent-load.svg"]

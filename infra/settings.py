@@ -111,6 +111,13 @@ DEFAULT_PG_PARAMETERS: Mapping[str, str] = {
     "max_slot_wal_keep_size": "2GB",
     "max_wal_senders": "10",
     "max_wal_size": "1GB",
+    # An exact search over the memories (no index, or a filter no index serves) spends its time
+    # in vector distances, which pgvector prices as an ordinary operator: at PostgreSQL's 1000
+    # the planner never runs it in parallel. At 300 it does, from about 100k memories of 1536
+    # dimensions: an exact top-10 over 100k took 68 ms with one worker (1.46 M vectors/s, 0.87-
+    # 0.95 M serially), while an agent turn's plans, all index scans, stayed as they were
+    # (bench/results/agent/exact-scan, parallel-setup).
+    "parallel_setup_cost": "300",
     "wal_keep_size": "256MB",
     # How soon a standby retries its primary: after a failover, synchronous commits on the new
     # primary wait until a standby has found it (the default, 5 s, is most of the RTO).

@@ -34,6 +34,7 @@ from bench.agent_report import (
     probe_summary,
     query_recall,
     render_markdown,
+    scan_rate,
     variant_summary,
     variants_svg,
 )
@@ -357,3 +358,16 @@ def test_a_variant_run_renders_its_comparison() -> None:
     svg = ET.fromstring(variants_svg(result))
     bars = [e for e in svg.iter() if e.tag.endswith("rect") and e.get("height")]
     assert len(bars) > 2 * 2 * 3  # panels' bars besides frames and legends
+
+
+def test_an_exact_scan_rate_is_rows_per_second_at_the_median_query() -> None:
+    rate = scan_rate(100_000, [80.0, 100.0, 120.0])
+    assert rate["vectors_per_s"] == 1_000_000
+    assert rate["latency_ms"]["p50"] == 100.0
+    assert scan_rate(10, [])["vectors_per_s"] is None
+    result = _result()
+    result["exact_scan"] = {"l2": {"operator": "<->", **rate, "workers": 1}}
+    assert (
+        "- l2 (`ORDER BY embedding <-> q LIMIT 10`): p50 / p95 100.0 / 120.0 ms over 100,000 "
+        "rows, 1.00 M vectors/s; 1 parallel worker(s) launched, 3 queries."
+    ) in render_markdown(result)
