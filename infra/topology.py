@@ -194,6 +194,9 @@ class Topology:
     def volume_name(self, node: Node) -> str:
         return f"{node.name}-data"
 
+    def etcd_volume_name(self, member: EtcdNode) -> str:
+        return f"{member.name}-data"
+
     @property
     def backup_volume_name(self) -> str:
         return f"{self.prefix}-backup"

@@ -26,7 +26,7 @@ from docker.types import Healthcheck, IPAMConfig, IPAMPool, Mount
 from elizadb.engine import Engines, File, Target, exec_in, on, put_files
 from elizadb.errors import DeployError, EngineError
 from elizadb.local.capture import Declaration, Declared
-from infra.components.common import LABEL_STACK
+from infra.components.common import stack_filter
 from infra.durations import parse_go_duration
 
 NETWORK = "docker:index/network:Network"
@@ -197,7 +197,7 @@ class Applier:
 
     def _stack_containers(self, client: docker.DockerClient) -> list[Any]:
         """The stack's containers on one engine."""
-        return client.containers.list(all=True, filters={"label": f"{LABEL_STACK}={self.stack}"})
+        return client.containers.list(all=True, filters=stack_filter(self.stack))
 
     def _ensure_network(self, decl: Declared) -> None:
         name = decl.inputs["name"]
@@ -504,7 +504,7 @@ class Applier:
 
     def _down_on(self, client: docker.DockerClient, at: str, delete_volumes: bool) -> list[str]:
         removed = []
-        label = {"label": f"{LABEL_STACK}={self.stack}"}
+        label = stack_filter(self.stack)
         for container in self._stack_containers(client):
             self.progress(f"removing {container.name}{at}")
             self._remove(client, str(container.name))

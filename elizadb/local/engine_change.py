@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 from elizadb.engine import Engines, in_recovery
 from elizadb.errors import ElizaDbError
-from infra.components.common import LABEL_NODE, LABEL_ROLE, LABEL_STACK
+from infra.components.common import LABEL_NODE, LABEL_ROLE, stack_filter
 from infra.settings import StackSettings
 from infra.topology import topology
 
@@ -53,7 +53,7 @@ class FoundNode:
 def found_nodes(engines: Engines, stack: str) -> list[FoundNode]:
     """Every node container of the stack on the stack's engines, in name order."""
     found: list[FoundNode] = []
-    label: dict[str, str | list[str] | bool] = {"label": f"{LABEL_STACK}={stack}"}
+    label = stack_filter(stack)
     for host, client in engines.all():
         for container in client.containers.list(all=True, filters=label):
             role = container.labels.get(LABEL_ROLE, "")

@@ -14,7 +14,12 @@ import docker
 
 from elizadb.errors import ElizaDbError
 from elizadb.local.state import StateFile
-from infra.components.common import LABEL_STACK, LABEL_STACK_ID, STACK_ID_RESOURCE
+from infra.components.common import (
+    LABEL_STACK,
+    LABEL_STACK_ID,
+    STACK_ID_RESOURCE,
+    stack_filter,
+)
 
 STACK_ID_KEY = f"random:index/randomUuid:RandomUuid::{STACK_ID_RESOURCE}"
 
@@ -55,7 +60,7 @@ def state_stack_id(state: StateFile) -> str | None:
 
 def find_stack(client: docker.DockerClient, stack: str) -> Found:
     found = Found()
-    label: dict[str, str | list[str] | bool] = {"label": f"{LABEL_STACK}={stack}"}
+    label = stack_filter(stack)
     for container in client.containers.list(all=True, filters=label):
         found.containers.append(str(container.name))
         found.ids.add(container.labels.get(LABEL_STACK_ID, ""))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from elizadb.engine import Engines
 from elizadb.errors import ElizaDbError
-from infra.components.common import LABEL_STACK
+from infra.components.common import stack_filter
 from infra.placement import etcd_part
 from infra.settings import StackSettings
 from infra.topology import topology
@@ -31,7 +31,7 @@ def declared_volume_hosts(settings: StackSettings) -> dict[str, tuple[str, str]]
     topo = topology(settings)
     where = {topo.volume_name(n): (n.short, topo.node_host(n)) for n in topo.nodes}
     for member in topo.etcd:
-        where[f"{member.name}-data"] = (etcd_part(member.index), topo.etcd_host(member))
+        where[topo.etcd_volume_name(member)] = (etcd_part(member.index), topo.etcd_host(member))
     return where
 
 
@@ -51,7 +51,7 @@ def misplaced(declared: dict[str, tuple[str, str]], found: dict[str, list[str]])
 
 def check_placement_change(settings: StackSettings, engines: Engines) -> None:
     """Refuse (exit 2, nothing touched) a placement that moves a part away from its data."""
-    label: dict[str, str | list[str] | bool] = {"label": f"{LABEL_STACK}={settings.stack}"}
+    label = stack_filter(settings.stack)
     found = {
         host: [str(v.name) for v in client.volumes.list(filters=label)]
         for host, client in engines.all()

@@ -53,7 +53,7 @@ from elizadb.local.capture import Declaration
 from elizadb.ops.backup import Catalog, check_archiving, image_ref, read_catalog, take_backup
 from elizadb.ops.backup_engine import BackupError, running_primary, stack_job
 from infra.components.backup import agent_name
-from infra.components.common import LABEL_STACK
+from infra.components.common import stack_filter
 from infra.render.pgbackrest import CONF_PATH, render_pgbackrest_conf
 from infra.render.scram import scram_verifier
 from infra.roles import SUPERUSER
@@ -472,7 +472,7 @@ def _refuse_engines(source: StackSettings, dest: StackSettings) -> None:
 
 
 def _refuse_existing(client: docker.DockerClient, stack: str) -> None:
-    label: dict[str, str | list[str] | bool] = {"label": f"{LABEL_STACK}={stack}"}
+    label = stack_filter(stack)
     containers = client.containers.list(all=True, filters=label)
     volumes = client.volumes.list(filters=label)
     if containers or volumes:

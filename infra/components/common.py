@@ -60,6 +60,11 @@ LABEL_ROLE = "elizadb.role"
 LABEL_NODE = "elizadb.node"
 
 
+def stack_filter(stack: str) -> dict[str, str | list[str] | bool]:
+    """The Docker API filter that lists one stack's containers, volumes or networks."""
+    return {"label": f"{LABEL_STACK}={stack}"}
+
+
 def _identity(
     settings: StackSettings, stack_id: pulumi.Output[str], **more: str
 ) -> list[tuple[str, str | pulumi.Output[str]]]:

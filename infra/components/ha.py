@@ -168,7 +168,7 @@ class EtcdMemberNode(pulumi.ComponentResource):
         # The store of the cluster's leader lease and configuration: it outlives the container.
         self.volume = docker.Volume(
             f"{name}-data",
-            name=f"{member.name}-data",
+            name=topo.etcd_volume_name(member),
             labels=volume_labels(settings, args.stack_id, node=member.name),
             opts=child(self, **VOLUME_OPTIONS, protect=True, retain_on_delete=True),
         )

@@ -77,15 +77,13 @@ class DeployedStack:
         test can tell that nothing was recreated or restarted (other stacks on the machine come
         and go and are no business of the test)."""
         prefix = f"elizadb-{self.settings.stack}-"
+        clients = self.client.all() if isinstance(self.client, Engines) else [("", self.client)]
         # Filtered by name at the engine, and tolerant of a container removed between listing
         # and inspecting: other checkouts' stacks come and go meanwhile.
-        assert not isinstance(self.client, Engines), "one engine's containers only"
-        listed = self.client.containers.list(
-            all=True, filters={"name": prefix}, ignore_removed=True
-        )
         return {
             c.name: (c.id, c.attrs["State"]["StartedAt"])
-            for c in listed
+            for _, client in clients
+            for c in client.containers.list(all=True, filters={"name": prefix}, ignore_removed=True)
             if c.name.startswith(prefix)
         }
 

@@ -175,16 +175,6 @@ def test_every_part_runs_on_its_host_and_the_cluster_forms(
     assert [h.healthy for h in health] == [True, True, True], health
 
 
-def _containers(cluster: HostCluster) -> dict[str, dict[str, tuple[str, str]]]:
-    """Each host's containers of the stack: id and when each last started."""
-    found = {}
-    for host in HOSTS:
-        with closing(cluster[host].client()) as client:
-            listed = client.containers.list(all=True, filters={"label": f"elizadb.stack={STACK}"})
-            found[host] = {c.name: (c.id, c.attrs["State"]["StartedAt"]) for c in listed}
-    return found
-
-
 def test_up_refuses_a_placement_that_moves_parts_away_from_their_data(
     cluster: HostCluster, stack: DeployedStack
 ) -> None:
@@ -192,7 +182,7 @@ def test_up_refuses_a_placement_that_moves_parts_away_from_their_data(
     its new host beside the running one of the same name. Refused before anything is touched."""
     placed = stack.settings
     swapped = {"pooler": "c", "replica-1": "c", "replica-2": "b", "etcd-2": "c", "etcd-3": "b"}
-    before = _containers(cluster)
+    before = stack.container_identities()
     with pytest.raises(PlacementChangeError) as caught:
         stack.up(stack_settings(STACK, PORT, **{**_values(cluster), "placement": swapped}))
     stack.settings = placed  # the handle took the refused settings
@@ -202,7 +192,7 @@ def test_up_refuses_a_placement_that_moves_parts_away_from_their_data(
         assert f"{part}'s data (elizadb-{STACK}-{part}-data) is on host {old}" in message
         assert f"elizadb:placement.{part} now says {new}" in message
     assert "primary" not in message and message.endswith("Nothing was changed.")
-    assert _containers(cluster) == before
+    assert stack.container_identities() == before
 
 
 def test_the_verify_suite_passes_from_the_outputs(stack: DeployedStack) -> None:
