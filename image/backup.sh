@@ -189,6 +189,20 @@ restore() {
     rm -f "$PGDATA/postmaster.pid"
   fi
   pgbackrest_ --log-level-console=info restore "$@"
+  forget_patroni
+}
+
+# A backup of a Patroni stack holds what Patroni wrote into the data directory. Restored for the
+# builtin engine (a restore into a new stack), it would tell a later move to Patroni that Patroni
+# had run this node already, and every standby cloned from it: they would not wait for the old
+# primary to lead (image/entrypoint.sh) and could win the leadership themselves. So the data
+# directory is put back as initdb left it: Patroni's rename of postgresql.conf undone, its
+# cached dynamic configuration and its copies of the configuration files removed.
+forget_patroni() {
+  [[ -f "$PGDATA/postgresql.base.conf" ]] || return 0
+  log "the backup was taken under Patroni: removing Patroni's files from the data directory"
+  mv -f "$PGDATA/postgresql.base.conf" "$PGDATA/postgresql.conf"
+  rm -f "$PGDATA/patroni.dynamic.json" "$PGDATA"/*.backup
 }
 
 restore_aside() {

@@ -38,6 +38,7 @@ from elizadb.ops import restore, restore_patroni
 from elizadb.ops.backup import check_archiving, take_backup
 from elizadb.ops.restore import RecoveryTarget
 from infra.components.backup import agent_name
+from infra.render.patroni import DATA_DIR
 from infra.topology import topology
 from tests.integration.ha_probe import (
     Writer,
@@ -288,6 +289,15 @@ def test_a_restore_into_a_new_stack_reaches_the_point_and_moves_on_to_patroni(
         copy.up()  # no changes: reads the new stack's outputs
         assert stored(copy.connections["owner"]) == set(range(1, 51))
         assert report.new_backup, "a full backup of the new stack's timeline"
+        # The backup came from Patroni: what Patroni wrote into the data directory is gone from
+        # both nodes, or the standby would not wait for the restored primary to lead and could
+        # take the leadership from it.
+        nodes = topology(copy.settings).nodes
+        for node in nodes:
+            code, _ = copy.client.containers.get(node.name).exec_run(
+                ["test", "-e", f"{DATA_DIR}/postgresql.base.conf"]
+            )
+            assert code == 1, f"{node.name} keeps Patroni's postgresql.base.conf"
         copy.up(stack_settings(COPY, COPY_PORT, replicas=1, **VALUES))
         assert patroni.leader(copy.client, topology(copy.settings)) is not None
         assert stored(copy.connections["owner"]) == set(range(1, 51))
