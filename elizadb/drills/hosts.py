@@ -34,7 +34,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import docker
@@ -93,6 +93,9 @@ class HostDrillResult:
     acks: list[tuple[float, str, str, int]]  # (seconds from the fault, node, timeline, seq)
     isolated_acks: list[float]  # seconds from the fault
     errors: int
+    # The host of the etcd member that led etcd when the drill began ("" if none said): a new
+    # etcd leader renews every lease, Patroni's leader key included, at its full TTL.
+    etcd_leader_host: str = ""
 
     # The timeline picture's names (report.render_svg).
     @property
@@ -221,6 +224,7 @@ def run_host_drill(
     writer = _pooled_writer(outputs, root_cert)
     run = writer.run
     isolated_writer = kind == "partition" and topo.node_host(old) == target
+    etcd_leader_host = _etcd_leader_host(engines, topo)
     if isolated_writer:
         start_node_writer(engines, old.name, settings.database, run, ISOLATED_FIRST_SEQ)
     writer.start()
@@ -252,9 +256,10 @@ def run_host_drill(
     writer.stop()
     # The isolated writer logs the machine's wall clock (it runs in a container).
     isolated_at = {seq: at - wall0 for seq, at in isolated.items()}
-    return _result(
+    result = _result(
         kind, run, target, (old, new), topo, writer, t0, events, (outputs, root_cert), isolated_at
     )
+    return replace(result, etcd_leader_host=etcd_leader_host)
 
 
 def run_switchover_drill(
@@ -282,6 +287,7 @@ def run_switchover_drill(
     leader = next(m for m in found if m.leads)
     old = patroni.node_of(topo, leader.name)
     new = patroni.node_of(topo, switchover_candidate(found).name)
+    etcd_leader_host = _etcd_leader_host(client, topo)
     writer = _pooled_writer(outputs, root_cert)
     writer.start()
     time.sleep(write_before_s)
@@ -297,7 +303,7 @@ def run_switchover_drill(
         time.sleep(write_after_s)
     finally:
         writer.stop()
-    return _result(
+    result = _result(
         SWITCHOVER,
         writer.run,
         topo.node_host(old),
@@ -309,6 +315,12 @@ def run_switchover_drill(
         (outputs, root_cert),
         {},
     )
+    return replace(result, etcd_leader_host=etcd_leader_host)
+
+
+def _etcd_leader_host(client: engine.Target, topo: Topology) -> str:
+    leader = patroni.etcd_leader(client, topo)
+    return next((topo.etcd_host(m) for m in topo.etcd if m.name == leader), "")
 
 
 def _pooled_writer(outputs: dict[str, Any], root_cert: str) -> Writer:

@@ -178,14 +178,14 @@ def render_host_json(results: Sequence[HostDrillResult]) -> str:
 def render_host_table(results: Sequence[HostDrillResult]) -> str:
     head = (
         "| # | kind | host | old → new leader | pooled acks | isolated acks | overlapping |"
-        " RPO rows | RTO s | new leader s | first write s | rejoined s |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        " RPO rows | RTO s | new leader s | first write s | rejoined s | etcd leader's host |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = [
         f"| {i} | {r.kind} | {r.host} | {r.old_leader} → {r.new_leader} | {r.acked} | "
         f"{r.isolated_acked} | {r.overlapping} | {r.missing} | {r.rto_s:.2f} | "
         f"{r.events.get('new_leader', 0):.1f} | {r.events.get('first_write_after', 0):.1f} | "
-        f"{r.events.get('rejoined', 0):.1f} |"
+        f"{r.events.get('rejoined', 0):.1f} | {r.etcd_leader_host or '?'} |"
         for i, r in enumerate(results, 1)
     ]
     s = host_summary(results)

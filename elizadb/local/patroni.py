@@ -161,7 +161,7 @@ class EtcdHealth:
     detail: str
 
 
-def _etcdctl(client: engine.Target, member: str, *args: str) -> engine.ExecResult:
+def etcdctl(client: engine.Target, member: str, *args: str) -> engine.ExecResult:
     """etcdctl in an etcd member's container, over its own client URL with its certificate."""
     return engine.exec_in(
         client,
@@ -186,7 +186,7 @@ def forget_cluster(client: engine.Target, topo: Topology) -> None:
     for member in topo.etcd:
         if not engine.is_running(client, member.name):
             continue
-        result = _etcdctl(client, member.name, "del", "--prefix", prefix)
+        result = etcdctl(client, member.name, "del", "--prefix", prefix)
         if result.ok:
             return
         said = result.tail()
@@ -196,6 +196,24 @@ def forget_cluster(client: engine.Target, topo: Topology) -> None:
     )
 
 
+def etcd_leader(client: engine.Target, topo: Topology) -> str | None:
+    """The etcd member that leads the etcd cluster (None: none of them says it does). Each
+    member is asked about itself: its status names the leader's ID and its own."""
+    for member in topo.etcd:
+        if not engine.is_running(client, member.name):
+            continue
+        result = etcdctl(client, member.name, "endpoint", "status", "-w", "json")
+        if not result.ok:
+            continue
+        try:
+            status = json.loads(result.stdout)[0]["Status"]
+            if status["leader"] == status["header"]["member_id"]:
+                return member.name
+        except (ValueError, LookupError, TypeError):
+            continue
+    return None
+
+
 def etcd_health(client: engine.Target, topo: Topology) -> list[EtcdHealth]:
     """Each etcd member asked over its own client URL, with the member's certificate."""
     found = []
@@ -203,7 +221,7 @@ def etcd_health(client: engine.Target, topo: Topology) -> list[EtcdHealth]:
         if not engine.is_running(client, member.name):
             found.append(EtcdHealth(member.name, False, "not running"))
             continue
-        result = _etcdctl(client, member.name, "endpoint", "health")
+        result = etcdctl(client, member.name, "endpoint", "health")
         text = (result.stdout + result.stderr).strip().splitlines()
         found.append(EtcdHealth(member.name, result.ok, text[-1] if text else ""))
     return found

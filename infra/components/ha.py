@@ -90,7 +90,9 @@ def _etcd_member(topo: Topology, member: EtcdNode) -> EtcdMember:
 def _patroni_member(topo: Topology, node: Node) -> PatroniMember:
     if topo.multi_host:
         address, pg_port = topo.pg_endpoint(node)
-        return PatroniMember(member_name(node), address, pg_port, topo.api_port(node))
+        host = topo.node_host(node)
+        nearby = next((m.member for m in topo.etcd if topo.etcd_host(m) == host), "")
+        return PatroniMember(member_name(node), address, pg_port, topo.api_port(node), nearby)
     return PatroniMember(member_name(node), node.name)
 
 

@@ -20,6 +20,7 @@ itself are refused as tunables.
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -37,6 +38,9 @@ PATRONI_PGPASS = f"{paths.PRIVATE}/patroni.pgpass"
 DATA_DIR = "/var/lib/postgresql/data/pg17"
 BIN_DIR = "/usr/lib/postgresql/17/bin"
 SOCKET_DIR = "/run/postgresql"
+
+# Patroni's on_start and on_role_change callback (image/patroni-callback.py).
+CALLBACK = "/usr/local/bin/elizadb-patroni-callback"
 
 PG_PORT = 5432
 API_PORT = 8008
@@ -119,6 +123,9 @@ class PatroniMember:
     host: str
     pg_port: int = PG_PORT
     api_port: int = API_PORT
+    # The etcd member on the same host, on a stack spread over several hosts: when this node
+    # leads, its callback moves etcd's leadership off the host (image/patroni-callback.py).
+    etcd_nearby: str = ""
 
 
 @dataclass(frozen=True)
@@ -190,6 +197,12 @@ def patroni_problems(cluster: PatroniCluster) -> list[str]:
             port = getattr(member, key)
             if not 1 <= port <= 65535:
                 problems.append(f"members.{i}.{key}: {port} is outside 1..65535")
+        etcd_names = [m.name for m in cluster.etcd.members]
+        if member.etcd_nearby and member.etcd_nearby not in etcd_names:
+            problems.append(
+                f"members.{i}.etcd_nearby: {member.etcd_nearby!r} is not one of the etcd "
+                f"members ({', '.join(etcd_names)})"
+            )
     slots = [slot_name(m.name) for m in cluster.members]
     repeated = sorted({s for s in slots if slots.count(s) > 1})
     if repeated:
@@ -300,6 +313,18 @@ def _dcs(cluster: PatroniCluster) -> dict[str, object]:
     return dcs
 
 
+def _callbacks(cluster: PatroniCluster, member: PatroniMember) -> dict[str, str]:
+    """Patroni's callbacks: only where an etcd member shares the node's host. Patroni appends
+    the action, the role and the scope to the command."""
+    if not member.etcd_nearby:
+        return {}
+    nearby = find_member(cluster.etcd.members, member.etcd_nearby, "patroni renderer inputs")
+    command = shlex.join(
+        [CALLBACK, f"{nearby.host}:{nearby.client_port}", ",".join(client_hosts(cluster.etcd))]
+    )
+    return {"on_role_change": command, "on_start": command}
+
+
 def render_patroni_yml(cluster: PatroniCluster, name: str, secrets: PatroniSecrets) -> str:
     """patroni.yml for member `name` (mode 0600: it holds passwords)."""
     member = cluster.member(name)
@@ -358,6 +383,7 @@ def render_patroni_yml(cluster: PatroniCluster, name: str, secrets: PatroniSecre
             "basebackup": [{"checkpoint": "fast"}],
             "parameters": dict(sorted(_forced_parameters(cluster).items())),
             "pg_hba": pg_hba_rows(cluster),
+            **({"callbacks": callbacks} if (callbacks := _callbacks(cluster, member)) else {}),
         },
         "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False},
     }

@@ -18,6 +18,7 @@ every acknowledged row, passing the verify suite and taking pooled writes.
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 import time
 from collections.abc import Iterator
@@ -143,6 +144,26 @@ def _longest_gap(acked_at: dict[int, float], since: float) -> float:
     counting from `since` itself."""
     times = sorted(t for t in list(acked_at.values()) if t >= since)
     return max((b - a for a, b in zip([since, *times], times, strict=False)), default=0.0)
+
+
+def _etcd_leader_host(stack: DeployedStack) -> str:
+    topo = topology(stack.settings)
+    leader = patroni.etcd_leader(stack.client, topo)
+    return next((topo.etcd_host(m) for m in topo.etcd if m.name == leader), "")
+
+
+def _move_etcd_leader(stack: DeployedStack, host: str) -> None:
+    """Hand etcd's leadership to the member on `host` (asked of the current etcd leader)."""
+    topo = topology(stack.settings)
+    target = next(m.name for m in topo.etcd if topo.etcd_host(m) == host)
+    leader = patroni.etcd_leader(stack.client, topo)
+    assert leader is not None, "no etcd member leads"
+    if leader != target:
+        status = patroni.etcdctl(stack.client, target, "endpoint", "status", "-w", "json")
+        member_id = json.loads(status.stdout)[0]["Status"]["header"]["member_id"]
+        moved = patroni.etcdctl(stack.client, leader, "move-leader", format(member_id, "x"))
+        assert moved.ok, moved.tail()
+    assert patroni.etcd_leader(stack.client, topo) == target
 
 
 def _node_address(stack: DeployedStack, member: str) -> str:
@@ -349,6 +370,10 @@ def test_the_switchover_drill_hands_over_to_the_synchronous_standby_and_loses_no
     topo = topology(stack.settings)
     sync = next(m for m in _members(stack) if m.role == "Sync Standby")
     old = _leader(stack)
+    # etcd led from the standby's host: once that node leads, its Patroni callback must hand
+    # etcd's leadership to another host (image/patroni-callback.py).
+    new_host = topo.node_host(patroni.node_of(topo, sync.name))
+    _move_etcd_leader(stack, new_host)
     with private_ca_file(stack.outputs["caCert"]) as ca:
         result = run_switchover_drill(
             stack.client,
@@ -368,6 +393,13 @@ def test_the_switchover_drill_hands_over_to_the_synchronous_standby_and_loses_no
     assert 0 < result.rto_s < result.events["first_write_after"] + 1, result.as_dict()
     assert result.events["rejoined"] >= result.events["new_leader"]
     assert _leader(stack).name == sync.name
+    assert result.etcd_leader_host == new_host
+    wait_for(
+        f"etcd led from another host than the new leader's ({new_host})",
+        lambda: _etcd_leader_host(stack) not in ("", new_host),
+        timeout_s=30,
+        explain=lambda: f"etcd leader on host {_etcd_leader_host(stack)!r}",
+    )
 
 
 def test_a_replicas_host_lost_with_its_etcd_member_leaves_the_leader_writing(

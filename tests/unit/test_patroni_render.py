@@ -22,6 +22,7 @@ from infra.render.etcd import (
 )
 from infra.render.patroni import (
     BIN_DIR,
+    CALLBACK,
     DATA_DIR,
     PatroniCluster,
     PatroniMember,
@@ -204,6 +205,26 @@ def test_bad_cluster_inputs_are_all_reported() -> None:
         render_patroni_yml(_cluster(), "pg-9", SECRETS)
     with pytest.raises(ConfigError, match="synchronous_mode_strict: needs synchronous_mode"):
         _cluster(synchronous_mode_strict=True)
+
+
+def test_callbacks_only_where_an_etcd_member_shares_the_nodes_host() -> None:
+    assert "callbacks" not in _yml()["postgresql"]
+    nearby = replace(_cluster().members[1], etcd_nearby="etcd-2")
+    cluster = _cluster(members=(_cluster().members[0], nearby, _cluster().members[2]))
+    command = (
+        f"{CALLBACK} etcd-2.internal:2379 "
+        "etcd-1.internal:2379,etcd-2.internal:2379,etcd-3.internal:2379"
+    )
+    assert _yml(cluster)["postgresql"]["callbacks"] == {
+        "on_role_change": command,
+        "on_start": command,
+    }
+    assert "callbacks" not in _yml(cluster, "pg-1")["postgresql"]
+    with pytest.raises(ConfigError) as caught:
+        _cluster(members=(replace(nearby, etcd_nearby="etcd-9"),))
+    assert caught.value.problems == [
+        "members.0.etcd_nearby: 'etcd-9' is not one of the etcd members (etcd-1, etcd-2, etcd-3)"
+    ]
 
 
 def test_slot_names_follow_patronis_rule() -> None:

@@ -18,7 +18,7 @@ from elizadb.local.placement_change import declared_volume_hosts, misplaced
 from elizadb.local.state import StateFile
 from infra.errors import ConfigError
 from infra.render import paths
-from infra.render.patroni import PATRONI_YML_UPLOAD
+from infra.render.patroni import CALLBACK, PATRONI_YML_UPLOAD
 from infra.settings import load_settings
 
 PROVIDER = "pulumi:providers:docker"
@@ -156,6 +156,22 @@ def test_peers_reach_each_other_at_the_hosts_addresses_and_published_ports(
         ("10.20.0.12", 18009),
         ("10.20.0.13", 18010),
     ]
+
+
+def test_a_node_that_leads_moves_etcds_leadership_off_its_host(spread: Declaration) -> None:
+    """On several hosts each node's Patroni calls back, on start and on a change of role, with
+    the etcd member of its own host and every member: image/patroni-callback.py hands etcd's
+    leadership elsewhere when this node leads."""
+    members = "10.20.0.11:12379,10.20.0.12:12380,10.20.0.13:12381"
+    for name, nearby in (("primary", "10.20.0.11:12379"), ("replica-2", "10.20.0.13:12381")):
+        config = yaml.safe_load(
+            _upload(_container(spread, f"elizadb-mh-{name}"), PATRONI_YML_UPLOAD)
+        )
+        command = f"{CALLBACK} {nearby} {members}"
+        assert config["postgresql"]["callbacks"] == {
+            "on_role_change": command,
+            "on_start": command,
+        }
 
 
 def test_across_hosts_the_backup_agent_is_the_repository_host(spread: Declaration) -> None:
