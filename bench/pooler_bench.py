@@ -11,7 +11,7 @@ inside the deployed pooler container, on a port of its own, from the deployed pg
 the variant's changes: the paths differ only by the pooler. Each round runs every path once, in
 turn, so that the machine's load (it is shared) falls on every path alike.
 
-Writes bench/results/pooler.json and bench/results/pooler.md.
+Writes bench/results/pooler.json and bench/results/pooler.md (NAME.json and NAME.md with --name).
 """
 
 from __future__ import annotations
@@ -148,17 +148,61 @@ def _exec(
 
 _TPS = re.compile(r"tps = ([0-9.]+) \(without initial connection time\)")
 _LAT = re.compile(r"latency average = ([0-9.]+) ms")
+_TXS = re.compile(r"number of transactions actually processed: (\d+)")
+
+
+_CLIENT_CPU = re.compile(r"^client cpu ticks: (\d+) (\d+)$", re.M)
+# pgbench under a shell that prints, once pgbench has exited and been waited for, its children's
+# CPU time (cutime and cstime of /proc/<shell>/stat, in clock ticks): pgbench's own.
+WITH_CLIENT_CPU = (
+    'pgbench "$@"; rc=$?; echo "client cpu ticks: $(cut -d" " -f16,17 /proc/$$/stat)"; exit $rc'
+)
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 def pgbench(client: Any, conninfo: str, mode: str, protocol: str, seconds: int) -> dict[str, float]:
-    cmd = ["pgbench", "-n", "-c", str(CLIENTS), "-j", "2", "-T", str(seconds), "-M", protocol]
+    cmd = ["-n", "-c", str(CLIENTS), "-j", "2", "-T", str(seconds), "-M", protocol]
     if mode == "select-only":
         cmd.append("-S")
-    out = _exec(client, [*cmd, conninfo], env={"PGPASSFILE": CLIENT_PGPASS})
-    tps, lat = _TPS.search(out), _LAT.search(out)
-    if not tps or not lat:
+    out = _exec(
+        client,
+        ["bash", "-c", WITH_CLIENT_CPU, "pgbench", *cmd, conninfo],
+        env={"PGPASSFILE": CLIENT_PGPASS},
+    )
+    tps, lat, cpu = _TPS.search(out), _LAT.search(out), _CLIENT_CPU.search(out)
+    txs = _TXS.search(out)
+    if not tps or not lat or not cpu or not txs:
         raise RuntimeError(f"pgbench printed no tps: {out[-2000:]}")
-    return {"tps": float(tps.group(1)), "latency_ms": float(lat.group(1))}
+    return {
+        "tps": float(tps.group(1)),
+        "transactions": int(txs.group(1)),
+        "latency_ms": float(lat.group(1)),
+        "client_cpu_s": (int(cpu.group(1)) + int(cpu.group(2))) / TICK,
+    }
+
+
+def container_cpu_seconds(container: Any) -> float:
+    """CPU time of every process in the container, those it has waited for included (utime,
+    stime, cutime and cstime of each live process count each process once): the server's
+    backends that exit during a run stay counted in the postmaster's cutime."""
+    out = _exec(
+        container,
+        ["awk", "{t += $14 + $15 + $16 + $17} END {print t}", *_proc_stats(container)],
+        user="root",
+    )
+    return int(out.strip()) / TICK
+
+
+def _proc_stats(container: Any) -> list[str]:
+    listing = _exec(container, ["ls", "/proc"], user="root").split()
+    return [f"/proc/{p}/stat" for p in listing if p.isdigit()]
+
+
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine spent on anything but idling and waiting for I/O."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / TICK
 
 
 def cpu_seconds(container: Any, pids: list[str]) -> float:
@@ -167,7 +211,7 @@ def cpu_seconds(container: Any, pids: list[str]) -> float:
     for pid in pids:
         fields = _exec(container, ["cat", f"/proc/{pid}/stat"], user="root").rsplit(")", 1)[1]
         parts = fields.split()
-        total += (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+        total += (int(parts[11]) + int(parts[12])) / TICK
     return total
 
 
@@ -201,6 +245,7 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--protocols", default="simple,prepared")
     parser.add_argument("--keep", action="store_true", help="leave the stack running")
+    parser.add_argument("--name", default="pooler", help="results as bench/results/NAME.json, .md")
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v]
     protocols = [p for p in args.protocols.split(",") if p]
@@ -292,7 +337,11 @@ def main() -> None:
             for mode in ("select-only", "tpcb-like"):
                 for protocol in protocols:
                     for target in targets:
-                        before = cpu_seconds(pooler, target.processes)
+                        before = (
+                            cpu_seconds(pooler, target.processes),
+                            container_cpu_seconds(primary),
+                            machine_busy_seconds(),
+                        )
                         started = time.monotonic()
                         result = pgbench(
                             client,
@@ -302,7 +351,13 @@ def main() -> None:
                             args.seconds,
                         )
                         wall = time.monotonic() - started
-                        pooler_cpu = cpu_seconds(pooler, target.processes) - before
+                        used = {
+                            "client": result.pop("client_cpu_s"),
+                            "server": container_cpu_seconds(primary) - before[1],
+                            "pooler": cpu_seconds(pooler, target.processes) - before[0],
+                            "machine": machine_busy_seconds() - before[2],
+                        }
+                        txs = result["transactions"]
                         runs.append(
                             {
                                 "round": rnd + 1,
@@ -310,21 +365,18 @@ def main() -> None:
                                 "protocol": protocol,
                                 "path": target.name,
                                 **result,
-                                "pooler_cpu_share": round(pooler_cpu / wall, 3)
-                                if target.processes
-                                else None,
-                                # The pooler's CPU time per transaction, in microseconds.
-                                "pooler_cpu_us_per_tx": round(
-                                    pooler_cpu / (result["tps"] * wall) * 1e6, 1
-                                )
-                                if target.processes
-                                else None,
+                                "cpus_busy": round(used["machine"] / wall, 2),
+                                # CPU time per transaction, in microseconds, by whom.
+                                "cpu_us_per_tx": {
+                                    k: round(v / txs * 1e6, 1) for k, v in used.items()
+                                },
                                 "load_average": os.getloadavg()[0],
                             }
                         )
                         progress(
                             f"round {rnd + 1} {mode:11} {protocol:8} {target.name:12} "
-                            f"{result['tps']:9.0f} tps  pooler cpu {runs[-1]['pooler_cpu_share']}"
+                            f"{result['tps']:9.0f} tps  cpus busy {runs[-1]['cpus_busy']}  "
+                            f"cpu us/tx {runs[-1]['cpu_us_per_tx']}"
                         )
         write_results(runs, targets, args, image[0] if image else "?")
     finally:
@@ -334,40 +386,55 @@ def main() -> None:
             applier.down(delete_volumes=True)
 
 
-def write_results(
-    runs: list[dict[str, Any]], targets: list[Path_], args: Any, version: str
-) -> None:
-    def values(mode: str, protocol: str, path: str, key: str) -> list[float]:
-        return [
-            r[key]
-            for r in runs
-            if (r["mode"], r["protocol"], r["path"]) == (mode, protocol, path)
-            and r[key] is not None
-        ]
+def _median(numbers: list[float], digits: int) -> float | None:
+    return round(statistics.median(numbers), digits) if numbers else None
 
-    def median(numbers: list[float], digits: int) -> float | None:
-        return round(statistics.median(numbers), digits) if numbers else None
 
+def summarize(runs: list[dict[str, Any]], paths: list[str]) -> dict[str, Any]:
+    """Per mode, protocol and path: the medians over rounds, and the loss against the direct
+    run of each round, measured and as the CPU time predicts it."""
     summary: dict[str, Any] = {}
     protocols = list(dict.fromkeys(r["protocol"] for r in runs))
     for mode in ("select-only", "tpcb-like"):
         for protocol in protocols:
-            direct = values(mode, protocol, "direct", "tps")
-            for target in targets:
-                tps = values(mode, protocol, target.name, "tps")
-                # Loss per round against the direct run of the same round, then the median.
-                losses = [1 - t / d for t, d in zip(tps, direct, strict=True)]
-                summary[f"{mode}/{protocol}/{target.name}"] = {
-                    "median_tps": median(tps, 1),
-                    "tps": tps,
-                    "median_loss_vs_direct": median(losses, 3),
-                    "median_pooler_cpu_share": median(
-                        values(mode, protocol, target.name, "pooler_cpu_share"), 2
-                    ),
-                    "median_pooler_cpu_us_per_tx": median(
-                        values(mode, protocol, target.name, "pooler_cpu_us_per_tx"), 1
-                    ),
+            direct = [
+                r
+                for r in runs
+                if (r["mode"], r["protocol"], r["path"]) == (mode, protocol, "direct")
+            ]
+            for name in paths:
+                mine = [
+                    r
+                    for r in runs
+                    if (r["mode"], r["protocol"], r["path"]) == (mode, protocol, name)
+                ]
+                # Per round against the direct run of the same round, then the median: the loss
+                # measured, and the loss the CPU time predicts when the CPUs are the limit
+                # (throughput = busy CPUs / CPU time per transaction).
+                pairs = list(zip(mine, direct, strict=True))
+                losses = [1 - m["tps"] / d["tps"] for m, d in pairs]
+                predicted = [
+                    1 - d["cpu_us_per_tx"]["machine"] / m["cpu_us_per_tx"]["machine"]
+                    for m, d in pairs
+                ]
+                summary[f"{mode}/{protocol}/{name}"] = {
+                    "median_tps": _median([r["tps"] for r in mine], 1),
+                    "tps": [r["tps"] for r in mine],
+                    "median_loss_vs_direct": _median(losses, 3),
+                    "median_loss_predicted_by_cpu": _median(predicted, 3),
+                    "median_cpus_busy": _median([r["cpus_busy"] for r in mine], 2),
+                    "median_cpu_us_per_tx": {
+                        who: _median([r["cpu_us_per_tx"][who] for r in mine], 1)
+                        for who in ("client", "server", "pooler", "machine")
+                    },
                 }
+    return summary
+
+
+def write_results(
+    runs: list[dict[str, Any]], targets: list[Path_], args: Any, version: str
+) -> None:
+    summary = summarize(runs, [t.name for t in targets])
     result = {
         "benchmark": "pgbench direct vs through PgBouncer, same TLS (verify-full), agent role",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -397,7 +464,7 @@ def write_results(
         "target": "loss <= 10 % against direct, select-only and TPC-B-like",
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "pooler.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines: list[str] = [
         "# PgBouncer's cost: pgbench direct vs through the pooler",
         "",
@@ -407,23 +474,33 @@ def write_results(
             f"{os.cpu_count()} CPUs shared by the server, the pooler and pgbench, "
             f"{result['machine']['engine']['name']} {result['machine']['engine']['version']}. "
             "Loss is the median over rounds of 1 − pooler/direct within the round. "
-            "Pooler CPU is the pooler processes' CPU time per second of the run (1.0 = one core)."
+            "CPU time per transaction is measured for pgbench (its process), the server (every "
+            "process of the primary's container), the pooler (its processes) and the whole "
+            "machine (/proc/stat, everything but idle); the predicted loss is 1 − direct ÷ "
+            "this path's whole-machine CPU time per transaction, per round: what the loss is "
+            "when the CPUs are what limits both paths."
         ),
         "",
-        "| mode | protocol | path | median TPS | loss vs direct | pooler CPU | pooler µs/tx |",
-        "|---|---|---|---|---|---|---|",
+        (
+            "| mode | protocol | path | median TPS | loss vs direct | loss the CPU time predicts |"
+            " CPUs busy | CPU µs/tx: pgbench | server | pooler | whole machine |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, row in summary.items():
         mode, protocol, path = key.split("/")
         label = f"{path} (diagnostic: no TLS to the pooler)" if "diag" in path else path
-        loss = "—" if path == "direct" else f"{row['median_loss_vs_direct'] * 100:.1f} %"
-        cpu, per_tx = row["median_pooler_cpu_share"], row["median_pooler_cpu_us_per_tx"]
+        is_direct = path == "direct"
+        loss = "—" if is_direct else f"{row['median_loss_vs_direct'] * 100:.1f} %"
+        predicted_loss = "—" if is_direct else f"{row['median_loss_predicted_by_cpu'] * 100:.1f} %"
+        cpu = row["median_cpu_us_per_tx"]
         lines.append(
-            f"| {mode} | {protocol} | {label} | {row['median_tps']:.0f} | {loss} | "
-            f"{'—' if cpu is None else f'{cpu:.2f}'} | {'—' if per_tx is None else per_tx} |"
+            f"| {mode} | {protocol} | {label} | {row['median_tps']:.0f} | {loss} | {predicted_loss} | "
+            f"{row['median_cpus_busy']:.2f} | {cpu['client']} | {cpu['server']} | "
+            f"{'—' if is_direct else cpu['pooler']} | {cpu['machine']} |"
         )
-    (RESULTS / "pooler.md").write_text("\n".join(lines) + "\n")
-    print((RESULTS / "pooler.md").read_text())
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    print((RESULTS / f"{args.name}.md").read_text())
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ changes only its own keys and its port."""
 
 from __future__ import annotations
 
-from bench.pooler_bench import VARIANTS, variant_ini
+from bench.pooler_bench import VARIANTS, summarize, variant_ini
 from infra.render.pgbouncer import render_pgbouncer_ini
 from infra.settings import load_settings
 from infra.topology import topology
@@ -36,3 +36,33 @@ def test_only_diagnostic_variants_leave_the_same_tls() -> None:
             "sslmode" in key for key in variant.changes
         )
         assert plain == variant.diagnostic, name
+
+
+def _run(rnd: int, path: str, tps: float, machine_us: float) -> dict[str, object]:
+    return {
+        "round": rnd,
+        "mode": "select-only",
+        "protocol": "simple",
+        "path": path,
+        "tps": tps,
+        "cpus_busy": 2.0,
+        "cpu_us_per_tx": {"client": 1.0, "server": 2.0, "pooler": 3.0, "machine": machine_us},
+    }
+
+
+def test_the_loss_is_taken_per_round_and_the_cpu_time_predicts_one() -> None:
+    runs = [
+        _run(1, "direct", 1000, 100),
+        _run(1, "deployed", 800, 125),
+        _run(2, "direct", 500, 100),  # a round on a busier machine: both paths slower
+        _run(2, "deployed", 250, 200),
+        _run(3, "direct", 1000, 100),
+        _run(3, "deployed", 700, 140),
+    ]
+    row = summarize(runs, ["direct", "deployed"])["select-only/simple/deployed"]
+    # Losses 20 %, 50 %, 30 %: the median of the rounds, not of the pooled throughputs.
+    assert row["median_loss_vs_direct"] == 0.3
+    # 1 - 100/125, 1 - 100/200, 1 - 100/140.
+    assert row["median_loss_predicted_by_cpu"] == 0.286
+    assert row["median_tps"] == 700
+    assert row["median_cpu_us_per_tx"]["machine"] == 140
