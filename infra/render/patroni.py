@@ -80,7 +80,9 @@ class Timings:
     The primary renews its lease every `loop_wait` seconds; when the primary's host is lost,
     the lease runs out between `ttl - loop_wait` and `ttl` seconds later and a replica takes
     over at once (it watches the key). Patroni will not go below a 20 s ttl, so a lost host costs
-    about 18-20 s plus the promotion. A primary that cannot reach etcd retries each step for
+    about 18-20 s plus the promotion. (A lost host that also held etcd's leader would add a new
+    etcd election and a whole ttl: a new etcd leader renews every lease in full. On several
+    hosts the leader's callback keeps etcd's leadership elsewhere, `_callbacks`.) A primary that cannot reach etcd retries each step for
     `retry_timeout` and then demotes itself; Patroni's rule loop_wait + 2 * retry_timeout <= ttl
     makes it demote before its lease can expire, which is what keeps two primaries from ever
     accepting writes. Defaults: ttl 20 (the floor), loop_wait 2 (a lease renewed ten times per

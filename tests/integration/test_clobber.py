@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from infra.components.common import LABEL_STACK, LABEL_STACK_ID
+from infra.components.common import LABEL_STACK_ID, stack_filter
 from tests.integration.stacks import DeployedStack, deployed_stack
 from tests.integration.test_backup import write_stack_file
 
@@ -44,7 +44,7 @@ def elizadb(state_dir: Path, project: Path, *args: str) -> subprocess.CompletedP
 
 
 def _containers(stack: DeployedStack) -> dict[str, tuple[str, str]]:
-    listed = stack.client.containers.list(all=True, filters={"label": f"{LABEL_STACK}={STACK}"})
+    listed = stack.client.containers.list(all=True, filters=stack_filter(STACK))
     return {c.name: (c.id, c.status) for c in listed}
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from elizadb.local import deploy
 from elizadb.local.apply import CONTAINER, LABEL_GRACE, LABEL_SPEC, spec_digest
-from infra.components.common import LABEL_STACK
+from infra.components.common import stack_filter
 from infra.durations import parse_go_duration
 from tests.integration.stacks import DeployedStack, deployed_stack, stack_settings
 
@@ -283,7 +283,7 @@ def test_running_containers_are_exactly_what_the_pulumi_program_declares(
     assert not drift, "\n".join(drift)
     # Undeclared containers: by the stack's label, and by its name prefix (a container made by
     # hand, without the label, would still shadow a declared name's neighbourhood).
-    labelled = stack.client.containers.list(all=True, filters={"label": f"{LABEL_STACK}={STACK}"})
+    labelled = stack.client.containers.list(all=True, filters=stack_filter(STACK))
     named = [
         c for c in stack.client.containers.list(all=True) if c.name.startswith(f"elizadb-{STACK}-")
     ]

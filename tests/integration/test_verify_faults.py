@@ -37,7 +37,7 @@ from cryptography.x509.oid import NameOID
 from psycopg import sql as pg_sql
 
 from elizadb.local.state import StateFile
-from infra.components.common import LABEL_STACK
+from infra.components.common import stack_filter
 from tests.integration.stacks import DeployedStack, deployed_stack
 from verify.model import CheckResult
 from verify.report import render_table
@@ -873,7 +873,7 @@ def test_throttled_client_link_fails_health_latency(stack: DeployedStack, tc_ima
 def _stack_containers_using(stack: DeployedStack, volume: str) -> list[str]:
     return [
         str(c.name)
-        for c in stack.client.containers.list(all=True, filters={"label": f"{LABEL_STACK}={STACK}"})
+        for c in stack.client.containers.list(all=True, filters=stack_filter(STACK))
         if any(m.get("Name") == volume for m in c.attrs.get("Mounts") or ())
     ]
 
