@@ -397,26 +397,42 @@ def _result(
 def _wait_whole(
     engines: engine.Target, topo: Topology, synchronous: bool, timeout_s: float
 ) -> None:
-    """Before the fault: every member streaming on the leader's timeline, and a synchronous
-    standby where the stack asks for one. Right after a switchover the old leader still
-    catches up, and in synchronous mode Patroni then may promote no other node: a fault in that
-    moment tests that moment, not the loss of a host."""
+    """Before the fault: every member streaming on the leader's timeline, a synchronous standby
+    where the stack asks for one, and every etcd member healthy. Right after a switchover the
+    old leader still catches up, and in synchronous mode Patroni then may promote no other
+    node; right after a partition heals, the etcd leader's stream to the member that was cut
+    off can stay silent for a while (measured: 25 s), and a fault elsewhere in that moment
+    leaves etcd without a quorum. A fault in such a moment tests that moment, not the loss of
+    a host."""
 
     def whole() -> bool:
         try:
             found = patroni.members(engines, topo)
         except DeployError:
             return False
-        leaders = [m for m in found if m.leads and m.state == "running"]
-        others = [m for m in found if not m.leads]
-        return (
-            len(leaders) == 1
-            and all(m.state == "streaming" for m in others)
-            and len({m.timeline for m in found}) == 1
-            and (not synchronous or any(m.role == "Sync Standby" for m in others))
+        return members_whole(found, synchronous) and all(
+            e.healthy for e in patroni.etcd_health(engines, topo)
         )
 
-    engine.wait_until("every member streaming before the fault", whole, timeout_s, 1.0)
+    engine.wait_until(
+        "every member streaming and every etcd member healthy before the fault",
+        whole,
+        timeout_s,
+        1.0,
+    )
+
+
+def members_whole(found: list[patroni.Member], synchronous: bool) -> bool:
+    """One running leader, every other member streaming on its timeline, and a synchronous
+    standby where the stack asks for one."""
+    leaders = [m for m in found if m.leads and m.state == "running"]
+    others = [m for m in found if not m.leads]
+    return (
+        len(leaders) == 1
+        and all(m.state == "streaming" for m in others)
+        and len({m.timeline for m in found}) == 1
+        and (not synchronous or any(m.role == "Sync Standby" for m in others))
+    )
 
 
 def _wait_new_leader(engines: engine.Engines, topo: Topology, old: Node, timeout_s: float) -> Node:

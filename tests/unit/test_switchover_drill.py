@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from elizadb.drills.hosts import switchover_candidate
+from elizadb.drills.hosts import members_whole, switchover_candidate
 from elizadb.errors import DeployError
 from elizadb.local.patroni import Member
 
@@ -37,3 +37,15 @@ def test_no_streaming_replica_is_a_clear_error() -> None:
     found = [_member("a", "Leader", "running", None), _member("b", "Replica", state="stopped")]
     with pytest.raises(DeployError, match="no streaming replica"):
         switchover_candidate(found)
+
+
+def test_a_drill_starts_only_on_a_whole_cluster() -> None:
+    leader = _member("a", "Leader", "running", None)
+    sync, replica = _member("b", "Sync Standby"), _member("c", "Replica")
+    assert members_whole([leader, sync, replica], synchronous=True)
+    assert not members_whole([leader, _member("b", "Replica"), replica], synchronous=True)
+    assert members_whole([leader, _member("b", "Replica"), replica], synchronous=False)
+    assert not members_whole([leader, sync, _member("c", "Replica", state="starting")], True)
+    behind = Member(name="c", role="Replica", state="streaming", timeline=2, lag_mb=0.0)
+    assert not members_whole([leader, sync, behind], synchronous=True)
+    assert not members_whole([sync, replica], synchronous=True)
