@@ -224,7 +224,7 @@ def run_host_drill(
     writer = _pooled_writer(outputs, root_cert)
     run = writer.run
     isolated_writer = kind == "partition" and topo.node_host(old) == target
-    etcd_leader_host = _etcd_leader_host(engines, topo)
+    etcd_leader_host = etcd_leader_host_of(engines, topo)
     if isolated_writer:
         start_node_writer(engines, old.name, settings.database, run, ISOLATED_FIRST_SEQ)
     writer.start()
@@ -287,7 +287,7 @@ def run_switchover_drill(
     leader = next(m for m in found if m.leads)
     old = patroni.node_of(topo, leader.name)
     new = patroni.node_of(topo, switchover_candidate(found).name)
-    etcd_leader_host = _etcd_leader_host(client, topo)
+    etcd_leader_host = etcd_leader_host_of(client, topo)
     writer = _pooled_writer(outputs, root_cert)
     writer.start()
     time.sleep(write_before_s)
@@ -318,7 +318,8 @@ def run_switchover_drill(
     return replace(result, etcd_leader_host=etcd_leader_host)
 
 
-def _etcd_leader_host(client: engine.Target, topo: Topology) -> str:
+def etcd_leader_host_of(client: engine.Target, topo: Topology) -> str:
+    """The host of the etcd member that leads etcd ("" when none says it does)."""
     leader = patroni.etcd_leader(client, topo)
     return next((topo.etcd_host(m) for m in topo.etcd if m.name == leader), "")
 

@@ -29,7 +29,7 @@ import pytest
 
 from elizadb import engine
 from elizadb.drills import report
-from elizadb.drills.hosts import run_host_drill, run_switchover_drill
+from elizadb.drills.hosts import etcd_leader_host_of, run_host_drill, run_switchover_drill
 from elizadb.errors import DeployError, EngineError
 from elizadb.local import deploy, patroni
 from elizadb.local.apply import REMOTE_IMAGE, Applier
@@ -144,12 +144,6 @@ def _longest_gap(acked_at: dict[int, float], since: float) -> float:
     counting from `since` itself."""
     times = sorted(t for t in list(acked_at.values()) if t >= since)
     return max((b - a for a, b in zip([since, *times], times, strict=False)), default=0.0)
-
-
-def _etcd_leader_host(stack: DeployedStack) -> str:
-    topo = topology(stack.settings)
-    leader = patroni.etcd_leader(stack.client, topo)
-    return next((topo.etcd_host(m) for m in topo.etcd if m.name == leader), "")
 
 
 def _move_etcd_leader(stack: DeployedStack, host: str) -> None:
@@ -396,9 +390,9 @@ def test_the_switchover_drill_hands_over_to_the_synchronous_standby_and_loses_no
     assert result.etcd_leader_host == new_host
     wait_for(
         f"etcd led from another host than the new leader's ({new_host})",
-        lambda: _etcd_leader_host(stack) not in ("", new_host),
+        lambda: etcd_leader_host_of(stack.client, topo) not in ("", new_host),
         timeout_s=30,
-        explain=lambda: f"etcd leader on host {_etcd_leader_host(stack)!r}",
+        explain=lambda: f"etcd leader on host {etcd_leader_host_of(stack.client, topo)!r}",
     )
 
 
