@@ -343,7 +343,7 @@ def test_writes_follow_the_loss_of_the_leaders_host_and_it_rejoins_when_it_boots
         "the old leader streaming as a replica",
         lambda: any(m.name == old.name and m.state == "streaming" for m in _members(stack)),
         timeout_s=180,
-        explain=lambda: str(_members(stack)),
+        explain=lambda: f"{_members(stack)}\n{engine.logs(stack.client, old_node.name, 80)}",
     )
     health = patroni.etcd_health(stack.client, topo)
     wait_for(
