@@ -149,8 +149,6 @@ def _exec(
 _TPS = re.compile(r"tps = ([0-9.]+) \(without initial connection time\)")
 _LAT = re.compile(r"latency average = ([0-9.]+) ms")
 _TXS = re.compile(r"number of transactions actually processed: (\d+)")
-
-
 _CLIENT_CPU = re.compile(r"^client cpu ticks: (\d+) (\d+)$", re.M)
 # pgbench under a shell that prints, once pgbench has exited and been waited for, its children's
 # CPU time (cutime and cstime of /proc/<shell>/stat, in clock ticks): pgbench's own.

@@ -34,7 +34,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import docker
@@ -95,7 +95,7 @@ class HostDrillResult:
     errors: int
     # The host of the etcd member that led etcd when the drill began ("" if none said): a new
     # etcd leader renews every lease, Patroni's leader key included, at its full TTL.
-    etcd_leader_host: str = ""
+    etcd_leader_host: str
 
     # The timeline picture's names (report.render_svg).
     @property
@@ -256,10 +256,19 @@ def run_host_drill(
     writer.stop()
     # The isolated writer logs the machine's wall clock (it runs in a container).
     isolated_at = {seq: at - wall0 for seq, at in isolated.items()}
-    result = _result(
-        kind, run, target, (old, new), topo, writer, t0, events, (outputs, root_cert), isolated_at
+    return _result(
+        kind,
+        run,
+        target,
+        (old, new),
+        topo,
+        writer,
+        t0,
+        events,
+        (outputs, root_cert),
+        isolated_at,
+        etcd_leader_host,
     )
-    return replace(result, etcd_leader_host=etcd_leader_host)
 
 
 def run_switchover_drill(
@@ -303,7 +312,7 @@ def run_switchover_drill(
         time.sleep(write_after_s)
     finally:
         writer.stop()
-    result = _result(
+    return _result(
         SWITCHOVER,
         writer.run,
         topo.node_host(old),
@@ -314,8 +323,8 @@ def run_switchover_drill(
         events,
         (outputs, root_cert),
         {},
+        etcd_leader_host,
     )
-    return replace(result, etcd_leader_host=etcd_leader_host)
 
 
 def etcd_leader_host_of(client: engine.Target, topo: Topology) -> str:
@@ -358,6 +367,7 @@ def _result(
     events: dict[str, float],
     stack: tuple[dict[str, Any], str],
     isolated: dict[int, float],
+    etcd_leader_host: str,
 ) -> HostDrillResult:
     """The measures of a drill from its pooled writer's acknowledgements (t0: the fault or the
     request) and the isolated writer's (`isolated`: seq to seconds from t0); `leaders` the old
@@ -392,6 +402,7 @@ def _result(
         acks=[(t, short.get(node, node), tl, seq) for t, node, tl, seq in acks],
         isolated_acks=isolated_at,
         errors=writer.errors,
+        etcd_leader_host=etcd_leader_host,
     )
 
 

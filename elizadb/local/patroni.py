@@ -196,21 +196,28 @@ def forget_cluster(client: engine.Target, topo: Topology) -> None:
     )
 
 
+def etcd_status(client: engine.Target, member: str) -> tuple[int, int] | None:
+    """(the member's own ID, the ID of the member it follows) as the etcd member `member`
+    reports them; None when it does not answer."""
+    result = etcdctl(client, member, "endpoint", "status", "-w", "json")
+    if not result.ok:
+        return None
+    try:
+        status = json.loads(result.stdout)[0]["Status"]
+        return int(status["header"]["member_id"]), int(status["leader"])
+    except (ValueError, LookupError, TypeError):
+        return None
+
+
 def etcd_leader(client: engine.Target, topo: Topology) -> str | None:
     """The etcd member that leads the etcd cluster (None: none of them says it does). Each
-    member is asked about itself: its status names the leader's ID and its own."""
+    member is asked about itself."""
     for member in topo.etcd:
         if not engine.is_running(client, member.name):
             continue
-        result = etcdctl(client, member.name, "endpoint", "status", "-w", "json")
-        if not result.ok:
-            continue
-        try:
-            status = json.loads(result.stdout)[0]["Status"]
-            if status["leader"] == status["header"]["member_id"]:
-                return member.name
-        except (ValueError, LookupError, TypeError):
-            continue
+        ids = etcd_status(client, member.name)
+        if ids is not None and ids[0] == ids[1]:
+            return member.name
     return None
 
 

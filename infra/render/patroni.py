@@ -82,10 +82,10 @@ class Timings:
     over at once (it watches the key). Patroni will not go below a 20 s ttl, so a lost host costs
     about 18-20 s plus the promotion. (A lost host that also held etcd's leader would add a new
     etcd election and a whole ttl: a new etcd leader renews every lease in full. On several
-    hosts the leader's callback keeps etcd's leadership elsewhere, `_callbacks`.) A primary that cannot reach etcd retries each step for
-    `retry_timeout` and then demotes itself; Patroni's rule loop_wait + 2 * retry_timeout <= ttl
-    makes it demote before its lease can expire, which is what keeps two primaries from ever
-    accepting writes. Defaults: ttl 20 (the floor), loop_wait 2 (a lease renewed ten times per
+    hosts the leader's callback keeps etcd's leadership elsewhere, `_callbacks`.) A primary
+    that cannot reach etcd retries each step for `retry_timeout` and then demotes itself;
+    Patroni's rule loop_wait + 2 * retry_timeout <= ttl makes it demote before its lease can
+    expire, which is what keeps two primaries from ever accepting writes. Defaults: ttl 20 (the floor), loop_wait 2 (a lease renewed ten times per
     ttl, cheap on three nodes), retry_timeout 6: 2 + 2 * 6 = 14 s, leaving 6 s for a slow
     machine before the lease could expire under a primary that has not yet demoted.
     """
@@ -182,6 +182,7 @@ def slot_name(member: str) -> str:
 
 def patroni_problems(cluster: PatroniCluster) -> list[str]:
     problems = cluster.timings.problems()
+    etcd_names = [m.name for m in cluster.etcd.members]
     if not re.match(r"^[a-z0-9][a-z0-9-]{0,62}$", cluster.scope):
         problems.append(f"scope: {cluster.scope!r} is not lower-case letters, digits and '-'")
     if not re.match(r"^/[a-z0-9/_-]*$", cluster.namespace):
@@ -199,7 +200,6 @@ def patroni_problems(cluster: PatroniCluster) -> list[str]:
             port = getattr(member, key)
             if not 1 <= port <= 65535:
                 problems.append(f"members.{i}.{key}: {port} is outside 1..65535")
-        etcd_names = [m.name for m in cluster.etcd.members]
         if member.etcd_nearby and member.etcd_nearby not in etcd_names:
             problems.append(
                 f"members.{i}.etcd_nearby: {member.etcd_nearby!r} is not one of the etcd "

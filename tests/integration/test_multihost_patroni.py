@@ -18,7 +18,6 @@ every acknowledged row, passing the verify suite and taking pooled writes.
 from __future__ import annotations
 
 import io
-import json
 import tarfile
 import time
 from collections.abc import Iterator
@@ -153,9 +152,9 @@ def _move_etcd_leader(stack: DeployedStack, host: str) -> None:
     leader = patroni.etcd_leader(stack.client, topo)
     assert leader is not None, "no etcd member leads"
     if leader != target:
-        status = patroni.etcdctl(stack.client, target, "endpoint", "status", "-w", "json")
-        member_id = json.loads(status.stdout)[0]["Status"]["header"]["member_id"]
-        moved = patroni.etcdctl(stack.client, leader, "move-leader", format(member_id, "x"))
+        ids = patroni.etcd_status(stack.client, target)
+        assert ids is not None, f"{target} does not answer"
+        moved = patroni.etcdctl(stack.client, leader, "move-leader", format(ids[0], "x"))
         assert moved.ok, moved.tail()
     assert patroni.etcd_leader(stack.client, topo) == target
 
