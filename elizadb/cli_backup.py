@@ -151,7 +151,7 @@ def _dump(args: argparse.Namespace, settings: StackSettings) -> int:
 
 def _restore(args: argparse.Namespace, settings: StackSettings) -> int:
     from elizadb.config import load_stack, project_dir
-    from elizadb.ops import restore, restore_patroni
+    from elizadb.ops import restore, restore_into, restore_patroni
 
     target = restore.RecoveryTarget(None if args.latest else restore.parse_time(args.to_time))
     say = _say()
@@ -169,7 +169,7 @@ def _restore(args: argparse.Namespace, settings: StackSettings) -> int:
         if args.yes_destroy_current_data:
             raise UsageError("--yes-destroy-current-data goes with --in-place only")
         dest = load_stack(args.into_stack)
-        report = restore.restore_into_stack(
+        report = restore_into.restore_into_stack(
             settings, dest, target, say, project_dir(), backup_after=not args.no_backup_after
         )
     if args.json:

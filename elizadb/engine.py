@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import docker
 import docker.errors
@@ -349,12 +349,15 @@ def run_job(
     command: Sequence[str],
     mounts: Sequence[VolumeMount],
     files: Iterable[File] = (),
+    archive: tuple[str, IO[bytes]] | None = None,
     timeout_s: float = 3600,
     stdout_only: bool = False,
 ) -> str:
     """Run the image's entrypoint with `command` in a one-shot container, wait for it, remove it,
     and return its output; EngineError with the log's end when it fails. Give it the stack's
-    labels, so that `elizadb down` removes a leftover of an interrupted run."""
+    labels, so that `elizadb down` removes a leftover of an interrupted run. `archive`: a tar
+    stream unpacked at a folder of the container before it starts (not in a volume: an engine
+    may not mount those before the start)."""
     api = client.api
     with contextlib.suppress(docker.errors.NotFound):
         client.containers.get(name).remove(force=True)
@@ -374,6 +377,8 @@ def run_job(
     try:
         if files:
             api.put_archive(created["Id"], "/", tar_files(files))
+        if archive is not None:
+            api.put_archive(created["Id"], archive[0], archive[1])
         api.start(created["Id"])
         # types-docker says int; docker-py hands the timeout to requests, which takes a float.
         result = api.wait(created["Id"], timeout=timeout_s)  # type: ignore[arg-type]
@@ -392,3 +397,47 @@ def run_job(
             f"{name} failed (exit code {result.get('StatusCode')}); its log ends:\n{tail}"
         )
     return stdout if stdout_only else output
+
+
+def export_volume(
+    client: docker.DockerClient,
+    *,
+    image: str,
+    name: str,
+    labels: dict[str, str],
+    volume: str,
+    path: str,
+    out: IO[bytes],
+) -> None:
+    """Write a tar of `volume` (its entries under the base name of `path`) into `out`, through a
+    container that mounts it read-only at `path`. The container runs while it is read: Podman
+    mounts a volume only for a started container, and reads an empty folder otherwise. Tar
+    headers from Podman name every file root's: the reader sets owners itself."""
+    api = client.api
+    with contextlib.suppress(docker.errors.NotFound):
+        client.containers.get(name).remove(force=True)
+    host_config = api.create_host_config(
+        mounts=[Mount(target=path, source=volume, type="volume", read_only=True)]
+    )
+    try:
+        created = api.create_container(
+            image=image,
+            entrypoint=["sleep", "3600"],
+            name=name,
+            labels=labels,
+            host_config=host_config,
+        )
+    except docker.errors.APIError as exc:
+        raise EngineError(f"cannot create {name} from {image}: {exc.explanation or exc}") from None
+    try:
+        api.start(created["Id"])
+        stream, _ = api.get_archive(created["Id"], path)
+        for chunk in stream:
+            out.write(chunk)
+    except docker.errors.APIError as exc:
+        raise EngineError(
+            f"{name}: cannot read volume {volume}: {exc.explanation or exc}"
+        ) from None
+    finally:
+        with contextlib.suppress(docker.errors.APIError):
+            api.remove_container(created["Id"], force=True)

@@ -240,6 +240,8 @@ copy_repo() {
     die "$REPO is not empty: refusing to mix two repositories"
   fi
   cp -a "$source/." "$REPO/"
+  # A repository carried from another host arrives owned by root (Podman's archives say so).
+  chown -R postgres:postgres "$REPO"
   log "copied the repository ($(du -sh "$REPO" | cut -f1))"
 }
 

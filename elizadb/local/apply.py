@@ -176,7 +176,7 @@ class Applier:
             self._ensure_volume(vol)
         built = False
         for image in declaration.of_type(REMOTE_IMAGE):
-            built |= self._ensure_image(image)
+            built |= self.ensure_image(image)
         return built
 
     def _apply(self, declaration: Declaration) -> ApplyReport:
@@ -234,7 +234,7 @@ class Applier:
             self.progress(f"creating volume {name}{self._where(decl)}")
             client.volumes.create(name, labels=_labels(decl))
 
-    def _ensure_image(self, decl: Declared) -> bool:
+    def ensure_image(self, decl: Declared) -> bool:
         tag = decl.inputs["name"]
         client = self._client(decl)
         try:
@@ -289,11 +289,13 @@ class Applier:
             current, decl.inputs["name"], spec_digest(decl)
         )
 
-    def apply_container(self, decl: Declared, report: ApplyReport) -> None:
-        """Create, replace or start one container as declared, and wait until it is ready
-        (`prepare` first)."""
-        if self._ensure_container(decl, report):
-            self._wait_all([decl])
+    def start(self, decls: list[Declared], report: ApplyReport, wait: bool = True) -> None:
+        """Create, replace or start these containers as declared (`prepare` first), all of them
+        before waiting until they are ready (etcd members answer only as a majority), or
+        without waiting."""
+        started = [d for d in decls if self._ensure_container(d, report)]
+        if wait:
+            self._wait_all(started)
 
     def _ensure_container(self, decl: Declared, report: ApplyReport) -> bool:
         """Create, replace or start as needed; True when it must then be waited for."""

@@ -93,7 +93,7 @@ def _replace(
     report: ApplyReport,
     progress: Progress,
 ) -> None:
-    applier.apply_container(decl, report)
+    applier.start([decl], report)
     started = time.monotonic()
 
     def streams() -> bool:

@@ -4,6 +4,7 @@ is primary now, and one-shot jobs on the stack's image that carry the stack's la
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import IO
 
 import docker
 
@@ -39,6 +40,7 @@ def stack_job(
     mounts: Sequence[VolumeMount],
     files: dict[str, str],
     node: str = "",
+    archive: tuple[str, IO[bytes]] | None = None,
     timeout_s: float = 3600,
     stdout_only: bool = False,
 ) -> str:
@@ -52,6 +54,7 @@ def stack_job(
         command=command,
         mounts=mounts,
         files=[File(path, content) for path, content in files.items()],
+        archive=archive,
         timeout_s=timeout_s,
         stdout_only=stdout_only,
     )

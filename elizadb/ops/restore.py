@@ -1,11 +1,11 @@
-"""Restore a stack from its pgBackRest repository: to a point in time or to the newest archived
-WAL, in place (the stack's data is replaced) or into a new stack (the repository is copied into
-the new stack's backup volume, so the two never write into one repository).
+"""Restore a stack of the builtin engine from its pgBackRest repository: to a point in time or to
+the newest archived WAL, in place (the stack's data is replaced) or into a new stack (steps 2 to 4
+here, after elizadb/ops/restore_into.py has copied the repository into the new stack's backup
+volume, so that the two never write into one repository).
 
 The steps, each a plain container operation on the stack's own image:
   1. in place: archive the current WAL segment (`pgbackrest check`), then remove every container
      of the stack (servers are stopped cleanly; data volumes stay);
-     into a new stack: refuse a name that has containers or volumes, copy the repository;
   2. `pgbackrest restore` into the data volume of the node that is to be primary; every other
      node's data directory is removed, so that its entrypoint clones the new primary (the node
      created as "primary" would run initdb on an empty directory instead, so when it is not the
@@ -32,8 +32,6 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-import docker
-
 from elizadb.engine import (
     Target,
     VolumeMount,
@@ -53,7 +51,6 @@ from elizadb.local.capture import Declaration
 from elizadb.ops.backup import Catalog, check_archiving, image_ref, read_catalog, take_backup
 from elizadb.ops.backup_engine import BackupError, running_primary, stack_job
 from infra.components.backup import agent_name
-from infra.components.common import stack_filter
 from infra.render.pgbackrest import CONF_PATH, render_pgbackrest_conf
 from infra.render.scram import scram_verifier
 from infra.roles import SUPERUSER
@@ -61,7 +58,6 @@ from infra.settings import StackSettings
 from infra.topology import BACKUP_MOUNT, DATA_MOUNT, Node, Topology, topology
 
 Progress = Callable[[str], None]
-SOURCE_REPO = "/var/lib/elizadb/source-repo"
 # What `pgbackrest restore` may write into postgresql.auto.conf; none of it may outlive recovery.
 RECOVERY_PARAMETERS = (
     "recovery_target",
@@ -165,13 +161,13 @@ class RestoreReport:
 
 
 # -- steps -----------------------------------------------------------------------------------
-def _declared_primary(declaration: Declaration, topo: Topology) -> Node:
+def declared_primary(declaration: Declaration, topo: Topology) -> Node:
     name = declaration.outputs["primary"]["name"]
     return next(n for n in topo.nodes if n.name == name)
 
 
 def _apply_without_containers(
-    client: docker.DockerClient,
+    client: Target,
     declaration: Declaration,
     stack: str,
     progress: Progress,
@@ -217,7 +213,7 @@ def restore_job(
 
 
 def _restore_nodes(
-    client: docker.DockerClient,
+    client: Target,
     settings: StackSettings,
     image: str,
     target_node: Node,
@@ -252,7 +248,7 @@ def _restore_nodes(
 
 
 def _recover(
-    client: docker.DockerClient,
+    client: Target,
     declaration: Declaration,
     settings: StackSettings,
     node: Node,
@@ -284,9 +280,7 @@ def _recover(
         raise BackupError(f"could not clear the recovery settings on {node.name}:\n{result.tail()}")
 
 
-def _set_superuser_password(
-    client: docker.DockerClient, declaration: Declaration, node: Node
-) -> None:
+def _set_superuser_password(client: Target, declaration: Declaration, node: Node) -> None:
     """The restored catalog carries the source stack's superuser password; the new stack's jobs
     log in with their own. Set as a SCRAM verifier (never the password itself), unlogged."""
     uri = declaration.outputs["connections"]["superuser"]
@@ -334,12 +328,23 @@ def finish(
     progress: Progress,
     project_dir: Path,
     backup_after: bool,
+    archived_first: bool = True,
 ) -> RestoreReport:
-    _wait_archived(client, node)
+    """`elizadb up` for the rest of the stack, then a full backup. The restored node has
+    archived what it had to first, unless `archived_first` is False: on several hosts it
+    archives through the backup agent, which `up` starts."""
+    started = time.monotonic()
+    if archived_first:
+        _wait_archived(client, node)
+    report.seconds["archive"] = time.monotonic() - started
     progress("deploying the rest of the stack (bootstrap job, replicas, pooler, backup agent)")
     started = time.monotonic()
     deploy.up(settings, progress, project_dir)
     report.seconds["redeploy"] = time.monotonic() - started
+    if not archived_first:
+        started = time.monotonic()
+        _wait_archived(client, node)
+        report.seconds["archive"] = time.monotonic() - started
     if backup_after:
         progress("a full backup of the new timeline")
         started = time.monotonic()
@@ -347,6 +352,24 @@ def finish(
         report.seconds["backup"] = time.monotonic() - started
         report.new_backup = backup.label
     return report
+
+
+def recover_new_stack(
+    client: Target,
+    settings: StackSettings,
+    declaration: Declaration,
+    image: str,
+    target: RecoveryTarget,
+    report: RestoreReport,
+    progress: Progress,
+    recovery_timeout_s: float,
+) -> None:
+    """Steps 2 to 4 for a new builtin stack whose repository is in place
+    (elizadb/ops/restore_into.py)."""
+    node = declared_primary(declaration, topology(settings))
+    _restore_nodes(client, settings, image, node, target, False, report, progress)
+    _recover(client, declaration, settings, node, report, progress, recovery_timeout_s)
+    _set_superuser_password(client, declaration, node)
 
 
 # -- the two ways ----------------------------------------------------------------------------
@@ -364,7 +387,7 @@ def restore_in_place(
     client = connect()
     topo = topology(settings)
     declaration = deploy.declare_stack(settings)
-    node = _declared_primary(declaration, topo)
+    node = declared_primary(declaration, topo)
     running = running_primary(client, topo)
     if running is not None and running != node:
         raise UsageError(
@@ -389,100 +412,6 @@ def restore_in_place(
     finish(client, settings, node, report, progress, project_dir, backup_after)
     report.seconds["total"] = time.monotonic() - total
     return report
-
-
-def restore_into_stack(
-    source: StackSettings,
-    dest: StackSettings,
-    target: RecoveryTarget,
-    progress: Progress,
-    project_dir: Path,
-    *,
-    backup_after: bool = True,
-    recovery_timeout_s: float = 3600,
-) -> RestoreReport:
-    """Deploy `dest` from `source`'s repository at `target`. `source` may be down, or gone
-    except for its backup volume."""
-    if source.stack == dest.stack:
-        raise UsageError(
-            "--into-stack names the stack itself; use --in-place to restore it in place"
-        )
-    _refuse_engines(source, dest)
-    total = time.monotonic()
-    client = connect()
-    src_topo, topo = topology(source), topology(dest)
-    _refuse_existing(client, dest.stack)
-    declaration = deploy.declare_stack(dest)
-    image = image_ref(declaration)
-    try:
-        _apply_without_containers(client, declaration, dest.stack, progress)
-        catalog = read_catalog(client, source, image)
-        check_target(target, catalog, dt.datetime.now(dt.UTC))
-    except Exception:
-        # Nothing of value was made yet: leave no half-made stack behind.
-        Applier(client, dest.stack, progress).down(delete_volumes=True)
-        raise
-    if running_primary(client, src_topo) is not None and is_running(client, agent_name(src_topo)):
-        progress(f"archiving {source.stack}'s current WAL segment (pgbackrest check)")
-        check_archiving(client, source)
-    node = _declared_primary(declaration, topo)
-    report = RestoreReport(dest.stack, node.name, target.describe())
-    progress(f"copying {source.stack}'s backup repository into {topo.backup_volume_name}")
-    started = time.monotonic()
-    stack_job(
-        client,
-        image=image,
-        name=f"{topo.prefix}-copy-repo",
-        stack=dest.stack,
-        command=["backup", "copy-repo", SOURCE_REPO],
-        mounts=[
-            VolumeMount(src_topo.backup_volume_name, SOURCE_REPO, read_only=True),
-            VolumeMount(topo.backup_volume_name, BACKUP_MOUNT),
-        ],
-        files={CONF_PATH: render_pgbackrest_conf(dest, topo)},
-    )
-    report.seconds["copy-repository"] = time.monotonic() - started
-    _restore_nodes(client, dest, image, node, target, False, report, progress)
-    report.restored_bytes = restored_bytes(catalog, report.backup_set)
-    _recover(client, declaration, dest, node, report, progress, recovery_timeout_s)
-    _set_superuser_password(client, declaration, node)
-    finish(client, dest, node, report, progress, project_dir, backup_after)
-    report.seconds["total"] = time.monotonic() - total
-    return report
-
-
-def _refuse_engines(source: StackSettings, dest: StackSettings) -> None:
-    """What a restore into another stack does not do yet, refused before anything is touched.
-    It reads the source's repository from a volume of the local engine, so the source runs on
-    one host; it deploys the new stack as the builtin engine restores one (its primary promoted
-    alone), which is not how a Patroni cluster starts from a backup."""
-    if source.multi_host:
-        raise UsageError(
-            f"stack {source.stack} runs on several hosts, and `elizadb restore --into-stack` "
-            "from such a stack is not available yet (its repository is on the pooler's host); "
-            "restore it in place (--in-place), or take a logical copy with `elizadb dump`"
-        )
-    if dest.patroni:
-        raise UsageError(
-            f"stack {dest.stack} is declared with elizadb:ha.engine patroni, and `elizadb "
-            "restore --into-stack` does not deploy a Patroni stack yet: restore into it with "
-            "the builtin engine (elizadb:ha.engine builtin), then set elizadb:ha.engine "
-            "patroni and run `elizadb up`, which moves the restored stack to Patroni in place"
-        )
-
-
-def _refuse_existing(client: docker.DockerClient, stack: str) -> None:
-    label = stack_filter(stack)
-    containers = client.containers.list(all=True, filters=label)
-    volumes = client.volumes.list(filters=label)
-    if containers or volumes:
-        names = ", ".join(
-            sorted([str(c.name) for c in containers] + [str(v.name) for v in volumes])
-        )
-        raise UsageError(
-            f"stack {stack} already exists ({names}); restore into a new name, or remove it "
-            f"first with `elizadb down --stack {stack} --delete-volumes`"
-        )
 
 
 def backup_set_of(log: str) -> str:

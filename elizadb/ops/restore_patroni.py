@@ -23,13 +23,14 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from elizadb import engine
 from elizadb.engine import connect, explain, in_recovery, is_running
 from elizadb.errors import DeployError, EngineError
 from elizadb.local import deploy, patroni
-from elizadb.local.apply import CONTAINER
+from elizadb.local.apply import CONTAINER, Applier, ApplyReport
 from elizadb.local.capture import Declaration
 from elizadb.local.hosts import stack_engines
 from elizadb.ops.backup import check_archiving, image_ref, read_catalog
@@ -85,33 +86,29 @@ def restore_in_place(
     for name in stopped:
         engine.stop(client, name, timeout_s=30)
     progress(f"restoring {node.name} to {target.describe()}, beside its current data")
-    started = time.monotonic()
     try:
-        log = restore_job(
-            client, settings, topo, image, node, ["restore-aside", *target.pgbackrest_args()], tls
-        )
+        restored_id = _restore_aside(client, settings, image, node, target, tls, report)
     except Exception:
         progress("the restore failed: starting the stopped containers again, data untouched")
         for name in stopped:
             engine.start(client, name)
         raise
-    report.seconds["restore"] = time.monotonic() - started
-    report.backup_set = backup_set_of(log)
-    restored_id = re.search(r"restored system identifier: (\d+)", log)
-    if restored_id is None:
-        raise DeployError(f"the restore job did not report the restored system identifier:\n{log}")
     report.restored_bytes = restored_bytes(catalog, report.backup_set)
 
     progress("removing the cluster from etcd and emptying every node's data directory")
     patroni.forget_cluster(client, topo)
     for each in topo.nodes:
         restore_job(client, settings, topo, image, each, ["clear-data"])
-    started = time.monotonic()
-    progress(f"starting {node.name}: Patroni replays archived WAL to the target and promotes")
-    engine.start(client, node.name)
-    _wait_leading(client, topo, node, recovery_timeout_s)
-    _check_restored(client, node, restored_id.group(1))
-    report.seconds["recovery"] = time.monotonic() - started
+    _bootstrap(
+        client,
+        topo,
+        node,
+        restored_id,
+        report,
+        lambda: engine.start(client, node.name),
+        progress,
+        recovery_timeout_s,
+    )
     progress("starting the other nodes: they clone the restored leader")
     for other in topo.nodes:
         if other != node:
@@ -122,6 +119,104 @@ def restore_in_place(
     finish(client, settings, node, report, progress, project_dir, backup_after)
     report.seconds["total"] = time.monotonic() - total
     return report
+
+
+def bootstrap_new_stack(
+    applier: Applier,
+    settings: StackSettings,
+    declaration: Declaration,
+    image: str,
+    target: RecoveryTarget,
+    report: RestoreReport,
+    progress: Progress,
+    recovery_timeout_s: float,
+) -> None:
+    """Steps 2 to 4 above for a new stack whose repository is in place (elizadb/ops/
+    restore_into.py), through the `applier` that prepared its hosts: its etcd members first (on
+    several hosts also the backup agent, the repository host the restore job reads through),
+    then the restore beside the first node's empty data directory, then that node, from which
+    Patroni bootstraps the new cluster. Patroni gives its superuser and replication roles this
+    stack's passwords when the bootstrap ends; the other roles get theirs from the bootstrap job
+    of `elizadb up`."""
+    client = applier.target
+    topo = topology(settings)
+    node = topo.nodes[0]
+    containers = {c.inputs["name"]: c for c in declaration.of_type(CONTAINER)}
+    made = ApplyReport()
+    applier.start([containers[m.name] for m in topo.etcd], made)
+    tls = None
+    if topo.multi_host:
+        # Ready only once a primary archives, which comes later: started, not waited for.
+        applier.start([containers[agent_name(topo)]], made, wait=False)
+        tls = _tls_files(declaration, node)
+    progress(f"restoring {node.name} to {target.describe()}")
+    restored_id = _restore_aside(client, settings, image, node, target, tls, report)
+    _bootstrap(
+        client,
+        topo,
+        node,
+        restored_id,
+        report,
+        lambda: applier.start([containers[node.name]], made, wait=False),
+        progress,
+        recovery_timeout_s,
+    )
+    if topo.multi_host:
+        # Its schedule began by checking the stanza on every node, before any ran, and
+        # pgBackRest waits minutes for nodes that do not answer (a stop, for its grace). It has
+        # done its part: killed (a stop would wait for its grace), started again by `up`,
+        # after the nodes.
+        engine.kill(client, agent_name(topo))
+        engine.remove(client, agent_name(topo))
+
+
+def _restore_aside(
+    client: engine.Target,
+    settings: StackSettings,
+    image: str,
+    node: Node,
+    target: RecoveryTarget,
+    tls: dict[str, str] | None,
+    report: RestoreReport,
+) -> str:
+    """pgBackRest's restore into the folder beside `node`'s data directory: the restored
+    system identifier."""
+    started = time.monotonic()
+    log = restore_job(
+        client,
+        settings,
+        topology(settings),
+        image,
+        node,
+        ["restore-aside", *target.pgbackrest_args()],
+        tls,
+    )
+    report.seconds["restore"] = time.monotonic() - started
+    report.backup_set = backup_set_of(log)
+    restored_id = re.search(r"restored system identifier: (\d+)", log)
+    if restored_id is None:
+        raise DeployError(f"the restore job did not report the restored system identifier:\n{log}")
+    return restored_id.group(1)
+
+
+def _bootstrap(
+    client: engine.Target,
+    topo: Topology,
+    node: Node,
+    system_id: str,
+    report: RestoreReport,
+    start: Callable[[], None],
+    progress: Progress,
+    timeout_s: float,
+) -> None:
+    """Start `node` (`start`) and wait until it leads the cluster Patroni bootstraps from the
+    restore beside its data directory."""
+    started = time.monotonic()
+    progress(f"starting {node.name}: Patroni replays archived WAL to the target and promotes")
+    start()
+    _wait_leading(client, topo, node, timeout_s)
+    _check_restored(client, node, system_id)
+    report.seconds["recovery"] = time.monotonic() - started
 
 
 def _tls_files(declaration: Declaration, node: Node) -> dict[str, str]:

@@ -33,9 +33,10 @@ from elizadb.errors import DeployError, EngineError
 from elizadb.local import deploy, patroni
 from elizadb.local.apply import REMOTE_IMAGE, Applier
 from elizadb.local.capture import declare
+from elizadb.local.hosts import stack_engines
 from elizadb.local.placement_change import PlacementChangeError
 from elizadb.local.state import StateFile
-from elizadb.ops import restore_patroni
+from elizadb.ops import restore_into, restore_patroni
 from elizadb.ops.backup import check_archiving, dump, read_catalog, take_backup
 from elizadb.ops.restore import RecoveryTarget
 from infra.components.ha import member_name
@@ -58,6 +59,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.multihost]
 
 STACK = "itmh"
 PORT = 52100
+COPY, COPY_PORT = "itmhcp", 52700  # a stack restored from this one
 HOSTS = ("a", "b", "c")
 
 
@@ -85,7 +87,7 @@ def stack(
     folder = tmp_path_factory.mktemp("mh")
     images = declare(settings, StateFile(STACK, folder / "image-state")).of_type(REMOTE_IMAGE)
     assert len({i.inputs["name"] for i in images}) == 1  # one tag, declared on every host
-    Applier(require_engine(), STACK, progress)._ensure_image(images[0])
+    Applier(require_engine(), STACK, progress).ensure_image(images[0])
     with deployed_stack(folder, STACK, PORT, **_values(cluster)) as handle:
         yield handle
 
@@ -292,6 +294,52 @@ def test_a_restore_in_place_across_hosts_reaches_the_point_in_time(stack: Deploy
         f"restore across hosts of {report.node}: "
         + ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items())
     )
+
+
+def test_a_restore_into_a_new_stack_on_the_hosts_carries_the_repository_across_engines(
+    cluster: HostCluster, stack: DeployedStack, tmp_path: Path
+) -> None:
+    """Into a new Patroni stack on the same three hosts whose pooler, and so its repository, is
+    on another host than this stack's: the repository is carried from one host's engine to the
+    other's, Patroni bootstraps the new cluster from the restore job on its first node's host
+    (reading through the new agent's server), and the nodes on the other hosts clone it. The
+    first batch is there and none of the second, the verify suite passes from its outputs."""
+    _wait_whole(stack)
+    owner = stack.connections["owner"]
+    setup_probe_table(owner)
+    take_backup(stack.client, stack.settings, "incr")
+    point = two_batches_around_a_point(owner)
+    network = {
+        "etcdClientPortBase": COPY_PORT + 30,
+        "etcdPeerPortBase": COPY_PORT + 40,
+        "backupPortBase": COPY_PORT + 50,
+    }
+    settings = stack_settings(
+        COPY, COPY_PORT, **{**_values(cluster), "placement": {"pooler": "b"}, "network": network}
+    )
+    topo, source_topo = topology(settings), topology(stack.settings)
+    assert topo.pooler_host != source_topo.pooler_host
+    copy = DeployedStack(settings, {}, stack_engines(settings), tmp_path)
+    copy.down(delete_volumes=True)  # a leftover of a killed run
+    try:
+        report = restore_into.restore_into_stack(
+            stack.settings, settings, RecoveryTarget(point), progress, tmp_path
+        )
+        copy.up()  # no changes: reads the new stack's outputs
+        _wait_whole(copy)
+        assert stored(copy.connections["owner"]) == set(range(1, 51))
+        assert report.new_backup, "a full backup of the new stack's timeline"
+        results = run_checks(load_outputs(copy.outputs))
+        failed = [f"{r.id}: {r.reason}" for r in results if r.status not in ("pass", "warn")]
+        assert not failed, failed
+        assert stored(owner) == set(range(1, 101))
+        progress(
+            f"restore into a new stack across hosts ({source_topo.pooler_host} to "
+            f"{topo.pooler_host}): "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items())
+        )
+    finally:
+        copy.down(delete_volumes=True)
 
 
 def test_writes_follow_the_loss_of_the_leaders_host_and_it_rejoins_when_it_boots(

@@ -15,6 +15,9 @@ What is proven, on one stack, in order:
 * `elizadb restore --in-place` to a point in time goes through Patroni's bootstrap: the rows
   committed before the target are there and none after, on a new timeline, the whole cluster
   streaming and the stack's parameters back in its dynamic configuration;
+* a restore into a new stack reaches the point either way: into the builtin engine, then moved
+  to Patroni by `up`, or into a stack declared with Patroni, whose cluster Patroni bootstraps
+  from the restore;
 * a restore Patroni cannot bootstrap from (archived WAL missing) fails, and the node refuses to
   let Patroni initialise a new, empty cluster in its place (last: it leaves no cluster).
 """
@@ -32,9 +35,9 @@ import psycopg
 import pytest
 
 from elizadb import engine
-from elizadb.errors import DeployError, UsageError
+from elizadb.errors import DeployError
 from elizadb.local import patroni
-from elizadb.ops import restore, restore_patroni
+from elizadb.ops import restore_into, restore_patroni
 from elizadb.ops.backup import check_archiving, take_backup
 from elizadb.ops.restore import RecoveryTarget
 from infra.components.backup import agent_name
@@ -264,8 +267,7 @@ def test_a_restore_in_place_goes_through_patronis_bootstrap_to_the_point_in_time
 def test_a_restore_into_a_new_stack_reaches_the_point_and_moves_on_to_patroni(
     stack: DeployedStack, tmp_path: Path
 ) -> None:
-    """From the Patroni stack's repository into a new stack, deployed by the builtin engine (a
-    restore into a stack declared with Patroni is refused, naming this way), then moved to
+    """From the Patroni stack's repository into a new stack of the builtin engine, then moved to
     Patroni by `up`: the first batch there, none of the second, at every step."""
     _wait_whole(stack)
     owner = stack.connections["owner"]
@@ -274,16 +276,8 @@ def test_a_restore_into_a_new_stack_reaches_the_point_and_moves_on_to_patroni(
     point = two_batches_around_a_point(owner)
     copy = DeployedStack(stack_settings(COPY, COPY_PORT, replicas=1), {}, stack.client, tmp_path)
     copy.down(delete_volumes=True)  # a leftover of a killed run
-    with pytest.raises(UsageError, match=f"stack {COPY} is declared with elizadb:ha.engine"):
-        restore.restore_into_stack(
-            stack.settings,
-            stack_settings(COPY, COPY_PORT, replicas=1, **VALUES),
-            RecoveryTarget(point),
-            progress,
-            tmp_path,
-        )
     try:
-        report = restore.restore_into_stack(
+        report = restore_into.restore_into_stack(
             stack.settings, copy.settings, RecoveryTarget(point), progress, tmp_path
         )
         copy.up()  # no changes: reads the new stack's outputs
@@ -305,6 +299,48 @@ def test_a_restore_into_a_new_stack_reaches_the_point_and_moves_on_to_patroni(
         assert stored(owner) == set(range(1, 101))
         progress(
             "restore of a Patroni stack into a new stack: "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items())
+        )
+    finally:
+        copy.down(delete_volumes=True)
+
+
+def test_a_restore_into_a_new_patroni_stack_bootstraps_its_cluster_at_the_point(
+    stack: DeployedStack, tmp_path: Path
+) -> None:
+    """From the Patroni stack's repository into a new stack declared with Patroni (two nodes,
+    synchronous): Patroni bootstraps the new cluster from the restore, on a new timeline, the
+    other node clones it, and the stack's own passwords let its roles in: the first batch is
+    there and none of the second, the verify suite passes, and the source goes on unharmed."""
+    _wait_whole(stack)
+    owner = stack.connections["owner"]
+    setup_probe_table(owner)
+    take_backup(stack.client, stack.settings, "full")
+    point = two_batches_around_a_point(owner)
+    source_timeline = max(m.timeline or 0 for m in _members(stack))
+    settings = stack_settings(COPY, COPY_PORT, replicas=1, **VALUES)
+    copy = DeployedStack(settings, {}, stack.client, tmp_path)
+    copy.down(delete_volumes=True)  # a leftover of a killed run
+    try:
+        report = restore_into.restore_into_stack(
+            stack.settings, settings, RecoveryTarget(point), progress, tmp_path
+        )
+        copy.up()  # no changes: reads the new stack's outputs
+        members = patroni.members(copy.client, topology(settings))
+        assert sorted((m.role, m.state) for m in members) == [
+            ("Leader", "running"),
+            ("Sync Standby", "streaming"),
+        ], members
+        assert min(m.timeline or 0 for m in members) > source_timeline, members
+        assert stored(copy.connections["owner"]) == set(range(1, 51))
+        assert stored(copy.connections["agentPooler"]) == set(range(1, 51))
+        assert report.new_backup, "a full backup of the new stack's timeline"
+        results = run_checks(load_outputs(copy.outputs))
+        failed = [f"{r.id}: {r.reason}" for r in results if r.status not in ("pass", "warn")]
+        assert not failed, failed
+        assert stored(owner) == set(range(1, 101))
+        progress(
+            "restore of a Patroni stack into a new Patroni stack: "
             + ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items())
         )
     finally:

@@ -21,7 +21,7 @@ def test_the_committed_parameter_table_is_the_images(tmp_path: Path) -> None:
     client = require_engine()
     settings = stack_settings("p9params", 48200)
     image = declare(settings, StateFile(settings.stack, tmp_path)).of_type(REMOTE_IMAGE)[0]
-    Applier(client, settings.stack, progress)._ensure_image(image)  # built when missing
+    Applier(client, settings.stack, progress).ensure_image(image)  # built when missing
     described = describe_image(client, image.inputs["name"])
     committed = TABLE_PATH.read_text()
     assert described.splitlines()[0] == committed.splitlines()[0], "another PostgreSQL version"

@@ -80,19 +80,20 @@ def test_without_an_engine_the_error_says_so() -> None:
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        # Into a Patroni stack: refused, with the way there (builtin, then up to Patroni).
-        (["--stack", "plain", "--into-stack", "hat"], 2, "stack hat is declared with"),
-        # From a stack on several hosts: refused.
-        (["--stack", "spread", "--into-stack", "plain"], 2, "stack spread runs on several hosts"),
-        # From a Patroni stack on one host into a builtin one: allowed, so it gets as far as
-        # asking the engine.
+        # Into itself: refused, naming --in-place.
+        (["--stack", "hat", "--into-stack", "hat"], 2, "use --in-place"),
+        # Any engine into any engine, on one host or several: it gets as far as asking the
+        # engines (of the new stack's hosts first, which must hold nothing of it).
+        (["--stack", "plain", "--into-stack", "hat"], 1, "no container engine answers"),
         (["--stack", "hat", "--into-stack", "plain"], 1, "no container engine answers"),
+        (["--stack", "plain", "--into-stack", "spread"], 1, "nonexistent-a.sock"),
+        (["--stack", "spread", "--into-stack", "plain"], 1, "no container engine answers"),
     ],
 )
-def test_a_restore_into_another_stack_is_refused_where_it_cannot_be_done(
+def test_a_restore_into_another_stack_takes_any_engine_and_placement_but_itself(
     tmp_path: Path, args: list[str], code: int, message: str
 ) -> None:
-    """Refused before any engine is asked, with what to do instead."""
+    """Only a restore into the stack itself is refused before any engine is asked."""
     (tmp_path / "Pulumi.hat.yaml").write_text("config:\n  elizadb:ha:\n    engine: patroni\n")
     (tmp_path / "Pulumi.plain.yaml").write_text("config: {}\n")
     (tmp_path / "Pulumi.spread.yaml").write_text(
