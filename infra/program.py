@@ -168,7 +168,7 @@ class ElizaDbStack(pulumi.ComponentResource):
                 child(self), pulumi.ResourceOptions(providers=[provider]) if provider else None
             ),
         )
-        return HostResources(provider, image.ref, network, backup_volume)
+        return HostResources(host, provider, image.ref, network, backup_volume)
 
     def _patroni_nodes(
         self, args: StackInputs

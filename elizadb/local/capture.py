@@ -41,6 +41,8 @@ class Declared:
     # Types it was declared as before (its aliases): Pulumi takes the resources of the old URNs,
     # its children's included, for this one and its children.
     alias_types: frozenset[str] = frozenset()
+    # Names it was declared under before (its aliases), likewise.
+    alias_names: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -116,6 +118,9 @@ class _CaptureMonitor(pulumi_mocks.MockMonitor):
                 provider=request.provider.rsplit("::", 1)[0] if request.provider else "",
                 alias_types=frozenset(
                     a.spec.type for a in request.aliases if a.HasField("spec") and a.spec.type
+                ),
+                alias_names=frozenset(
+                    a.spec.name for a in request.aliases if a.HasField("spec") and a.spec.name
                 ),
             )
         )

@@ -58,7 +58,8 @@ class BackupAgent(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         site = args.on(args.topo.pooler_host)
-        super().__init__("elizadb:index:BackupAgent", name, None, site.options(opts))
+        name, placed = site.placed(name, opts)
+        super().__init__("elizadb:index:BackupAgent", name, None, placed)
         settings, topo, image, network = args.settings, args.topo, site.image, site.network
         backup_volume = site.backup_volume
         volumes = [

@@ -94,7 +94,8 @@ class BootstrapJob(pulumi.ComponentResource):
         self, name: str, args: StackInputs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         site = args.on(args.topo.pooler_host)
-        super().__init__("elizadb:index:BootstrapJob", name, None, site.options(opts))
+        name, placed = site.placed(name, opts)
+        super().__init__("elizadb:index:BootstrapJob", name, None, placed)
         settings, topo, passwords = args.settings, args.topo, args.passwords
         names = [SUPERUSER, *(r.name for r in (*ROLES, *settings.server_roles))]
         if settings.patroni:

@@ -26,15 +26,29 @@ class HostResources:
     stack that declares no host), the image built there, the stack network there and the
     backup volume there."""
 
+    host: str
     provider: docker.Provider | None
     image: pulumi.Output[str]
     network: docker.Network
     backup_volume: docker.Volume
 
-    def options(self, opts: pulumi.ResourceOptions | None) -> pulumi.ResourceOptions:
-        """A component's options on this host: its resources inherit the host's provider."""
-        mine = pulumi.ResourceOptions(providers=[self.provider] if self.provider else None)
-        return pulumi.ResourceOptions.merge(opts, mine)
+    def placed(
+        self, name: str, opts: pulumi.ResourceOptions | None
+    ) -> tuple[str, pulumi.ResourceOptions]:
+        """A component's name and options on this host: its resources inherit the host's
+        provider, and on a declared host the host is part of its name (and so of its children's).
+
+        Pulumi does not replace a resource whose provider alone changed when the new provider's
+        DiffConfig asks for no replacement, and pulumi-docker's asks for none when `host`
+        changes: a part placed on another host would stay where it runs while the state said it
+        had moved. Named after its host, a moved part is a new resource on its new host and the
+        old one is deleted on its old host; the protected data volume of a PostgreSQL node or an
+        etcd member makes `pulumi preview` fail instead (a data volume does not move). The alias
+        takes over a part deployed before its host was in its name."""
+        if self.provider is None:
+            return name, opts or pulumi.ResourceOptions()
+        mine = pulumi.ResourceOptions(providers=[self.provider], aliases=[pulumi.Alias(name=name)])
+        return f"{name}-{self.host}", pulumi.ResourceOptions.merge(opts, mine)
 
 
 @dataclass(frozen=True)

@@ -165,7 +165,8 @@ class EtcdMemberNode(pulumi.ComponentResource):
     ) -> None:
         host = args.topo.etcd_host(member)
         site = args.on(host)
-        super().__init__("elizadb:index:EtcdMember", name, None, site.options(opts))
+        name, placed = site.placed(name, opts)
+        super().__init__("elizadb:index:EtcdMember", name, None, placed)
         settings, topo = args.settings, args.topo
         # The store of the cluster's leader lease and configuration: it outlives the container.
         self.volume = docker.Volume(
@@ -227,7 +228,8 @@ class PatroniNode(pulumi.ComponentResource):
     ) -> None:
         host = args.topo.node_host(node)
         site = args.on(host)
-        super().__init__("elizadb:index:PatroniNode", name, None, site.options(opts))
+        name, placed = site.placed(name, opts)
+        super().__init__("elizadb:index:PatroniNode", name, None, placed)
         settings, topo, passwords = args.settings, args.topo, args.passwords
         self.volume, self.socket_volume = node_volumes(self, name, args, node)
         # The tunables reach Patroni through the config job (patroni_config.py), not through
@@ -314,7 +316,8 @@ class Router(pulumi.ComponentResource):
         self, name: str, args: StackInputs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         site = args.on(args.topo.pooler_host)
-        super().__init__("elizadb:index:Router", name, None, site.options(opts))
+        name, placed = site.placed(name, opts)
+        super().__init__("elizadb:index:Router", name, None, placed)
         topo = args.topo
         # Ready once a leader answers: what the pooler (and so the agents) need.
         probe = (

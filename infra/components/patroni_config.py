@@ -73,7 +73,8 @@ class PatroniConfigJob(pulumi.ComponentResource):
         self, name: str, args: StackInputs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         site = args.on(args.topo.pooler_host)
-        super().__init__("elizadb:index:PatroniConfigJob", name, None, site.options(opts))
+        name, placed = site.placed(name, opts)
+        super().__init__("elizadb:index:PatroniConfigJob", name, None, placed)
         topo = args.topo
         secrets = pulumi.Output.all(args.passwords[API_USER], args.passwords[SUPERUSER]).apply(
             lambda pw: json.dumps({"api_user": API_USER, "api": pw[0], "superuser": pw[1]})

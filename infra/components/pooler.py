@@ -27,7 +27,8 @@ class Pooler(pulumi.ComponentResource):
         self, name: str, args: StackInputs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         site = args.on(args.topo.pooler_host)
-        super().__init__("elizadb:index:Pooler", name, None, site.options(opts))
+        name, placed = site.placed(name, opts)
+        super().__init__("elizadb:index:Pooler", name, None, placed)
         settings, topo, image, network = args.settings, args.topo, site.image, site.network
         sslmode = "require" if settings.tls.enabled else "disable"
         self.container = docker.Container(

@@ -72,7 +72,8 @@ class PostgresNode(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         site = args.on(args.topo.node_host(node))
-        super().__init__(POSTGRES_NODE_TYPE, name, None, site.options(opts))
+        name, placed = site.placed(name, opts)
+        super().__init__(POSTGRES_NODE_TYPE, name, None, placed)
         settings, topo = args.settings, args.topo
         self.volume, self.socket_volume = node_volumes(self, name, args, node)
         uploads = [

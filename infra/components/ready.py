@@ -52,7 +52,8 @@ class ReadyCheck(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         site = args.on(args.topo.pooler_host)
-        super().__init__("elizadb:index:ReadyCheck", name, None, site.options(opts))
+        name, placed = site.placed(name, opts)
+        super().__init__("elizadb:index:ReadyCheck", name, None, placed)
         topo = args.topo
         targets = [f"{n.name}={':'.join(map(str, topo.pg_endpoint(n)))}" for n in topo.nodes]
         targets.append(f"{topo.pooler_name}={topo.pooler_address}:{POOLER_PORT}")

@@ -66,6 +66,9 @@ def test_without_hosts_everything_is_local_and_no_provider_is_declared(tmp_path:
     assert not decl.of_type(PROVIDER)
     assert all(r.provider == "" for r in decl.resources)
     assert set(decl.outputs["placement"].values()) == {"local"}
+    # Named as before hosts existed: nothing of a deployed stack is renamed.
+    assert not any(r.alias_names for r in decl.resources)
+    assert {"primary", "primary-data", "etcd-1", "pgbouncer"} <= {r.name for r in decl.resources}
     builtin = _declare(tmp_path / "builtin", {})
     assert "patroni" not in builtin.outputs  # only Patroni stacks have a REST API to read
 
@@ -117,6 +120,46 @@ def test_every_resource_is_declared_on_its_parts_host(spread: Declaration) -> No
     assert volumes["elizadb-mh-replica-2-data"] == "c"
     assert volumes["elizadb-mh-etcd-2-data"] == "b"
     assert spread.outputs["placement"]["elizadb-mh-replica-1"] == "b"
+
+
+def test_a_part_placed_on_another_host_is_a_new_resource_to_pulumi(
+    spread: Declaration, tmp_path: Path
+) -> None:
+    """Pulumi records a changed provider without replacing the resource, as pulumi-docker asks
+    for no replacement when `host` changes: so on declared hosts a part's host is in its
+    resources' names. Two replicas that swap hosts get new URNs (created on the new host, the
+    old ones deleted on the old: their protected data volumes make the preview fail), every
+    other resource keeps its URN, and each placed component is aliased to its name from before
+    hosts were in it."""
+    swapped = _declare(tmp_path, {**SPREAD, "placement": {"replica-1": "c", "replica-2": "b"}})
+    before, after = {r.urn for r in spread.resources}, {r.urn for r in swapped.resources}
+
+    def docker_names(decl: Declaration, urns: set[str]) -> set[str]:
+        return {r.inputs["name"] for r in decl.resources if r.urn in urns and r.custom}
+
+    moved = {
+        f"elizadb-mh-{node}{part}"
+        for node in ("replica-1", "replica-2")
+        for part in ("", "-data", "-run")
+    }
+    assert docker_names(spread, before - after) == moved
+    assert docker_names(swapped, after - before) == moved
+    old_data = [r for r in spread.resources if r.urn in before - after and r.name.endswith("-data")]
+    assert len(old_data) == 2 and all(r.protect for r in old_data)
+    aliased = {r.name: r.alias_names for r in spread.resources if not r.custom and r.alias_names}
+    assert aliased == {
+        f"{part}-{host}": frozenset({part})
+        for part, host in [
+            ("etcd-1", "a"),
+            ("etcd-2", "b"),
+            ("etcd-3", "c"),
+            ("primary", "a"),
+            ("replica-1", "b"),
+            ("replica-2", "c"),
+            *((job, "a") for job in ("router", "config", "bootstrap", "pgbouncer", "ready")),
+            ("backup-agent", "a"),
+        ]
+    }
 
 
 def test_peers_reach_each_other_at_the_hosts_addresses_and_published_ports(
