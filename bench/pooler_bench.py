@@ -2,6 +2,7 @@
 in one run, with the same TLS (verify-full), as the agent role, 8 clients.
 
     python bench/pooler_bench.py [--rounds 3] [--seconds 15] [--variants base,reuseport2,...]
+                                 [--pin] [--name NAME]
 
 Deploys its own stack (`p12pool`, ports 40100-40109, no replicas: the two CPUs are left to the
 measured path), loads pgbench's tables at scale 10 and runs pgbench 17 from a client container
@@ -10,6 +11,11 @@ pooler under test is a PgBouncer process (or several sharing a port with so_reus
 inside the deployed pooler container, on a port of its own, from the deployed pgbouncer.ini with
 the variant's changes: the paths differ only by the pooler. Each round runs every path once, in
 turn, so that the machine's load (it is shared) falls on every path alike.
+
+With --pin the server gets a CPU of its own (every process of the primary's container on CPU 0)
+and pgbench and the pooler share the other (CPU 1): the server is then what limits both paths,
+as when the pooler runs beside the clients or on a host of its own, and the loss is what the
+pooled path costs the server.
 
 Writes bench/results/pooler.json and bench/results/pooler.md (NAME.json and NAME.md with --name).
 """
@@ -158,13 +164,16 @@ WITH_CLIENT_CPU = (
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def pgbench(client: Any, conninfo: str, mode: str, protocol: str, seconds: int) -> dict[str, float]:
+def pgbench(
+    client: Any, conninfo: str, mode: str, protocol: str, seconds: int, cpus: str | None = None
+) -> dict[str, float]:
     cmd = ["-n", "-c", str(CLIENTS), "-j", "2", "-T", str(seconds), "-M", protocol]
     if mode == "select-only":
         cmd.append("-S")
+    pinned = ["taskset", "-c", cpus] if cpus else []
     out = _exec(
         client,
-        ["bash", "-c", WITH_CLIENT_CPU, "pgbench", *cmd, conninfo],
+        [*pinned, "bash", "-c", WITH_CLIENT_CPU, "pgbench", *cmd, conninfo],
         env={"PGPASSFILE": CLIENT_PGPASS},
     )
     tps, lat, cpu = _TPS.search(out), _LAT.search(out), _CLIENT_CPU.search(out)
@@ -228,6 +237,21 @@ def start_variant(pooler: Any, name: str, ini: str, port: int, processes: int) -
     raise RuntimeError(f"variant {name}: {processes} pgbouncer processes did not start")
 
 
+# Every process of a container that this user may move (the container has no CAP_SYS_NICE),
+# onto the CPUs in $1: those it forks later inherit them, the server's new backends included.
+PIN = 'for d in /proc/[0-9]*; do taskset -a -p -c "$1" "${d#/proc/}" >/dev/null 2>&1; done; true'
+SERVER_CPUS, REST_CPUS = "0", "1"
+
+
+def pin(container: Any, cpus: str, user: str = "postgres") -> None:
+    _exec(container, ["bash", "-c", PIN, "_", cpus], user=user)
+
+
+def allowed_cpus(container: Any, pid: str) -> str:
+    status = _exec(container, ["cat", f"/proc/{pid}/status"], user="root")
+    return re.search(r"^Cpus_allowed_list:\s*(\S+)", status, re.M).group(1)  # type: ignore[union-attr]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
@@ -236,6 +260,9 @@ def main() -> None:
     parser.add_argument("--protocols", default="simple,prepared")
     parser.add_argument("--keep", action="store_true", help="leave the stack running")
     parser.add_argument("--name", default="pooler", help="results as bench/results/NAME.json, .md")
+    parser.add_argument(
+        "--pin", action="store_true", help="the server on CPU 0, pgbench and the pooler on CPU 1"
+    )
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v]
     protocols = [p for p in args.protocols.split(",") if p]
@@ -322,6 +349,23 @@ def main() -> None:
             pids = start_variant(pooler, name, ini, port, variant.processes)
             targets.append(Path_(name, topo.pooler_name, port, pids, variant.client_sslmode))
 
+        pinned: dict[str, str] = {}
+        if args.pin:
+            pin(primary, SERVER_CPUS)
+            pin(pooler, REST_CPUS)
+            postmaster = _exec(
+                primary,
+                ["bash", "-c", 'head -1 "$(psql -XAtq -c "SHOW data_directory")/postmaster.pid"'],
+            )
+            pinned = {
+                "server (postmaster)": allowed_cpus(primary, postmaster.strip()),
+                **{
+                    f"pooler {t.name} ({pid})": allowed_cpus(pooler, pid)
+                    for t in targets
+                    for pid in t.processes
+                },
+            }
+            progress(f"pinned: {pinned}")
         runs: list[dict[str, Any]] = []
         for rnd in range(args.rounds):
             for mode in ("select-only", "tpcb-like"):
@@ -339,6 +383,7 @@ def main() -> None:
                             mode,
                             protocol,
                             args.seconds,
+                            REST_CPUS if args.pin else None,
                         )
                         wall = time.monotonic() - started
                         used = {
@@ -368,7 +413,7 @@ def main() -> None:
                             f"{result['tps']:9.0f} tps  cpus busy {runs[-1]['cpus_busy']}  "
                             f"cpu us/tx {runs[-1]['cpu_us_per_tx']}"
                         )
-        write_results(runs, targets, args, image[0] if image else "?")
+        write_results(runs, targets, args, image[0] if image else "?", pinned)
     finally:
         if client is not None:
             client.remove(force=True)
@@ -380,9 +425,12 @@ def _median(numbers: list[float], digits: int) -> float | None:
     return round(statistics.median(numbers), digits) if numbers else None
 
 
-def summarize(runs: list[dict[str, Any]], paths: list[str]) -> dict[str, Any]:
+def summarize(
+    runs: list[dict[str, Any]], paths: list[str], limit: str = "machine"
+) -> dict[str, Any]:
     """Per mode, protocol and path: the medians over rounds, and the loss against the direct
-    run of each round, measured and as the CPU time predicts it."""
+    run of each round, measured and as the CPU time of `limit` predicts it ("machine" when the
+    CPUs are shared by all, "server" when the server has CPUs of its own)."""
     summary: dict[str, Any] = {}
     protocols = list(dict.fromkeys(r["protocol"] for r in runs))
     for mode in ("select-only", "tpcb-like"):
@@ -404,8 +452,7 @@ def summarize(runs: list[dict[str, Any]], paths: list[str]) -> dict[str, Any]:
                 pairs = list(zip(mine, direct, strict=True))
                 losses = [1 - m["tps"] / d["tps"] for m, d in pairs]
                 predicted = [
-                    1 - d["cpu_us_per_tx"]["machine"] / m["cpu_us_per_tx"]["machine"]
-                    for m, d in pairs
+                    1 - d["cpu_us_per_tx"][limit] / m["cpu_us_per_tx"][limit] for m, d in pairs
                 ]
                 summary[f"{mode}/{protocol}/{name}"] = {
                     "median_tps": _median([r["tps"] for r in mine], 1),
@@ -422,9 +469,14 @@ def summarize(runs: list[dict[str, Any]], paths: list[str]) -> dict[str, Any]:
 
 
 def write_results(
-    runs: list[dict[str, Any]], targets: list[Path_], args: Any, version: str
+    runs: list[dict[str, Any]],
+    targets: list[Path_],
+    args: Any,
+    version: str,
+    pinned: dict[str, str],
 ) -> None:
-    summary = summarize(runs, [t.name for t in targets])
+    limit = "server" if pinned else "machine"
+    summary = summarize(runs, [t.name for t in targets], limit)
     result = {
         "benchmark": "pgbench direct vs through PgBouncer, same TLS (verify-full), agent role",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -449,10 +501,17 @@ def write_results(
             for t in targets
             if t.name != "direct"
         },
+        "cpus_allowed": pinned or "all, shared",
+        "loss_predicted_by": f"CPU time per transaction of: {limit}",
         "summary": summary,
         "runs": runs,
         "target": "loss <= 10 % against direct, select-only and TPC-B-like",
     }
+    where = (
+        f"the server alone on CPU {SERVER_CPUS}, pgbench and the pooler on CPU {REST_CPUS} (--pin)"
+        if pinned
+        else f"{os.cpu_count()} CPUs shared by the server, the pooler and pgbench"
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines: list[str] = [
@@ -461,14 +520,14 @@ def write_results(
         (
             f"{result['date']}, {version.split(' on ')[0]}, {CLIENTS} clients, 2 threads, scale {SCALE}, "
             f"{args.seconds} s per run, {args.rounds} rounds (every path once per round, in turn), "
-            f"{os.cpu_count()} CPUs shared by the server, the pooler and pgbench, "
+            f"{where}, "
             f"{result['machine']['engine']['name']} {result['machine']['engine']['version']}. "
             "Loss is the median over rounds of 1 − pooler/direct within the round. "
             "CPU time per transaction is measured for pgbench (its process), the server (every "
             "process of the primary's container), the pooler (its processes) and the whole "
             "machine (/proc/stat, everything but idle); the predicted loss is 1 − direct ÷ "
-            "this path's whole-machine CPU time per transaction, per round: what the loss is "
-            "when the CPUs are what limits both paths."
+            f"this path's CPU time per transaction of the {limit}, per round: what the loss is "
+            f"when {'the server' if pinned else 'the CPUs'} limit both paths."
         ),
         "",
         (

@@ -66,3 +66,12 @@ def test_the_loss_is_taken_per_round_and_the_cpu_time_predicts_one() -> None:
     assert row["median_loss_predicted_by_cpu"] == 0.286
     assert row["median_tps"] == 700
     assert row["median_cpu_us_per_tx"]["machine"] == 140
+
+
+def test_with_the_server_on_cpus_of_its_own_its_cpu_time_predicts_the_loss() -> None:
+    """--pin: the server's CPU time per transaction (2.0 direct, 2.5 pooled) is the limit."""
+    pooled = _run(1, "deployed", 800, 125)
+    pooled["cpu_us_per_tx"] = {"client": 1.0, "server": 2.5, "pooler": 3.0, "machine": 125}
+    runs = [_run(1, "direct", 1000, 100), pooled]
+    row = summarize(runs, ["direct", "deployed"], "server")["select-only/simple/deployed"]
+    assert row["median_loss_predicted_by_cpu"] == 0.2
