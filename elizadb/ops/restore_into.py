@@ -4,7 +4,7 @@ backup volume, and either stack may run on one host or on several, with either H
 
   1. refuse a name that has containers or volumes on any of its hosts; make the new stack's
      networks, volumes and images; read the source's catalog and refuse a target it cannot
-     reach (a failure here removes what was made: nothing of value exists yet);
+     reach;
   2. copy the source's repository into the new stack's backup volume, so the two never write
      into one repository: a job on the repository's host when both stacks keep it on one
      engine, else a tar of it carried through eliza-db from one engine to the other;
@@ -14,6 +14,7 @@ backup volume, and either stack may run on one host or on several, with either H
      members (and, on several hosts, the backup agent the restore job reads through) started
      first;
   4. `elizadb up` for the rest, then a full backup of the new timeline.
+A failure before step 4 removes the new stack: it holds nothing its source's repository does not.
 """
 
 from __future__ import annotations

@@ -163,9 +163,8 @@ def bootstrap_new_stack(
     )
     if topo.multi_host:
         # Its schedule began by checking the stanza on every node, before any ran, and
-        # pgBackRest waits minutes for nodes that do not answer (a stop, for its grace). It has
-        # done its part: killed (a stop would wait for its grace), started again by `up`,
-        # after the nodes.
+        # pgBackRest waits minutes for nodes that do not answer. Its part is done: killed (a
+        # stop would wait out its grace) and started again by `up`, after the nodes.
         engine.kill(client, agent_name(topo))
         engine.remove(client, agent_name(topo))
 
