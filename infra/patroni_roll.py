@@ -492,7 +492,7 @@ class Roll:
         self.whole("before the switchover", synchronous=self.spec.synchronous)
         started = time.monotonic()
         while True:
-            candidate = switchover_candidate(self.cluster.states())
+            candidate = self._candidate(started)
             status, text = self.cluster.call(
                 self.cluster.member(leader.name),
                 "POST",
@@ -525,6 +525,22 @@ class Roll:
         if self.observe(self.cluster.member(leader.name), {}):
             took = self.restart(self.cluster.member(leader.name))
             say(f"restarted {leader.name} in {took:.1f} s")
+
+    def _candidate(self, started: float) -> State:
+        """The standby to switch over to. One just restarted can stop streaming for a moment
+        after the cluster was whole (seen once, on a cluster restored from a builtin stack's
+        backup): asked again for a while, then refused with what each member was doing."""
+        while True:
+            states = self.cluster.states()
+            try:
+                return switchover_candidate(states)
+            except RollError:
+                if time.monotonic() - started > REFUSED_FOR_S:
+                    members = "; ".join(
+                        f"{s.name}: {s.role}, {s.state}, timeline {s.timeline}" for s in states
+                    )
+                    raise RollError(f"no streaming standby to switch over to ({members})") from None
+            time.sleep(1)
 
     def _put_back(self, before: dict[str, Any], patch: dict[str, Any], failure: Exception) -> None:
         say(f"stopping the roll: {failure}")

@@ -27,14 +27,17 @@ import pytest
 import yaml
 from pgvector.psycopg import register_vector
 
+from elizadb.local import patroni
 from elizadb.local.apply import Applier
 from infra.settings import StackSettings
+from infra.topology import topology
 from tests.integration.stacks import DeployedStack, deployed_stack, progress, stack_settings
 from verify.synthetic import clustered_vectors
 
 pytestmark = pytest.mark.integration
 STACK, PORT_BASE = "itbak", 45500
 TARGET, TARGET_PORT_BASE = "itbakr", 45600
+PATRONI, PATRONI_PORT_BASE = "itbakp", 45700
 REPO = Path(__file__).resolve().parents[2]
 SCHEDULE = {"retentionFull": 2, "fullEvery": "1h", "incrEvery": "20s"}
 
@@ -317,6 +320,32 @@ def test_point_in_time_restore_into_a_new_stack_has_exactly_the_rows_committed_b
         assert auto == (0,), "the recovery target must not outlive the restore"
         # The source goes on unharmed.
         assert batches_present(stack) == {"A": 60, "A2": 20, "B": 40, "C": 40}
+    finally:
+        target.down(delete_volumes=True)
+
+
+# Once in CI for time: Patroni's bootstrap from a restore, which no engine difference touches.
+@pytest.mark.once
+def test_a_restore_into_a_new_patroni_stack_takes_the_builtin_stacks_rows_along(
+    stack: DeployedStack, project: Path
+) -> None:
+    """The way from a builtin stack to a Patroni one beside it (on other hosts, say): Patroni
+    bootstraps the new cluster from the builtin stack's backup and its replica clones it."""
+    settings = stack_settings(PATRONI, PATRONI_PORT_BASE, replicas=1, ha={"engine": "patroni"})
+    Applier(stack.client, PATRONI, progress).down(delete_volumes=True)  # a killed run's leftover
+    write_stack_file(project, settings)
+    expected = checksum(stack, list(batches_present(stack)))
+    target = DeployedStack(settings, {}, stack.client, project)
+    try:
+        elizadb(project, "restore", "--stack", STACK, "--latest", "--into-stack", PATRONI)
+        target.up()  # no changes: loads the new stack's outputs
+        assert checksum(target, list(batches_present(stack))) == expected
+        members = patroni.members(stack.client, topology(settings))
+        assert sorted((m.role, m.state) for m in members) == [
+            ("Leader", "running"),
+            ("Replica", "streaming"),
+        ], members
+        assert catalog(project, PATRONI)["backups"][-1]["type"] == "full"
     finally:
         target.down(delete_volumes=True)
 

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from infra import patroni_roll
 from infra.patroni_roll import (
+    Roll,
     RollError,
     Running,
+    Spec,
     State,
     parameter_patch,
     parse_states,
@@ -139,3 +142,33 @@ def test_states_are_read_from_patronis_cluster_answer() -> None:
     }
     (state,) = parse_states(answer)
     assert state.pending_reasons == {"max_connections": ("100", "200")}
+
+
+class _Flapping:
+    """A cluster whose only standby is not streaming for the first `flaps` looks."""
+
+    def __init__(self, flaps: int) -> None:
+        self.members: list[object] = []
+        self.looks = 0
+        self.flaps = flaps
+
+    def states(self) -> list[State]:
+        self.looks += 1
+        standby = "starting" if self.looks <= self.flaps else "streaming"
+        return [_state("a", role="leader", state="running"), _state("b", state=standby)]
+
+
+def test_the_switchover_waits_for_a_standby_that_stopped_streaming_for_a_moment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(patroni_roll.time, "sleep", lambda _: None)
+    spec = Spec(members=[], parameters={}, database="eliza", synchronous=False, timeout_s=60)
+    cluster = _Flapping(flaps=3)
+    roll = Roll(cluster, spec)  # type: ignore[arg-type]
+    assert roll._candidate(patroni_roll.time.monotonic()).name == "b"
+    assert cluster.looks == 4
+    # Never back within the bound: refused, saying what each member was doing.
+    monkeypatch.setattr(patroni_roll, "REFUSED_FOR_S", -1)
+    never = Roll(_Flapping(flaps=10**6), spec)  # type: ignore[arg-type]
+    with pytest.raises(RollError, match="b: replica, starting, timeline 1"):
+        never._candidate(patroni_roll.time.monotonic())
