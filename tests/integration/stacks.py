@@ -49,6 +49,21 @@ def progress(message: str) -> None:
     sys.stderr.write(f"  [stack] {message}\n")
 
 
+def run_to_end(client: Any, image: str, timeout_s: float = 120, **options: Any) -> str:
+    """Run a one-shot helper container and return its log; fail with the log when it exits
+    non-zero. Detached, waited for, then read: docker-py's blocking run follows the log, and
+    Podman's follow can miss a container that exits at once and hang (seen in a CI rehearsal,
+    300 s)."""
+    container = client.containers.run(image, detach=True, **options)
+    try:
+        code = container.wait(timeout=timeout_s)["StatusCode"]
+        log = container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True)
+    assert code == 0, f"helper container exited {code}:\n{log}"
+    return str(log)
+
+
 @dataclass
 class DeployedStack:
     settings: StackSettings

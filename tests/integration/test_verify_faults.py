@@ -38,7 +38,7 @@ from psycopg import sql as pg_sql
 
 from elizadb.local.state import StateFile
 from infra.components.common import stack_filter
-from tests.integration.stacks import DeployedStack, deployed_stack
+from tests.integration.stacks import DeployedStack, deployed_stack, run_to_end
 from verify.model import CheckResult
 from verify.report import render_table
 from verify.suite import load_outputs, run_checks
@@ -832,7 +832,8 @@ def client_link_throttled(stack: DeployedStack, image: str, node: str) -> Iterat
 
     def tc(script: str) -> None:
         # The interface that carries the node's address (eth0 on both engines).
-        stack.client.containers.run(
+        run_to_end(
+            stack.client,
             image,
             entrypoint=[
                 "sh",
@@ -843,7 +844,6 @@ def client_link_throttled(stack: DeployedStack, image: str, node: str) -> Iterat
             network_mode=f"container:{target.id}",
             cap_add=["NET_ADMIN"],
             user="root",
-            remove=True,
         )
 
     tc(
@@ -919,12 +919,12 @@ def data_volume_nearly_full(stack: DeployedStack, node: str) -> Iterator[None]:
     )
     try:
         stack.up()
-        stack.client.containers.run(
+        run_to_end(
+            stack.client,
             stack.client.containers.get(node).image.id,
             entrypoint=["sh", "-c", FILL_TO_95_PERCENT],
             volumes={volume: {"bind": "/fill", "mode": "rw"}},
             user="root",
-            remove=True,
         )
         yield
     finally:
@@ -1371,12 +1371,12 @@ def promoted_replica_2(stack: DeployedStack) -> Iterator[None]:
         # container of the same image) and start it, which clones the primary afresh.
         container = stack.client.containers.get(REPLICA_2)
         container.stop(timeout=20)
-        stack.client.containers.run(
+        run_to_end(
+            stack.client,
             container.image.id,
             entrypoint=["sh", "-c", "rm -rf /wipe/* /wipe/.[!.]*"],
             volumes={f"{REPLICA_2}-data": {"bind": "/wipe", "mode": "rw"}},
             user="root",
-            remove=True,
         )
         container.start()
 
@@ -1431,13 +1431,13 @@ def backup_mount(stack: DeployedStack, command: list[str]) -> Iterator[None]:
     left to archive_timeout (60 s), a segment would close during some runs and not others."""
     primary = stack.client.containers.get(PRIMARY)
     failures = archiver(stack)[1]
-    stack.client.containers.run(
+    run_to_end(
+        stack.client,
         primary.image.id,
         entrypoint=["nsenter", "-t", "1", "-m", *command],
         pid_mode=f"container:{primary.id}",
         cap_add=["SYS_ADMIN", "SYS_PTRACE"],
         user="root",
-        remove=True,
     )
     try:
         switch_wal(stack)
