@@ -126,6 +126,13 @@ _HOST_NAME = re.compile(r"[a-z0-9]{1,12}")
 Filters = dict[str, str | list[str] | bool]
 
 
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:  # the process ended meanwhile
+        return ""
+
+
 class HostError(RuntimeError):
     """A host did not start, answer or do what it was told."""
 
@@ -363,6 +370,21 @@ class HostCluster:
         container.reload()
         if container.status == "running":
             raise HostError(f"host {host} still runs after kill")
+        self._wait_cleaned_up(container)
+
+    @staticmethod
+    def _wait_cleaned_up(container: Container, timeout_s: float = 15) -> None:
+        """Podman cleans a killed container up in processes of its own (conmon, then `podman
+        container cleanup`), after the engine already reports it exited. A start before they
+        end can lose the new run's interface to them (CI: a host booted with its address, and
+        had only lo by the end of the test). So wait until no process on this machine, where
+        the outer engine runs, names the container."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not any(container.id in _cmdline(proc) for proc in Path("/proc").glob("[0-9]*")):
+                return
+            time.sleep(0.1)
+        progress(f"{container.name}: the engine's cleanup of the killed run still runs")
 
     def start(self, host: str) -> float:
         """Boot a killed (or stopped) host; returns the seconds until its API answered. It keeps
