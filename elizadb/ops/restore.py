@@ -333,18 +333,20 @@ def finish(
     """`elizadb up` for the rest of the stack, then a full backup. The restored node has
     archived what it had to first, unless `archived_first` is False: on several hosts it
     archives through the backup agent, which `up` starts."""
-    started = time.monotonic()
-    if archived_first:
+
+    def archived() -> None:
+        started = time.monotonic()
         _wait_archived(client, node)
-    report.seconds["archive"] = time.monotonic() - started
+        report.seconds["archive"] = time.monotonic() - started
+
+    if archived_first:
+        archived()
     progress("deploying the rest of the stack (bootstrap job, replicas, pooler, backup agent)")
     started = time.monotonic()
     deploy.up(settings, progress, project_dir)
     report.seconds["redeploy"] = time.monotonic() - started
     if not archived_first:
-        started = time.monotonic()
-        _wait_archived(client, node)
-        report.seconds["archive"] = time.monotonic() - started
+        archived()
     if backup_after:
         progress("a full backup of the new timeline")
         started = time.monotonic()
