@@ -16,9 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import docker
+
 from elizadb.config import BASE_IMAGE_ENV
 from elizadb.drills.failover import DrillResult, run_drill
 from elizadb.engine import Engines, Target
+from elizadb.errors import DeployError
 from elizadb.local import deploy
 from elizadb.local.apply import Applier
 from elizadb.local.hosts import stack_engines
@@ -87,20 +90,35 @@ class DeployedStack:
         self._fix_root_cert()
         return report
 
-    def container_identities(self) -> dict[str, tuple[str, str]]:
-        """Each of this stack's containers by name: its id and when it last started, so that a
-        test can tell that nothing was recreated or restarted (other stacks on the machine come
-        and go and are no business of the test)."""
+    def _containers(self) -> list[Any]:
         prefix = f"elizadb-{self.settings.stack}-"
         clients = self.client.all() if isinstance(self.client, Engines) else [("", self.client)]
         # Filtered by name at the engine, and tolerant of a container removed between listing
         # and inspecting: other checkouts' stacks come and go meanwhile.
-        return {
-            c.name: (c.id, c.attrs["State"]["StartedAt"])
+        return [
+            c
             for _, client in clients
             for c in client.containers.list(all=True, filters={"name": prefix}, ignore_removed=True)
             if c.name.startswith(prefix)
-        }
+        ]
+
+    def container_identities(self) -> dict[str, tuple[str, str]]:
+        """Each of this stack's containers by name: its id and when it last started, so that a
+        test can tell that nothing was recreated or restarted (other stacks on the machine come
+        and go and are no business of the test)."""
+        return {c.name: (c.id, c.attrs["State"]["StartedAt"]) for c in self._containers()}
+
+    def log_tails(self, lines: int = 15) -> str:
+        """The last lines of every container's log: what a failed deploy in CI leaves to read,
+        since the stack is removed right after."""
+        parts = []
+        for container in sorted(self._containers(), key=lambda c: c.name):
+            try:
+                tail = container.logs(tail=lines).decode(errors="replace")
+            except docker.errors.APIError as e:
+                tail = f"(no log: {e})"
+            parts.append(f"--- {container.name} ({container.status})\n{tail.rstrip()}")
+        return "\n".join(parts)
 
     def outputs_file(self) -> Path:
         return self.state_dir / f"{self.settings.stack}.outputs.json"
@@ -155,7 +173,11 @@ def deployed_stack(
     if not reuse:
         handle.down(delete_volumes=True)  # a leftover of an earlier, killed run
     try:
-        handle.up()
+        try:
+            handle.up()
+        except DeployError as e:
+            e.add_note(f"the stack's containers when the deploy failed:\n{handle.log_tails()}")
+            raise
         yield handle
     finally:
         if not keep:
