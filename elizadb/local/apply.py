@@ -416,15 +416,16 @@ class Applier:
         self._remove(on(self.target, name), name)
 
     @staticmethod
-    def _remove(client: docker.DockerClient, name: str) -> None:
+    def _remove(client: docker.DockerClient, name: str, graceful: bool = True) -> None:
         try:
             container = client.containers.get(name)
         except docker.errors.NotFound:
             return
-        try:
-            container.stop(timeout=grace_seconds(container.labels))
-        except docker.errors.APIError:
-            pass  # already stopped, or its process is gone (a leftover): removal still works
+        if graceful:
+            try:
+                container.stop(timeout=grace_seconds(container.labels))
+            except docker.errors.APIError:
+                pass  # already stopped, or its process is gone (a leftover): removal still works
         container.remove(force=True)
 
     # -- readiness -------------------------------------------------------------------------
@@ -509,7 +510,10 @@ class Applier:
         label = stack_filter(self.stack)
         for container in self._stack_containers(client):
             self.progress(f"removing {container.name}{at}")
-            self._remove(client, str(container.name))
+            # A clean shutdown keeps what a kept volume holds consistent; when the volumes go
+            # too there is nothing to keep, and a backup agent's or a node's grace (up to two
+            # minutes) would only be waited out.
+            self._remove(client, str(container.name), graceful=not delete_volumes)
             removed.append(str(container.name))
         for net in client.networks.list(filters=label):
             self.progress(f"removing network {net.name}{at}")
