@@ -990,7 +990,7 @@ def test_stopped_pooler_fails_pooler_reachable(stack: DeployedStack) -> None:
     @contextmanager
     def stopped() -> Iterator[None]:
         pooler = stack.client.containers.get(POOLER)
-        pooler.stop(timeout=2)  # PgBouncer waits for its clients on SIGTERM; no need here
+        pooler.kill()  # PgBouncer waits for its clients on SIGTERM; no need here
         try:
             yield
         finally:
@@ -1282,7 +1282,7 @@ def test_hung_wal_receiver_fails_replication_converging(stack: DeployedStack) ->
 def lost_slot(stack: DeployedStack) -> Iterator[None]:
     """An inactive slot whose WAL was removed (wal_status lost): for one checkpoint the primary
     keeps only 1 MB of WAL for slots and none for wal_keep_size, after both replicas have
-    replayed everything, so that only the extra slot falls behind."""
+    received everything, so that only the extra slot falls behind."""
     settings = (
         "ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'",
         "ALTER SYSTEM SET wal_keep_size = 0",
@@ -1304,22 +1304,25 @@ def lost_slot(stack: DeployedStack) -> Iterator[None]:
         )
         undo.enter_context(sql_fault(stack, settings, resets, db="postgres"))
         sql(stack, _wal(40), db="postgres")
+        sql(stack, "SELECT pg_switch_wal()", db="postgres")
+        # 1 MB is less than a segment: the checkpoint keeps only the segment it starts in, so
+        # a replica's slot must have moved past the switch first, or it is lost too (seen once
+        # in CI: the next test found replica-2's slot lost).
         wait_for(
-            "both replicas to replay all the WAL",
+            "both replicas' slots to pass the switch",
             lambda: (
                 sql(
                     stack,
-                    "SELECT count(*) FILTER (WHERE replay_lsn = pg_current_wal_lsn())"
-                    " FROM pg_stat_replication",
+                    "SELECT count(*) FILTER (WHERE restart_lsn >= pg_current_wal_lsn())"
+                    " FROM pg_replication_slots WHERE slot_name <> 'verify_lost'",
                     db="postgres",
                 )
                 == [(2,)]
             ),
         )
-        sql(stack, "SELECT pg_switch_wal()", db="postgres")
         sql(stack, "CHECKPOINT", db="postgres")
         states = sql(stack, "SELECT slot_name, wal_status FROM pg_replication_slots", db="postgres")
-        assert ("verify_lost", "lost") in states, states
+        assert sorted(s for s, status in states if status == "lost") == ["verify_lost"], states
         yield
 
 
