@@ -275,8 +275,11 @@ def test_a_host_that_shares_the_machines_images_runs_them_without_a_copy() -> No
             assert client.images.get(base_image()).id == image.id
             assert output(client, ["echo", "shared"]) == "shared"
             # the host's own store is still writable: an image made in it stays in it
-            client.containers.run(base_image(), ["true"], name="committed")
-            client.containers.get("committed").commit("localhost/only-in-x", "1")
+            # Created and waited for: a blocking run follows the log, which Podman can leave
+            # hanging when the container exits at once.
+            committed = client.containers.run(base_image(), ["true"], name="committed", detach=True)
+            assert committed.wait(timeout=60)["StatusCode"] == 0
+            committed.commit("localhost/only-in-x", "1")
             assert client.images.get("localhost/only-in-x:1")
         with pytest.raises(docker.errors.ImageNotFound):
             outer.images.get("localhost/only-in-x:1")
