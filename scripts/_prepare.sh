@@ -5,7 +5,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-say() { printf '\n== %s\n' "$*" >&2; }
+say() { printf '\n== %s  [%s]\n' "$*" "$(date -u +%T)" >&2; }
 
 # prepare_engine [auto|podman|docker]: start (installing if need be) that engine and export its
 # DOCKER_HOST and ELIZADB_BASE_IMAGE. A DOCKER_HOST that was set for another engine is dropped.
