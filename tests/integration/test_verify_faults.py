@@ -1306,15 +1306,17 @@ def lost_slot(stack: DeployedStack) -> Iterator[None]:
         sql(stack, _wal(40), db="postgres")
         sql(stack, "SELECT pg_switch_wal()", db="postgres")
         # 1 MB is less than a segment: the checkpoint keeps only the segment it starts in, so
-        # a replica's slot must have moved past the switch first, or it is lost too (seen once
-        # in CI: the next test found replica-2's slot lost).
+        # a replica's slot must be in the new segment first, or it is lost too (seen in a CI
+        # rehearsal: the next test found replica-2's slot lost).
+        [(switched,)] = sql(stack, "SELECT pg_current_wal_lsn()", db="postgres")
         wait_for(
             "both replicas' slots to pass the switch",
             lambda: (
                 sql(
                     stack,
-                    "SELECT count(*) FILTER (WHERE restart_lsn >= pg_current_wal_lsn())"
+                    "SELECT count(*) FILTER (WHERE restart_lsn >= %s::pg_lsn)"
                     " FROM pg_replication_slots WHERE slot_name <> 'verify_lost'",
+                    (switched,),
                     db="postgres",
                 )
                 == [(2,)]
