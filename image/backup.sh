@@ -146,8 +146,14 @@ schedule() {
   # The repository host of a stack on several hosts: the nodes push WAL to its server.
   if grep -q '^tls-server-address=' "$CONF"; then serve & fi
   log "schedule: full every ${ELIZADB_FULL_EVERY}s, incremental every ${ELIZADB_INCR_EVERY}s"
-  until locked on_primary --log-level-console=info stanza-create \
-      && locked on_primary --log-level-console=info check; do
+  # On several hosts a node's server may not answer yet. pgBackRest retries each connection for
+  # io-timeout (60 s by default), and stanza-create holds the stanza's archive lock meanwhile,
+  # which fails every node's archive-push (minutes, with three nodes). The setup gives up after
+  # the nodes' own 5 s and tries again; backups keep the default.
+  local setup=()
+  if remote_nodes; then setup=(--io-timeout=5); fi
+  until locked on_primary --log-level-console=info "${setup[@]}" stanza-create \
+      && locked on_primary --log-level-console=info "${setup[@]}" check; do
     log "stanza or WAL archiving not ready yet; retrying in ${SETUP_RETRY_AFTER}s"
     sleep "$SETUP_RETRY_AFTER" & wait $!
   done
