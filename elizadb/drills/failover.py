@@ -343,10 +343,12 @@ def _wait_for_ack_from(
         "SELECT string_agg(application_name || ' ' || state || ' ' || coalesce(sync_state, ''),"
         " '; ') FROM pg_stat_replication",
     )
+    # The writer goes through the pooler: when it is refused, whether the pooler still runs.
     raise TimeoutError(
         f"{node.short} acknowledged no write within {timeout_s:.0f}s of the fault;"
         f" the writer had {writer.errors} error(s), the last: {writer.last_error or '-'};"
-        f" {node.short} streams to: {standbys or 'no standby'}"
+        f" {node.short} streams to: {standbys or 'no standby'};"
+        f" the pooler {engine.explain(cluster.client, cluster.topo.pooler_name, 15)}"
     )
 
 
