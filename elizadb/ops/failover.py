@@ -241,10 +241,15 @@ class Cluster:
         engine.put_files(
             self.client, self.topo.pooler_name, [engine.File(paths.PGBOUNCER_INI, ini)]
         )
-        # PgBouncer reloads its configuration on SIGHUP. Server connections to a killed primary
-        # get no reset (its network namespace is gone) and would hang in TCP: KILL drops them
-        # and their clients at once (clients reconnect), RESUME lets new ones in.
-        engine.kill(self.client, self.topo.pooler_name, signal="SIGHUP")
+        # PgBouncer reloads its configuration on SIGHUP. Sent from inside the container: a
+        # signal through the engine's kill API makes Docker Engine (20.10) drop the container's
+        # restart policy for its next exit, so a pooler that later died would stay down.
+        # Server connections to a killed primary get no reset (its network namespace is gone)
+        # and would hang in TCP: KILL drops them and their clients at once (clients reconnect),
+        # RESUME lets new ones in.
+        reload = engine.exec_in(self.client, self.topo.pooler_name, ["sh", "-c", "kill -HUP 1"])
+        if not reload.ok:
+            raise DeployError(f"cannot reload {self.topo.pooler_name}: {reload.tail()}")
         self._pooler_admin(declaration.outputs, ["KILL", "RESUME"])
         # The declaration above may have saved new state: read it again before changing it.
         state = StateFile(self.settings.stack)

@@ -59,6 +59,39 @@ def test_three_failovers_lose_no_acknowledged_write_and_promote_the_most_advance
     assert report.summary(results)["rpo_zero_every_time"] is True
 
 
+def test_after_a_failover_a_pooler_that_exits_is_started_again_by_its_restart_policy(
+    sync_stack: DeployedStack,
+) -> None:
+    """The failover reloads the pooler with a SIGHUP sent from inside its container: sent through
+    the engine's kill API, Docker Engine drops the container's restart policy for its next exit,
+    and a pooler that then died would stay down."""
+    r = drill(sync_stack)
+    assert r.missing == 0
+    name = f"elizadb-{sync_stack.settings.stack}-pgbouncer"
+    pooler = sync_stack.client.containers.get(name)
+    restarts = pooler.attrs["RestartCount"]
+    # SIGINT: PgBouncer's safe shutdown, it exits once no transaction runs.
+    assert pooler.exec_run(["sh", "-c", "kill -INT 1"]).exit_code == 0
+
+    def serves_again() -> bool:
+        pooler.reload()
+        if pooler.status != "running" or pooler.attrs["RestartCount"] <= restarts:
+            return False
+        try:
+            with psycopg.connect(sync_stack.connections["agentPooler"], connect_timeout=3) as conn:
+                return conn.execute("SELECT 1").fetchone() == (1,)
+        except psycopg.OperationalError:
+            return False
+
+    deadline = time.monotonic() + 60
+    while not serves_again():
+        assert time.monotonic() < deadline, (
+            f"{name} was not started again: {pooler.status}, "
+            f"{pooler.attrs['RestartCount']} restart(s), {pooler.attrs['State']}"
+        )
+        time.sleep(0.5)
+
+
 def test_a_lagging_standby_is_passed_over(sync_stack: DeployedStack) -> None:
     """replica-1 is frozen while writes go on, so only replica-2 holds the last acknowledged
     commits: promoting replica-1 (the lower index) would lose them."""
