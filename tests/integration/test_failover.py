@@ -15,6 +15,8 @@ import pytest
 from elizadb.drills import report
 from elizadb.drills.failover import SCHEMA
 from elizadb.local import deploy
+from infra.topology import topology
+from tests.integration.ha_probe import wait_for
 from tests.integration.stacks import DeployedStack, deployed_stack, drill, progress
 from verify.suite import load_outputs, run_checks
 
@@ -67,7 +69,7 @@ def test_after_a_failover_a_pooler_that_exits_is_started_again_by_its_restart_po
     and a pooler that then died would stay down."""
     r = drill(sync_stack)
     assert r.missing == 0
-    name = f"elizadb-{sync_stack.settings.stack}-pgbouncer"
+    name = topology(sync_stack.settings).pooler_name
     pooler = sync_stack.client.containers.get(name)
     restarts = pooler.attrs["RestartCount"]
     # SIGINT: PgBouncer's safe shutdown, it exits once no transaction runs.
@@ -83,13 +85,14 @@ def test_after_a_failover_a_pooler_that_exits_is_started_again_by_its_restart_po
         except psycopg.OperationalError:
             return False
 
-    deadline = time.monotonic() + 60
-    while not serves_again():
-        assert time.monotonic() < deadline, (
-            f"{name} was not started again: {pooler.status}, "
-            f"{pooler.attrs['RestartCount']} restart(s), {pooler.attrs['State']}"
-        )
-        time.sleep(0.5)
+    wait_for(
+        f"{name} started again and serving",
+        serves_again,
+        timeout_s=60,
+        explain=lambda: (
+            f"{pooler.status}, {pooler.attrs['RestartCount']} restart(s), {pooler.attrs['State']}"
+        ),
+    )
 
 
 def test_a_lagging_standby_is_passed_over(sync_stack: DeployedStack) -> None:
